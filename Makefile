@@ -1,0 +1,26 @@
+# Two entry points that work on a fresh clone: `make demo` and `make test`.
+# Each creates .venv and installs the project into it on first use.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+
+.PHONY: demo test lint clean
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	touch $@
+
+demo: $(VENV)/.installed
+	$(BIN)/tfsbench demo
+
+test: $(VENV)/.installed
+	$(BIN)/python -m pytest
+
+lint: $(VENV)/.installed
+	$(BIN)/ruff check bench export reports locustfiles tests
+	$(BIN)/ruff format --check bench export reports locustfiles tests
+
+clean:
+	rm -rf $(VENV) models runs .pytest_cache

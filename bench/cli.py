@@ -1,0 +1,199 @@
+"""The ``tfsbench`` command line (also ``python -m bench``).
+
+Every sub-command's flags live here, so ``tfsbench <cmd> --help`` is the one reference. Each
+handler imports its implementation lazily: ``tfsbench codecs`` or ``tfsbench sweep`` must not
+pay for importing TensorFlow, which only ``export``, ``serve`` and ``demo`` need.
+
+Errors: a ``BenchError`` becomes one line on stderr and its exit code (2 for bad
+configuration); Ctrl-C exits 130 after the command has saved what it recorded. Anything else
+is a bug and keeps its traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import os
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+from bench import __version__, argtypes
+from bench.errors import BenchError
+
+ENCODING_NAMES = (
+    "row-orjson",
+    "row-json",
+    "columnar-orjson",
+    "row-named-orjson",
+    "row-fast",
+    "row-orjson-gzip",
+    "b64-png",
+    "b64-jpeg",
+)
+
+
+def _handler(module: str, function: str) -> Callable[[argparse.Namespace], int]:
+    """A handler that imports ``module`` only when its sub-command runs."""
+
+    def run(args: argparse.Namespace) -> int:
+        return int(getattr(importlib.import_module(module), function)(args) or 0)
+
+    return run
+
+
+def _add_export(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "export",
+        help="export the reference SavedModel in TF Serving's version layout",
+        description="Export the reference image classifier to OUT/MODEL_NAME/VERSION/ "
+        "(saved_model.pb + variables/), with signatures serving_default (uint8 examples "
+        "[-1,128,128,3]) and serving_bytes (encoded PNG/JPEG image_bytes [-1]).",
+    )
+    p.add_argument("--out", type=Path, default=Path("models"), metavar="DIR", help="models directory (default: models)")
+    p.add_argument("--model-name", default="classifier", metavar="NAME", help="model name (default: classifier)")
+    p.add_argument("--version", type=argtypes.non_negative_int, default=1, metavar="N", help="version (default: 1)")
+    p.add_argument(
+        "--size",
+        choices=("tiny", "small", "medium"),
+        default="tiny",
+        help="compute cost: tiny ~22 MFLOPs/image, small ~160, medium (ResNet-like) ~850 (default: tiny)",
+    )
+    p.add_argument("--seed", type=argtypes.non_negative_int, default=None, metavar="N", help="weight seed")
+    p.add_argument("--force", action="store_true", help="overwrite an existing version directory")
+    p.set_defaults(handler=_run_export)
+
+
+def _run_export(args: argparse.Namespace) -> int:
+    from export.saved_model import DEFAULT_SEED, export_model
+
+    result = export_model(
+        args.out,
+        model_name=args.model_name,
+        version=args.version,
+        size=args.size,
+        force=args.force,
+        seed=DEFAULT_SEED if args.seed is None else args.seed,
+    )
+    print(result.summary())
+    return 0
+
+
+def _add_serve(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "serve",
+        help="run the embedded TF-Serving-compatible REST server",
+        description="Serve SavedModels over tensorflow/serving's REST API. Flags follow "
+        "tensorflow_model_server's names and defaults.",
+    )
+    p.add_argument("--port", type=argtypes.port, default=8500, metavar="PORT", help="gRPC port (not served; default 8500)")
+    p.add_argument("--rest_api_port", type=argtypes.port, default=8501, metavar="PORT", help="HTTP port (default 8501; 0 picks a free one)")
+    p.add_argument("--rest_api_host", default="127.0.0.1", metavar="ADDR", help="address to bind (default 127.0.0.1)")
+    p.add_argument("--model_name", default="default", metavar="NAME", help="model name (default: default)")
+    p.add_argument("--model_base_path", type=Path, default=None, metavar="DIR", help="directory of numeric version dirs")
+    p.add_argument("--model_config_file", type=Path, default=None, metavar="FILE", help="text-format ModelServerConfig")
+    p.add_argument("--rest_api_num_threads", type=argtypes.positive_int, default=None, metavar="N", help="HTTP worker threads (default 4 x CPUs)")
+    p.add_argument("--rest_api_timeout_in_ms", type=int, default=30000, metavar="MS", help="per-request deadline; <= 0 means none (default 30000)")
+    p.add_argument("--file_system_poll_wait_seconds", type=int, default=1, metavar="S", help="rescan interval for new versions (default 1)")
+    p.add_argument("--enable_batching", action="store_true", help="merge concurrent predict calls into one model call")
+    p.add_argument("--batching_parameters_file", type=Path, default=None, metavar="FILE", help="text-format BatchingParameters")
+    p.add_argument("--monitoring_config_file", type=Path, default=None, metavar="FILE", help="text-format MonitoringConfig (Prometheus)")
+    p.add_argument("--rest_api_enable_cors_support", action="store_true", help="add CORS headers")
+    p.set_defaults(handler=_handler("bench.server", "run_serve"))
+
+
+def _add_docker(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("docker", help="start, stop or inspect a tensorflow/serving container")
+    p.add_argument("action", choices=("up", "down", "logs", "build-standin"), help="what to do")
+    p.add_argument("--model-base-path", type=Path, default=Path("models/classifier"), metavar="DIR", help="host model directory (default models/classifier)")
+    p.add_argument("--model-name", default="classifier", metavar="NAME", help="model name (default classifier)")
+    p.add_argument("--dry-run", action="store_true", help="print the docker command instead of running it")
+    p.set_defaults(handler=_handler("bench.docker", "run_docker"))
+
+
+def _add_codecs(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "codecs",
+        help="measure payload size and encode/decode cost of each encoding",
+        description="For each (batch size, encoding): body bytes, bytes per pixel value, client encode time, "
+        "server decode time, and ratios against row-json and the memcpy floor (ndarray.tobytes()).",
+    )
+    p.add_argument("--batch-sizes", type=argtypes.int_list, default=[1, 4, 16, 64], metavar="LIST", help="e.g. 1,4,16,64 (default)")
+    p.add_argument("--encodings", type=argtypes.name_list, default=list(ENCODING_NAMES), metavar="LIST", help=f"subset of {','.join(ENCODING_NAMES)} (default: all)")
+    p.add_argument("--images", type=Path, default=None, metavar="DIR", help="directory of PNG/JPEG images (default: synthetic)")
+    p.add_argument("--out", type=Path, default=None, metavar="FILE.csv", help="also write the table as CSV")
+    p.set_defaults(handler=_handler("bench.codecs_bench", "run_codecs"))
+
+
+def _add_sweep(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("sweep", help="run one Locust load test per (batch size, encoding) cell and record every request")
+    p.add_argument("--host", required=True, metavar="URL", help="TF Serving REST endpoint, e.g. http://127.0.0.1:8501")
+    p.add_argument("--batch-sizes", type=argtypes.int_list, default=[1, 4, 16], metavar="LIST", help="e.g. 1,4,16 (default)")
+    p.add_argument("--encodings", type=argtypes.name_list, default=["row-orjson"], metavar="LIST", help="e.g. row-orjson,b64-png")
+    p.add_argument("--users", type=argtypes.positive_int, default=4, metavar="N", help="concurrent users, closed model (default 4)")
+    p.add_argument("--arrival", choices=("closed", "poisson", "constant"), default="closed", help="arrival model (default closed)")
+    p.add_argument("--rate", type=argtypes.positive_float, default=None, metavar="REQ/S", help="total requests/s (open model)")
+    p.add_argument("--duration", type=argtypes.duration_s, default=30.0, metavar="TIME", help="per cell, e.g. 30s (default)")
+    p.add_argument("--out", type=Path, default=Path("runs"), metavar="DIR", help="runs directory (default runs)")
+    p.set_defaults(handler=_handler("bench.sweep", "run_sweep"))
+
+
+def _add_report(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("report", help="build report.html and figures/*.png for a run")
+    p.add_argument("run_dir", type=Path, metavar="RUN_DIR", help="e.g. runs/latest")
+    p.set_defaults(handler=_handler("reports.report", "run_report"))
+
+
+def _add_compare(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("compare", help="compare the same cells of two runs")
+    p.add_argument("run_a", type=Path, metavar="RUN_A", help="baseline run directory")
+    p.add_argument("run_b", type=Path, metavar="RUN_B", help="candidate run directory")
+    p.set_defaults(handler=_handler("reports.compare", "run_compare"))
+
+
+def _add_capacity(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("capacity", help="find the highest load one replica serves within a latency SLO")
+    p.add_argument("--host", required=True, metavar="URL", help="TF Serving REST endpoint")
+    p.add_argument("--slo", type=argtypes.slo, default=(99.0, 100.0), metavar="SLO", help="e.g. 'p99<100ms' (default)")
+    p.add_argument("--batch-sizes", type=argtypes.int_list, default=[1, 4, 16], metavar="LIST", help="e.g. 1,4,16 (default)")
+    p.add_argument("--encodings", type=argtypes.name_list, default=["row-orjson"], metavar="LIST", help="e.g. row-orjson")
+    p.add_argument("--arrival", choices=("constant", "poisson"), default="constant", help="open-model arrivals (default constant)")
+    p.add_argument("--target", type=argtypes.images_per_s, default=None, metavar="LOAD", help="e.g. 2000img/s: report replicas needed")
+    p.add_argument("--headroom", type=argtypes.fraction, default=0.3, metavar="F", help="spare capacity per replica (default 0.3)")
+    p.add_argument("--out", type=Path, default=Path("runs"), metavar="DIR", help="runs directory (default runs)")
+    p.set_defaults(handler=_handler("bench.capacity", "run_capacity"))
+
+
+def _add_demo(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("demo", help="export -> serve -> short sweep -> report, on the embedded server")
+    p.add_argument("--models", type=Path, default=Path("models"), metavar="DIR", help="models directory (default models)")
+    p.add_argument("--out", type=Path, default=Path("runs"), metavar="DIR", help="runs directory (default runs)")
+    p.set_defaults(handler=_handler("bench.demo", "run_demo"))
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="tfsbench",
+        description="Benchmark and load-test image models served through the TensorFlow Serving REST API.",
+        epilog="Workflow: tfsbench export -> tfsbench serve (or docker up) -> tfsbench sweep -> tfsbench report. "
+        "Or all at once: tfsbench demo.",
+    )
+    parser.add_argument("--version", action="version", version=f"tfsbench {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    for add in (_add_export, _add_serve, _add_docker, _add_codecs, _add_sweep, _add_report, _add_compare, _add_capacity, _add_demo):
+        add(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    # TensorFlow's C++ start-up chatter hides our own output; keep its warnings and errors.
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    args = build_parser().parse_args(argv)
+    try:
+        return args.handler(args)
+    except BenchError as exc:
+        print(f"tfsbench {args.command}: error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print(f"tfsbench {args.command}: interrupted", file=sys.stderr)
+        return 130

@@ -1,0 +1,34 @@
+"""Shared fixtures: a real SavedModel exported once per session into a temp dir."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+MODEL_NAME = "classifier"
+
+
+@pytest.fixture(autouse=True)
+def _clean_environ(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Tests never see a developer's TFSBENCH_* settings."""
+    for key in list(os.environ):
+        if key.startswith("TFSBENCH_"):
+            monkeypatch.delenv(key)
+
+
+@pytest.fixture(scope="session")
+def models_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A models directory holding ``classifier/1``, the tiny reference model."""
+    from export import export_model
+
+    out = tmp_path_factory.mktemp("models")
+    export_model(out, model_name=MODEL_NAME, version=1, size="tiny")
+    return out
+
+
+@pytest.fixture(scope="session")
+def model_base_path(models_dir: Path) -> Path:
+    """``models/classifier``: what ``--model_base_path`` points at."""
+    return models_dir / MODEL_NAME
