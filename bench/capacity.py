@@ -1,0 +1,147 @@
+"""Capacity planning: the highest request rate one replica serves within a latency SLO.
+
+For each batch size (and encoding) an open-model search runs probes at fixed request rates,
+with latency measured from each request's intended send time (no coordinated omission):
+
+1. step up: multiply the rate by ``growth`` until a probe fails the SLO, errors, sends late,
+   or the server stops keeping up (achieved rate well below the target: saturation);
+2. bisect between the last passing and the first failing rate until they are within
+   ``tolerance`` of each other or the probe budget is spent.
+
+A probe passes when its latency percentile meets the SLO, no request failed and no send
+started late. Each probe runs long enough for the percentile to rest on enough samples
+(``min_samples``), bounded by ``max_probe_s``; the sample count is reported with the result.
+
+Replicas for a target load: ``ceil(target / (max_images_per_s * (1 - headroom)))``.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+# A probe that achieves less than this share of its target rate has hit the server's limit.
+SATURATION_SHARE = 0.9
+
+
+@dataclass(frozen=True)
+class ProbeResult:
+    """One fixed-rate probe: what was asked, what came back."""
+
+    rate_rps: float
+    requests: int
+    errors: int
+    late_sends: int
+    achieved_rps: float
+    latency_pct_ms: float  # the SLO's percentile, from intended send time
+    p50_ms: float
+    duration_s: float
+
+    def meets(self, limit_ms: float) -> bool:
+        return self.requests > 0 and self.errors == 0 and self.late_sends == 0 and self.latency_pct_ms <= limit_ms
+
+    @property
+    def saturated(self) -> bool:
+        return self.achieved_rps < SATURATION_SHARE * self.rate_rps
+
+
+@dataclass(frozen=True)
+class SearchSettings:
+    """Bounds of one search; every probe and the whole search stop by themselves."""
+
+    start_rps: float = 2.0
+    growth: float = 2.0
+    tolerance: float = 0.05  # stop bisecting when (fail - pass) / pass is below this
+    max_probes: int = 14
+    max_rps: float = 5000.0
+
+
+@dataclass(frozen=True)
+class CapacityResult:
+    """The answer for one (batch, encoding) cell."""
+
+    batch: int
+    encoding: str
+    max_rps: float  # 0 when no probed rate met the SLO
+    latency_ms_at_max: float
+    samples: int
+    probes: list[ProbeResult] = field(default_factory=list)
+    stopped_by: str = ""  # why the step-up phase ended: slo, errors, late-sends, saturation, max-rate
+
+    @property
+    def max_images_per_s(self) -> float:
+        return self.max_rps * self.batch
+
+    @property
+    def met_slo(self) -> bool:
+        return self.max_rps > 0
+
+    def replicas(self, target_images_per_s: float | None, headroom: float) -> int | None:
+        """Replicas needed for ``target_images_per_s``, keeping ``headroom`` of each one spare."""
+        if target_images_per_s is None or not self.met_slo:
+            return None
+        return max(1, math.ceil(target_images_per_s / (self.max_images_per_s * (1.0 - headroom))))
+
+
+def _failure_reason(probe: ProbeResult, limit_ms: float) -> str:
+    if probe.errors:
+        return "errors"
+    if probe.saturated:
+        return "saturation"
+    if probe.late_sends:
+        return "late-sends"
+    if probe.latency_pct_ms > limit_ms:
+        return "slo"
+    return ""
+
+
+def search_capacity(
+    probe: Callable[[float], ProbeResult],
+    limit_ms: float,
+    batch: int,
+    encoding: str,
+    settings: SearchSettings | None = None,
+    on_probe: Callable[[ProbeResult, bool], None] | None = None,
+) -> CapacityResult:
+    """Step up, then bisect, over request rates; ``probe(rate)`` runs one bounded probe."""
+    settings = settings or SearchSettings()
+    probes: list[ProbeResult] = []
+
+    def run(rate: float) -> tuple[ProbeResult, bool]:
+        result = probe(rate)
+        ok = result.meets(limit_ms) and not result.saturated
+        probes.append(result)
+        if on_probe:
+            on_probe(result, ok)
+        return result, ok
+
+    best: ProbeResult | None = None
+    failed_rate: float | None = None
+    stopped_by = "max-rate"
+    rate = settings.start_rps
+    while len(probes) < settings.max_probes and rate <= settings.max_rps:
+        result, ok = run(rate)
+        if not ok:
+            failed_rate, stopped_by = rate, _failure_reason(result, limit_ms)
+            break
+        best = result
+        rate *= settings.growth
+
+    low = best.rate_rps if best else 0.0
+    high = failed_rate
+    while high is not None and len(probes) < settings.max_probes:
+        if low > 0 and (high - low) / low <= settings.tolerance:
+            break
+        if low == 0 and high <= settings.start_rps / 16:
+            break  # even a trickle fails: the SLO cannot be met at any useful rate
+        mid = (low + high) / 2
+        result, ok = run(mid)
+        if ok:
+            best, low = result, mid
+        else:
+            high = mid
+
+    if best is None:
+        return CapacityResult(batch, encoding, 0.0, math.nan, 0, probes, stopped_by)
+    return CapacityResult(batch, encoding, best.rate_rps, best.latency_pct_ms, best.requests, probes, stopped_by)
