@@ -45,6 +45,7 @@ import numpy as np
 import pandas as pd
 
 from bench.errors import ResultsError
+from bench.schedule import LATE_TOLERANCE_MS
 
 COLUMNS: tuple[str, ...] = (
     "t_start",
@@ -86,10 +87,6 @@ SUMMARY_EXTRA_COLUMNS: tuple[str, ...] = (
     "client_cpu_pct",
     "saturated",
 )
-
-# A send that starts later than this after its intended time counts as late. Gevent's
-# scheduling jitter on a busy machine is a few ms; beyond this the generator fell behind.
-LATE_TOLERANCE_MS = 10.0
 
 _INT_COLUMNS = ("status", "batch", "payload_bytes", "response_bytes")
 _FLOAT_COLUMNS = ("t_start", "latency_ms", "encode_us", "send_lag_ms")

@@ -1,0 +1,176 @@
+"""Arrival schedules: when each simulated user should send its next request.
+
+Three models (``--arrival``):
+
+``closed``
+    N users, each sends, waits for the reply, optionally thinks (``--think-time``), sends again.
+    The offered load follows the server: when it slows down, fewer requests are sent. Use it to
+    find the throughput a fixed concurrency reaches (e.g. "8 clients in a loop, how many
+    images/s?"), and for interactive exploration in the web UI. Do *not* read its latency
+    percentiles as what users at a given request rate would see: a stall delays the next sends
+    too, so the slow period is under-sampled (coordinated omission).
+
+``constant`` / ``poisson``
+    Open model: a target total request rate (``--rate``, requests/s across all users and
+    processes) is split evenly, each user gets ``rate / users``. Each user owns a schedule of
+    *intended* send times, evenly spaced (``constant``, with a random phase per user so users do
+    not fire in lock step) or with exponential gaps (``poisson``, the arrivals of many
+    independent clients). Latency counts from the intended send time, so when the server stalls
+    the requests that should have gone out meanwhile show the wait as latency, and a send that
+    starts more than :data:`LATE_TOLERANCE_MS` after its intended time is counted as late. Use
+    ``constant`` for capacity probes and SLO checks at a known load (least noise), ``poisson``
+    for realistic queueing at that load (bursts make p99 higher than ``constant`` at the same
+    rate). Give enough users: a user sends one request at a time, so ``users`` must exceed
+    ``rate x expected latency``; otherwise sends queue behind their own user, show up as
+    late sends and growing latency, and the run says so.
+
+Usage::
+
+    arrival = parse_arrival("poisson", rate="200")      # 200 req/s in total
+    schedule = UserSchedule(arrival, users=20, seed=7)  # this user: 10 req/s
+    intended = schedule.next_send()                     # perf_counter seconds
+    ...sleep until intended, send, measure latency from intended...
+    lag_ms = send_lag_ms(intended, time.perf_counter())
+"""
+
+from __future__ import annotations
+
+import math
+import random
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from bench.errors import ConfigError
+
+ARRIVALS: tuple[str, ...] = ("closed", "poisson", "constant")
+
+# A send that starts more than this after its intended time counts as late. Gevent's
+# scheduling jitter on a busy machine is a few ms; beyond this the generator fell behind
+# (its user was still waiting for a reply, or the process ran out of CPU).
+LATE_TOLERANCE_MS = 10.0
+
+
+@dataclass(frozen=True)
+class Arrival:
+    """An arrival model: ``closed`` (think time between sends) or open at ``rate_per_s`` in total."""
+
+    model: str = "closed"
+    rate_per_s: float | None = None
+    think_time_s: float = 0.0
+
+    @property
+    def is_open(self) -> bool:
+        return self.model != "closed"
+
+    def user_rate_per_s(self, users: int) -> float:
+        """Each user's share of the total rate (users across all processes)."""
+        if not self.is_open or self.rate_per_s is None:
+            raise ConfigError(f"the {self.model} arrival model has no rate")
+        return self.rate_per_s / max(users, 1)
+
+    def describe(self) -> str:
+        if self.is_open:
+            return f"{self.model} at {self.rate_per_s:g} req/s in total"
+        return f"closed, think time {self.think_time_s:g} s"
+
+
+def parse_arrival(model: str, rate: float | str | None = None, think_time_s: float | str | None = 0.0) -> Arrival:
+    """Validate ``--arrival``, ``--rate`` and ``--think-time`` values into an :class:`Arrival`.
+
+    Raises ConfigError (one line) for an unknown model, an open model without a positive rate,
+    or a negative think time. A rate given with ``closed`` is an error too: it would be ignored.
+    """
+    name = (model or "closed").strip().lower()
+    if name not in ARRIVALS:
+        raise ConfigError(f"unknown arrival model '{model}' (choose from {', '.join(ARRIVALS)})")
+    rate_value = _optional_float(rate, "--rate")
+    think = _optional_float(think_time_s, "--think-time") or 0.0
+    if think < 0:
+        raise ConfigError(f"--think-time must be zero or positive, got '{think_time_s}'")
+    if name == "closed":
+        if rate_value is not None:
+            raise ConfigError("--rate needs an open arrival model (--arrival poisson or constant)")
+        return Arrival("closed", None, think)
+    if rate_value is None or not rate_value > 0 or math.isinf(rate_value):
+        raise ConfigError(f"--arrival {name} needs a positive --rate (total requests/s), got '{rate or ''}'")
+    if think:
+        raise ConfigError("--think-time applies to the closed model only; an open model sends on its schedule")
+    return Arrival(name, rate_value, 0.0)
+
+
+def _optional_float(value: float | str | None, flag: str) -> float | None:
+    if value is None or (isinstance(value, str) and not value.strip()):
+        return None
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        raise ConfigError(f"{flag} must be a number, got '{value}'") from None
+
+
+class UserSchedule:
+    """Intended send times of one user in an open model, on the ``clock`` timeline (seconds).
+
+    The schedule never waits for replies: if the user falls behind, the next intended time is
+    already in the past, the send starts late, and that lag is part of the measured latency.
+    """
+
+    def __init__(
+        self,
+        arrival: Arrival,
+        users: int,
+        seed: int | None = None,
+        start_s: float | None = None,
+        clock: Callable[[], float] = time.perf_counter,
+    ) -> None:
+        if not arrival.is_open:
+            raise ConfigError("a send schedule needs an open arrival model")
+        self.arrival = arrival
+        self.rate_per_s = arrival.user_rate_per_s(users)
+        self.interval_s = 1.0 / self.rate_per_s
+        self._rng = random.Random(seed)
+        self._clock = clock
+        begin = clock() if start_s is None else start_s
+        # Constant: a random phase within one interval keeps users from firing in lock step.
+        # Poisson: the first gap is exponential like every other (memoryless).
+        self._next_s = (
+            begin + self._gap_s() if arrival.model == "poisson" else begin + self._rng.random() * self.interval_s
+        )
+
+    def _gap_s(self) -> float:
+        if self.arrival.model == "poisson":
+            return self._rng.expovariate(self.rate_per_s)
+        return self.interval_s
+
+    def next_send(self) -> float:
+        """The next intended send time (clock seconds); advances the schedule."""
+        intended = self._next_s
+        self._next_s = intended + self._gap_s()
+        return intended
+
+    def wait_s(self, intended_s: float) -> float:
+        """Seconds to sleep until ``intended_s`` (0 when it is already due or past)."""
+        return max(0.0, intended_s - self._clock())
+
+
+def send_lag_ms(intended_s: float, actual_s: float) -> float:
+    """How late a send started, in ms (never negative: early wake-ups count as on time)."""
+    return max(0.0, (actual_s - intended_s) * 1000.0)
+
+
+def is_late(lag_ms: float, tolerance_ms: float = LATE_TOLERANCE_MS) -> bool:
+    return lag_ms > tolerance_ms
+
+
+class WallClock:
+    """Maps ``time.perf_counter`` readings to unix seconds with one offset taken at creation.
+
+    perf_counter is monotonic and precise, time.time() is what records store; mapping once
+    keeps intended times and latencies on one steady timeline.
+    """
+
+    def __init__(self) -> None:
+        self.offset_s = time.time() - time.perf_counter()
+
+    def unix_s(self, perf_s: float) -> float:
+        return perf_s + self.offset_s
