@@ -1,0 +1,382 @@
+"""The report's matplotlib figures (Agg backend: no display needed).
+
+Each ``fig_*`` function takes the summary (and where needed the raw records) and returns a
+``Figure``; ``make_figures`` returns them all by file stem, in report order. Every axis names
+its quantity and unit. One colour per encoding across all figures; cells whose client was
+saturated are circled in red, because their numbers measure the load generator.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import matplotlib
+
+matplotlib.use("Agg")
+
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
+from matplotlib.figure import Figure
+from matplotlib.ticker import FuncFormatter, NullLocator
+
+from reports.data import RunData, ok_rows
+
+DPI = 100
+SAT_STYLE = {"s": 160, "facecolors": "none", "edgecolors": "red", "linewidths": 1.5, "zorder": 5}
+
+
+@dataclass(frozen=True)
+class FigureSpec:
+    """One figure of the report: file stem, title and a sentence on how to read it."""
+
+    name: str
+    title: str
+    caption: str
+    figure: Figure
+
+
+def encoding_colors(encodings: list[str]) -> dict[str, tuple]:
+    cmap = plt.get_cmap("tab10")
+    return {enc: cmap(i % 10) for i, enc in enumerate(sorted(encodings))}
+
+
+def _batch_axis(ax, batches: list[int]) -> None:
+    ax.set_xscale("log", base=2)
+    ax.xaxis.set_major_locator(matplotlib.ticker.FixedLocator(sorted(set(batches))))
+    ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{int(v)}" if v >= 1 else f"{v:g}"))
+    ax.xaxis.set_minor_locator(NullLocator())
+    ax.set_xlabel("batch size (images per request)")
+    ax.grid(True, which="major", alpha=0.3)
+
+
+def _plain_log(axis) -> None:
+    """Log axis with plain numbers (2, 5, 10, 20 ms) instead of 2x10^0."""
+    fmt = FuncFormatter(lambda v, _: f"{v:g}")
+    axis.set_major_formatter(fmt)
+    axis.set_minor_formatter(FuncFormatter(lambda v, _: f"{v:g}" if f"{v:.1e}"[0] in "25" else ""))
+
+
+def _bytes_formatter(v: float, _pos: int | None = None) -> str:
+    for unit, size in (("GB", 1e9), ("MB", 1e6), ("kB", 1e3)):
+        if v >= size:
+            return f"{v / size:g} {unit}"
+    return f"{v:g} B"
+
+
+def _per_encoding(summary: pd.DataFrame):
+    for enc, group in summary.groupby("encoding", sort=True):
+        yield str(enc), group.sort_values("batch")
+
+
+def _mark_saturated(ax, group: pd.DataFrame, x: str, y: str | pd.Series) -> None:
+    sat = group[group["saturated"].astype(bool)]
+    if sat.empty:
+        return
+    yvals = sat[y] if isinstance(y, str) else y[sat.index]
+    ax.scatter(sat[x], yvals, **SAT_STYLE)
+
+
+def _legend(ax, saturated_any: bool) -> None:
+    handles, labels = ax.get_legend_handles_labels()
+    if saturated_any:
+        handles.append(plt.Line2D([], [], marker="o", color="red", markerfacecolor="none", linestyle="none"))
+        labels.append("client saturated")
+    ax.legend(handles, labels, fontsize=8, loc="best")
+
+
+def fig_latency_percentiles(summary: pd.DataFrame) -> Figure:
+    fig, axes = plt.subplots(1, 3, figsize=(13, 4.2), sharey=True, dpi=DPI)
+    colors = encoding_colors(list(summary["encoding"].unique()))
+    for ax, pct in zip(axes, ("p50", "p95", "p99"), strict=True):
+        for enc, g in _per_encoding(summary):
+            ax.plot(g["batch"], g[f"{pct}_ms"], marker="o", color=colors[enc], label=enc)
+            _mark_saturated(ax, g, "batch", f"{pct}_ms")
+        _batch_axis(ax, list(summary["batch"]))
+        ax.set_yscale("log")
+        _plain_log(ax.yaxis)
+        ax.set_title(f"{pct} latency")
+    axes[0].set_ylabel("latency (ms, log scale)")
+    _legend(axes[0], bool(summary["saturated"].any()))
+    fig.suptitle("Client-side latency vs batch size")
+    fig.tight_layout()
+    return fig
+
+
+def fig_latency_vs_payload(summary: pd.DataFrame) -> Figure:
+    fig, ax = plt.subplots(figsize=(9, 5), dpi=DPI)
+    colors = encoding_colors(list(summary["encoding"].unique()))
+    for enc, g in _per_encoding(summary):
+        ax.plot(g["payload_bytes_mean"], g["p50_ms"], marker="o", color=colors[enc], label=f"{enc} p50")
+        ax.plot(g["payload_bytes_mean"], g["p99_ms"], marker="^", linestyle=":", color=colors[enc], alpha=0.7)
+        _mark_saturated(ax, g, "payload_bytes_mean", "p50_ms")
+        for _, row in g.iterrows():
+            ax.annotate(
+                f"b={int(row['batch'])}",
+                (row["payload_bytes_mean"], row["p50_ms"]),
+                fontsize=7,
+                xytext=(3, -10),
+                textcoords="offset points",
+            )
+    ax.plot([], [], marker="^", linestyle=":", color="grey", label="p99 (dotted)")
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    _plain_log(ax.yaxis)
+    ax.xaxis.set_major_formatter(FuncFormatter(_bytes_formatter))
+    ax.xaxis.set_minor_formatter(FuncFormatter(lambda v, _: ""))
+    ax.set_xlabel("request body size (bytes per request, log scale)")
+    ax.set_ylabel("latency (ms, log scale)")
+    ax.set_title("Latency vs payload size (points labelled with batch size)")
+    ax.grid(True, which="major", alpha=0.3)
+    _legend(ax, bool(summary["saturated"].any()))
+    fig.tight_layout()
+    return fig
+
+
+def fig_throughput(summary: pd.DataFrame) -> Figure:
+    fig, axes = plt.subplots(1, 2, figsize=(12, 4.2), dpi=DPI)
+    colors = encoding_colors(list(summary["encoding"].unique()))
+    for ax, col, label in (
+        (axes[0], "images_per_s", "throughput (images/s)"),
+        (axes[1], "rps", "throughput (requests/s)"),
+    ):
+        for enc, g in _per_encoding(summary):
+            ax.plot(g["batch"], g[col], marker="o", color=colors[enc], label=enc)
+            _mark_saturated(ax, g, "batch", col)
+        _batch_axis(ax, list(summary["batch"]))
+        ax.set_ylabel(label)
+        ax.set_ylim(bottom=0)
+    axes[0].set_title("Images per second")
+    axes[1].set_title("Requests per second")
+    _legend(axes[0], bool(summary["saturated"].any()))
+    fig.suptitle("Throughput vs batch size (images/s from successful requests; requests/s from all)")
+    fig.tight_layout()
+    return fig
+
+
+def fig_latency_per_image(summary: pd.DataFrame) -> Figure:
+    fig, ax = plt.subplots(figsize=(9, 4.5), dpi=DPI)
+    colors = encoding_colors(list(summary["encoding"].unique()))
+    for enc, g in _per_encoding(summary):
+        ax.plot(g["batch"], g["p50_ms"] / g["batch"], marker="o", color=colors[enc], label=f"{enc} p50")
+        ax.plot(g["batch"], g["p99_ms"] / g["batch"], marker="^", linestyle=":", color=colors[enc], alpha=0.7)
+    ax.plot([], [], marker="^", linestyle=":", color="grey", label="p99 (dotted)")
+    _batch_axis(ax, list(summary["batch"]))
+    ax.set_yscale("log")
+    _plain_log(ax.yaxis)
+    ax.set_ylabel("latency per image (ms/image, log scale)")
+    ax.set_title("Latency per image vs batch size (request latency / batch size)")
+    _legend(ax, False)
+    fig.tight_layout()
+    return fig
+
+
+def fig_encode_cost(summary: pd.DataFrame) -> Figure:
+    fig, ax = plt.subplots(figsize=(9, 4.5), dpi=DPI)
+    colors = encoding_colors(list(summary["encoding"].unique()))
+    for enc, g in _per_encoding(summary):
+        y = g["encode_us_mean"].clip(lower=1e-3) / 1000.0
+        ax.plot(g["payload_bytes_mean"], y, marker="o", color=colors[enc], label=enc)
+        for _, row in g.iterrows():
+            ax.annotate(
+                f"b={int(row['batch'])}",
+                (row["payload_bytes_mean"], row["encode_us_mean"] / 1000.0),
+                fontsize=7,
+                xytext=(3, -10),
+                textcoords="offset points",
+            )
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    _plain_log(ax.yaxis)
+    ax.xaxis.set_major_formatter(FuncFormatter(_bytes_formatter))
+    ax.xaxis.set_minor_formatter(FuncFormatter(lambda v, _: ""))
+    ax.set_xlabel("request body size (bytes per request, log scale)")
+    ax.set_ylabel("client encode time (ms per request, log scale)")
+    ax.set_title("Client encode cost vs payload size (mean per request)")
+    ax.grid(True, which="major", alpha=0.3)
+    _legend(ax, False)
+    fig.tight_layout()
+    return fig
+
+
+def fig_latency_over_time(summary: pd.DataFrame, records: pd.DataFrame) -> Figure:
+    fig, ax = plt.subplots(figsize=(13, 4.8), dpi=DPI)
+    ok = ok_rows(records)
+    if ok.empty:
+        ax.text(0.5, 0.5, "no successful requests recorded", ha="center", transform=ax.transAxes)
+        return fig
+    t0 = float(records["t_start"].min())
+    cmap = plt.get_cmap("tab10")
+    order = list(dict.fromkeys(records.sort_values("t_start")["cell"]))
+    for i, cell in enumerate(order):
+        rows = ok[ok["cell"] == cell]
+        if rows.empty:
+            continue
+        x = rows["t_start"].to_numpy() - t0
+        ax.scatter(x, rows["latency_ms"], s=7, color=cmap(i % 10), alpha=0.6, linewidths=0)
+        ax.text(
+            float(np.median(x)),
+            1.01,
+            str(cell),
+            rotation=60,
+            fontsize=6,
+            ha="left",
+            va="bottom",
+            transform=ax.get_xaxis_transform(),
+        )
+    bad = records.drop(ok.index)
+    if not bad.empty:
+        ax.scatter(
+            bad["t_start"] - t0,
+            bad["latency_ms"].fillna(0).clip(lower=ok["latency_ms"].min()),
+            s=14,
+            marker="x",
+            color="red",
+            label=f"errors ({len(bad)})",
+        )
+        ax.legend(fontsize=8, loc="upper right")
+    ax.set_yscale("log")
+    _plain_log(ax.yaxis)
+    ax.set_xlabel("time since the run's first request (s)")
+    ax.set_ylabel("latency (ms, log scale)")
+    ax.set_title("Latency over time, one colour per cell (warm-up, drift, stalls)", pad=48)
+    ax.grid(True, alpha=0.3)
+    fig.tight_layout()
+    return fig
+
+
+def fig_error_rate(summary: pd.DataFrame) -> Figure:
+    height = max(2.5, 0.28 * len(summary) + 1.2)
+    fig, ax = plt.subplots(figsize=(9, height), dpi=DPI)
+    rate = 100.0 * summary["errors"] / summary["requests"].where(summary["requests"] > 0)
+    labels = summary["cell"].astype(str)
+    colors = ["#d62728" if r > 0 else "#2ca02c" for r in rate.fillna(0)]
+    ax.barh(labels, rate.fillna(0), color=colors)
+    for y, (r, n, e) in enumerate(zip(rate.fillna(0), summary["requests"], summary["errors"], strict=True)):
+        ax.text(r, y, f" {e}/{n}", va="center", fontsize=7)
+    ax.invert_yaxis()
+    ax.set_xlabel("error rate (% of requests in the cell)")
+    ax.set_xlim(0, max(5.0, float(rate.max() if rate.notna().any() else 0) * 1.2))
+    ax.set_title("Errors per cell (errors / requests)")
+    ax.grid(True, axis="x", alpha=0.3)
+    fig.tight_layout()
+    return fig
+
+
+def fig_latency_split(summary: pd.DataFrame) -> Figure:
+    """Client encode | wire + HTTP + parse outside the model | model runtime, per cell (means, ms)."""
+    s = summary[summary["server_latency_mean_ms"].notna()].copy()
+    fig, axes = plt.subplots(
+        1, 2, figsize=(13, max(3.0, 0.3 * len(s) + 1.5)), dpi=DPI, gridspec_kw={"width_ratios": [3, 1]}
+    )
+    ax = axes[0]
+    client_mean = s["latency_mean_ms"] if "latency_mean_ms" in s else s["p50_ms"]
+    encode = s["encode_us_mean"].fillna(0) / 1000.0
+    server = s["server_latency_mean_ms"]
+    runtime = s["server_runtime_mean_ms"] if "server_runtime_mean_ms" in s else pd.Series(np.nan, index=s.index)
+    runtime = runtime.fillna(0).clip(upper=server)
+    wire = (client_mean - server).clip(lower=0)
+    labels = s["cell"].astype(str)
+    left = np.zeros(len(s))
+    for values, name, color in (
+        (encode, "client encode (pre-request)", "#9467bd"),
+        (wire, "wire + HTTP + client (client latency - server latency)", "#ff7f0e"),
+        (server - runtime, "server outside model run (parse, serialize, queue)", "#1f77b4"),
+        (runtime, "model runtime (server)", "#2ca02c"),
+    ):
+        ax.barh(labels, values, left=left, label=name, color=color)
+        left = left + values.to_numpy()
+    ax.invert_yaxis()
+    ax.set_xlabel("time per request (ms, means)")
+    ax.set_title("Where the time goes: client vs server (Prometheus)")
+    ax.legend(fontsize=7, loc="lower right")
+    ax.grid(True, axis="x", alpha=0.3)
+    ax2 = axes[1]
+    if "server_batch_size_mean" in s and s["server_batch_size_mean"].notna().any():
+        ax2.barh(labels, s["server_batch_size_mean"].fillna(0), color="#8c564b", label="server batch (mean)")
+        ax2.scatter(s["batch"], labels, marker="|", s=200, color="black", label="client batch")
+        ax2.invert_yaxis()
+        ax2.set_xlabel("images per model run")
+        ax2.set_title("Server batch size")
+        ax2.legend(fontsize=7)
+        ax2.set_yticklabels([])
+    else:
+        ax2.text(
+            0.5,
+            0.5,
+            "server exports no\nbatch-size metric\n(batching off)",
+            ha="center",
+            va="center",
+            transform=ax2.transAxes,
+            fontsize=9,
+        )
+        ax2.set_axis_off()
+    fig.tight_layout()
+    return fig
+
+
+FigureFn = Callable[[RunData], Figure]
+
+FIGURES: tuple[tuple[str, str, str, FigureFn], ...] = (
+    (
+        "latency_percentiles_vs_batch",
+        "Latency percentiles vs batch size",
+        "p50, p95 and p99 of client-side latency per request, one line per encoding.",
+        lambda d: fig_latency_percentiles(d.summary),
+    ),
+    (
+        "latency_vs_payload_bytes",
+        "Latency vs payload bytes",
+        "Median (solid) and p99 (dotted) latency against the request body size; a JSON encoding that "
+        "grows the body faster pays for it here.",
+        lambda d: fig_latency_vs_payload(d.summary),
+    ),
+    (
+        "throughput_vs_batch",
+        "Throughput vs batch size",
+        "Successful images/s and requests/s at the offered load of each cell.",
+        lambda d: fig_throughput(d.summary),
+    ),
+    (
+        "latency_per_image_vs_batch",
+        "Latency per image vs batch size",
+        "Request latency divided by batch size: how much batching amortises per-request overhead.",
+        lambda d: fig_latency_per_image(d.summary),
+    ),
+    (
+        "encode_cost_vs_payload_bytes",
+        "Client encode cost vs payload bytes",
+        "Mean time the client spent building the request body (outside the timed request when the "
+        "payload pool pre-encodes).",
+        lambda d: fig_encode_cost(d.summary),
+    ),
+    (
+        "latency_over_time",
+        "Latency over time per cell",
+        "Every successful request as a dot; look for warm-up spikes at a cell's start, drift, and stalls. "
+        "Red crosses are errors.",
+        lambda d: fig_latency_over_time(d.summary, d.records),
+    ),
+    (
+        "error_rate_per_cell",
+        "Error rate per cell",
+        "Share of requests that failed (non-200 status or a transport error), with counts.",
+        lambda d: fig_error_rate(d.summary),
+    ),
+)
+
+SPLIT_FIGURE = (
+    "latency_split_client_server",
+    "Client vs server time",
+    "Client latency split with the server's own Prometheus histograms (deltas around each cell): "
+    "client encode, wire + HTTP, server time outside the model, model runtime; and the batch sizes "
+    "the server actually ran.",
+    lambda d: fig_latency_split(d.summary),
+)
+
+
+def make_figures(data: RunData) -> list[FigureSpec]:
+    """All figures for one run, in report order (the client/server split only with server metrics)."""
+    table = list(FIGURES) + ([SPLIT_FIGURE] if data.has_server_metrics else [])
+    return [FigureSpec(name, title, caption, fn(data)) for name, title, caption, fn in table]

@@ -1,0 +1,248 @@
+"""``tfsbench report RUN_DIR``: summary.csv, figures/*.png and one self-contained report.html.
+
+The page embeds every figure as a base64 PNG and carries its own CSS: it opens offline, from
+an e-mail attachment or a CI artefact. It works on an interrupted run (whatever was recorded
+is reported, under a banner saying the run is incomplete and why).
+
+Usage::
+
+    tfsbench report runs/latest
+    python -c "from reports.report import build_report; build_report(Path('runs/latest'))"
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import html
+import io
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from bench.errors import ResultsError
+from reports.data import SATURATED_CPU_PCT, RunData, load_run_data, meta_items
+
+CSS = """
+body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:24px auto;max-width:1320px;
+color:#222;padding:0 16px}
+h1{font-size:1.5em;margin-bottom:.2em}h2{font-size:1.2em;margin-top:1.6em;border-bottom:1px solid #ddd}
+.sub{color:#555;margin-top:0}
+.banner{padding:10px 14px;border-radius:6px;margin:10px 0;font-weight:600}
+.incomplete{background:#fde2e1;border:1px solid #d93025;color:#8a1c14}
+.embedded{background:#fff4ce;border:1px solid #e0a800;color:#5c4400}
+.warn{background:#fff4ce;border:1px solid #e0a800;color:#5c4400}
+table{border-collapse:collapse;font-size:12.5px;margin:8px 0}
+th,td{border:1px solid #ddd;padding:3px 7px;text-align:right;white-space:nowrap}
+th{background:#f3f3f3;position:sticky;top:0}
+td.l,th.l{text-align:left}
+tr.sat td{background:#fde2e1}
+td.trust-ok{color:#1e7e34}td.trust-bad{color:#b3261e;font-weight:600}td.trust-note{color:#8a6d00}
+figure{margin:18px 0}figure img{max-width:100%;border:1px solid #eee}
+figcaption{color:#555;font-size:.9em}
+.meta td{text-align:left;white-space:normal;word-break:break-all}
+.scroll{overflow-x:auto}
+"""
+
+SUMMARY_DISPLAY: tuple[tuple[str, str, str], ...] = (
+    # column, header, format
+    ("cell", "cell", "s"),
+    ("batch", "batch", "d"),
+    ("encoding", "encoding", "s"),
+    ("trust", "trust", "s"),
+    ("requests", "requests", "d"),
+    ("errors", "errors", "d"),
+    ("rps", "req/s", ".1f"),
+    ("images_per_s", "images/s", ".1f"),
+    ("p50_ms", "p50 ms", ".2f"),
+    ("p90_ms", "p90 ms", ".2f"),
+    ("p95_ms", "p95 ms", ".2f"),
+    ("p99_ms", "p99 ms", ".2f"),
+    ("max_ms", "max ms", ".2f"),
+    ("payload_bytes_mean", "body bytes", ",.0f"),
+    ("encode_us_mean", "encode µs", ".0f"),
+    ("server_latency_mean_ms", "server mean ms", ".2f"),
+    ("server_latency_p99_ms", "server p99 ms", ".2f"),
+    ("server_batch_size_mean", "server batch", ".1f"),
+    ("client_cpu_pct", "client CPU %", ".0f"),
+    ("late_sends", "late sends", "d"),
+    ("warmup_excluded", "warm-up excl.", "d"),
+)
+
+
+@dataclass(frozen=True)
+class ReportResult:
+    """What ``build_report`` wrote."""
+
+    html_path: Path
+    summary_path: Path
+    figure_paths: tuple[Path, ...]
+    incomplete: bool
+
+
+def _fmt(value: Any, spec: str) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "–"
+    try:
+        if spec == "d":
+            return f"{int(value):,}"
+        if spec == "s":
+            return str(value)
+        return format(float(value), spec)
+    except (TypeError, ValueError):
+        return str(value)
+
+
+def summary_table_html(summary: pd.DataFrame) -> str:
+    cols = [c for c in SUMMARY_DISPLAY if c[0] in summary.columns]
+    head = "".join(f'<th class="{"l" if f == "s" else ""}">{html.escape(h)}</th>' for _, h, f in cols)
+    rows = []
+    for _, r in summary.iterrows():
+        cells = []
+        for col, _, spec in cols:
+            cls = "l" if spec == "s" else ""
+            if col == "trust":
+                cls += " trust-bad" if r.get("saturated") else (" trust-ok" if r[col] == "ok" else " trust-note")
+            cells.append(f'<td class="{cls.strip()}">{html.escape(_fmt(r[col], spec))}</td>')
+        rows.append(f'<tr class="{"sat" if r.get("saturated") else ""}">{"".join(cells)}</tr>')
+    return f'<div class="scroll"><table id="summary"><tr>{head}</tr>{"".join(rows)}</table></div>'
+
+
+def meta_table_html(data: RunData) -> str:
+    rows = "".join(
+        f'<tr><td class="l">{html.escape(k)}</td><td>{html.escape(str(v))}</td></tr>' for k, v in meta_items(data.run)
+    )
+    return f'<table class="meta" id="meta">{rows}</table>'
+
+
+def cells_table_html(data: RunData) -> str:
+    """Per-cell sweep facts (status, Locust's count, wall time, errors) from meta.json."""
+    cells = data.run.cells
+    if not cells:
+        return "<p>meta.json lists no cells.</p>"
+    keys = ("cell", "status", "locust_requests", "locust_failures", "wall_s", "client_cpu_pct", "error")
+    head = "".join(f'<th class="l">{k}</th>' for k in keys)
+    body = "".join(
+        "<tr>"
+        + "".join(
+            f'<td class="l">{html.escape(_fmt(c.get(k), ".1f" if k.endswith(("_s", "_pct")) else "s"))}</td>'
+            for k in keys
+        )
+        + "</tr>"
+        for c in cells
+    )
+    return f'<div class="scroll"><table id="cells"><tr>{head}</tr>{body}</table></div>'
+
+
+def _png_bytes(fig) -> bytes:
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png")
+    return buf.getvalue()
+
+
+def banners_html(data: RunData) -> str:
+    run = data.run
+    out = []
+    if run.incomplete:
+        reason = run.incomplete_reason or "unknown"
+        out.append(
+            f'<div class="banner incomplete" id="incomplete">Incomplete run: {html.escape(str(reason))}. '
+            "Everything recorded before it stopped is reported below.</div>"
+        )
+    if run.meta.get("error"):
+        out.append(f'<div class="banner incomplete">Run error: {html.escape(str(run.meta["error"]))}</div>')
+    if run.server_kind == "embedded":
+        out.append(
+            '<div class="banner embedded" id="embedded">Results from the embedded server (tfsbench serve, '
+            "in-process TensorFlow behind a Python HTTP server), not tensorflow/serving: use them to compare "
+            "encodings and batch sizes, not as tensorflow/serving's own numbers.</div>"
+        )
+    elif run.server_kind == "unknown":
+        out.append('<div class="banner warn">Target server kind unknown: see target.* in the metadata.</div>')
+    sat = data.summary[data.summary["saturated"].astype(bool)]
+    if not sat.empty:
+        out.append(
+            f'<div class="banner warn" id="saturated">{len(sat)} cell(s) had a saturated client (load generator '
+            f"CPU ≥ {SATURATED_CPU_PCT:.0f}% or sends behind schedule): "
+            f"{html.escape(', '.join(sat['cell'].astype(str)))}. Their numbers measure the client, not the "
+            "server.</div>"
+        )
+    return "\n".join(out)
+
+
+def render_html(data: RunData, figures: list[tuple[str, str, str, bytes]]) -> str:
+    run = data.run
+    target = run.target
+    config = run.meta.get("config") or {}
+    subtitle = (
+        f"target {html.escape(str(target.get('host', '?')))} · server {html.escape(run.server_kind)} "
+        f"{html.escape(str(target.get('server_version') or ''))} · model "
+        f"{html.escape(str(target.get('model_name', '?')))}"
+        f" v{html.escape(str(target.get('model_version', '?')))} · load "
+        f"{html.escape(str(config.get('load', config.get('arrival', '?'))))} · "
+        f"{len(data.records):,} requests recorded · created {html.escape(str(run.meta.get('created_utc', '?')))}"
+    )
+    figs = "\n".join(
+        f'<figure id="fig-{name}"><h3>{html.escape(title)}</h3>'
+        f'<img alt="{html.escape(title)}" src="data:image/png;base64,{base64.b64encode(png).decode("ascii")}">'
+        f"<figcaption>{html.escape(caption)}</figcaption></figure>"
+        for name, title, caption, png in figures
+    )
+    return f"""<!DOCTYPE html>
+<html lang="en"><head><meta charset="utf-8"><title>tfsbench run {html.escape(run.run_id)}</title>
+<style>{CSS}</style></head><body>
+<h1>tfsbench run {html.escape(run.run_id)}</h1>
+<p class="sub">{subtitle}</p>
+{banners_html(data)}
+<h2>Summary per cell</h2>
+<p class="sub">Percentiles from every recorded request (failed ones included: a timeout is latency a user saw;
+warm-up requests excluded). Trust: client CPU share, late sends (open model), warm-up requests excluded, sample
+count. Red rows: client saturated, so those numbers measure the load generator.</p>
+{summary_table_html(data.summary)}
+<h2>Figures</h2>
+{figs}
+<h2>Cells as run</h2>
+{cells_table_html(data)}
+<h2>Run metadata</h2>
+{meta_table_html(data)}
+</body></html>
+"""
+
+
+def build_report(run_path: Path) -> ReportResult:
+    """Write summary.csv, figures/*.png and report.html for the run at ``run_path``."""
+    import matplotlib.pyplot as plt
+
+    from reports.figures import make_figures
+
+    data = load_run_data(run_path)
+    run = data.run
+    try:
+        run.figures_dir.mkdir(exist_ok=True)
+        data.summary.to_csv(run.summary_path, index=False, float_format="%.6g")
+        rendered: list[tuple[str, str, str, bytes]] = []
+        paths: list[Path] = []
+        for spec in make_figures(data):
+            png = _png_bytes(spec.figure)
+            plt.close(spec.figure)
+            path = run.figures_dir / f"{spec.name}.png"
+            path.write_bytes(png)
+            paths.append(path)
+            rendered.append((spec.name, spec.title, spec.caption, png))
+        run.report_path.write_text(render_html(data, rendered), encoding="utf-8")
+    except OSError as exc:
+        raise ResultsError(f"cannot write the report into {run.path}: {exc.strerror or exc}") from exc
+    return ReportResult(run.report_path, run.summary_path, tuple(paths), run.incomplete)
+
+
+def run_report(args: argparse.Namespace) -> int:
+    result = build_report(args.run_dir)
+    note = " (incomplete run)" if result.incomplete else ""
+    print(f"report: {result.html_path}{note}")
+    print(
+        f"summary: {result.summary_path}; figures: {len(result.figure_paths)} in {result.html_path.parent / 'figures'}"
+    )
+    return 0
