@@ -148,6 +148,13 @@ def _add_compare(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("compare", help="compare the same cells of two runs")
     p.add_argument("run_a", type=Path, metavar="RUN_A", help="baseline run directory")
     p.add_argument("run_b", type=Path, metavar="RUN_B", help="candidate run directory")
+    p.add_argument(
+        "--out",
+        type=Path,
+        default=None,
+        metavar="DIR",
+        help="where compare.html/.csv and overlay PNGs go (default RUN_B/compare-<A's run id>)",
+    )
     p.set_defaults(handler=_handler("reports.compare", "run_compare"))
 
 
