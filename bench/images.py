@@ -64,10 +64,12 @@ class SyntheticImages:
         self.height = height
         self.width = width
         self.seed = seed
-        self._yy, self._xx = np.meshgrid(
-            np.linspace(0.0, 1.0, height, dtype=np.float32),
-            np.linspace(0.0, 1.0, width, dtype=np.float32),
-            indexing="ij",
+        self._ys = np.linspace(0.0, 1.0, height, dtype=np.float32)
+        self._xs = np.linspace(0.0, 1.0, width, dtype=np.float32)
+        self._yy, self._xx = np.meshgrid(self._ys, self._xs, indexing="ij")
+        pixels = CHANNELS * height * width
+        self._noise = np.random.default_rng((seed, 0, 1)).standard_normal(4 * pixels, dtype=np.float32) * np.float32(
+            4.0
         )
 
     def __repr__(self) -> str:
@@ -75,18 +77,29 @@ class SyntheticImages:
 
     def image(self, k: int) -> np.ndarray:
         """Image number ``k`` of this source's stream, uint8 ``[height, width, 3]``."""
+        return self._planes(k).transpose(1, 2, 0)
+
+    def _planes(self, k: int) -> np.ndarray:
+        # Channel-first (3, H, W) float32 arithmetic: broadcasting over a trailing axis of 3 is
+        # several times slower than over rows of W, and pools draw thousands of images.
         rng = np.random.default_rng((self.seed, k))
-        yy, xx = self._yy, self._xx
-        base = rng.uniform(30, 200, size=CHANNELS).astype(np.float32)
-        slope = rng.uniform(-80, 80, size=(2, CHANNELS)).astype(np.float32)
-        img = base + yy[..., None] * slope[0] + xx[..., None] * slope[1]
+        base = rng.uniform(30, 200, size=(CHANNELS, 1, 1)).astype(np.float32)
+        slope = rng.uniform(-80, 80, size=(2, CHANNELS, 1, 1)).astype(np.float32)
+        img = base + self._yy * slope[0] + self._xx * slope[1]
         for _ in range(3):
             cy, cx = rng.uniform(0, 1, size=2)
             radius = rng.uniform(0.08, 0.35)
-            amp = rng.uniform(-70, 70, size=CHANNELS).astype(np.float32)
-            blob = np.exp(-((yy - cy) ** 2 + (xx - cx) ** 2) / (2 * radius**2))
-            img += blob[..., None] * amp
-        img += rng.normal(0.0, 4.0, size=img.shape).astype(np.float32)
+            amp = rng.uniform(-70, 70, size=(CHANNELS, 1, 1)).astype(np.float32)
+            # A Gaussian blob is separable: the outer product of two 1-D profiles is much cheaper
+            # than exp() over every pixel.
+            blob = np.outer(
+                np.exp(-((self._ys - cy) ** 2) / (2 * radius**2)), np.exp(-((self._xs - cx) ** 2) / (2 * radius**2))
+            ).astype(np.float32)
+            img += blob * amp
+        # Noise: a window of a fixed bank at a seeded offset; drawing fresh normals per image
+        # would cost more than everything above.
+        offset = int(rng.integers(0, self._noise.size - img.size))
+        img += self._noise[offset : offset + img.size].reshape(img.shape)
         return np.clip(img, 0, 255).astype(np.uint8)
 
     def batch(self, size: int, index: int = 0) -> np.ndarray:
@@ -94,7 +107,7 @@ class SyntheticImages:
         _check_size(size, index)
         out = np.empty((size, self.height, self.width, CHANNELS), dtype=np.uint8)
         for i in range(size):
-            out[i] = self.image(index * size + i)
+            out[i] = self._planes(index * size + i).transpose(1, 2, 0)
         return out
 
 
