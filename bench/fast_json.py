@@ -9,7 +9,7 @@ text can be assembled with a handful of vectorized numpy operations:
    (``"  7"``, ``" 42"``, ``"255"``); JSON allows whitespace before any value, and
    tensorflow/serving's parser (rapidjson) skips it. With fixed widths, every bracket and
    comma of a given shape sits at a known offset, so a *template* holding all of them is built
-   once per shape and copied (a memcpy) per call.
+   once per shape and reused: each call only overwrites the digits.
 2. **Token table.** A 256-entry table maps each value to its 4-byte token, the 3 digit
    characters plus the separator that follows (``","`` inside a pixel, ``"]"`` after its last
    channel), stored as one little-endian ``uint32``.
@@ -28,6 +28,7 @@ the size of the compact text.
 from __future__ import annotations
 
 import functools
+import threading
 
 import numpy as np
 
@@ -76,9 +77,12 @@ class _Template:
                 writeable=True,
             )
             ends[...] = ord("]")
-        buf.flags.writeable = False
 
         self.shape = shape
+        # Every call overwrites all digit positions and no structural byte, so one buffer can be
+        # reused without a copy; the lock only guards against two threads writing it at once (a
+        # caller that finds it busy copies the buffer instead).
+        self.lock = threading.Lock()
         self.buf = buf
         self.strides = strides
         self.digits_offset = base + depth + 1  # first digit of value (0, ..., 0, channel 0)
@@ -113,7 +117,15 @@ def dumps_uint8(
     if array.ndim < 2 or 0 in array.shape:
         raise ValueError(f"dumps_uint8 needs a non-empty array of rank >= 2, got shape {array.shape}")
     tpl = _template(tuple(array.shape), bytes(prefix), bytes(suffix))
-    buf = tpl.buf.copy()
+    if tpl.lock.acquire(blocking=False):
+        try:
+            return _write(tpl.buf, array, tpl, max_overhead)
+        finally:
+            tpl.lock.release()
+    return _write(tpl.buf.copy(), array, tpl, max_overhead)
+
+
+def _write(buf: np.ndarray, array: np.ndarray, tpl: _Template, max_overhead: float | None) -> bytes:
     outer = array.shape[:-1]
     channels = array.shape[-1]
     for channel in range(channels):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gzip
 import json
+import threading
 
 import numpy as np
 import orjson
@@ -137,3 +138,21 @@ def test_fast_json_rejects_what_it_cannot_write() -> None:
         dumps_uint8(np.zeros(3, dtype=np.uint8))
     with pytest.raises(ValueError, match="non-empty"):
         dumps_uint8(np.zeros((0, 3), dtype=np.uint8))
+
+
+def test_fast_json_is_correct_from_many_threads() -> None:
+    batches = [SyntheticImages(16, 16, seed=s).batch(4) for s in range(4)]
+    errors: list[int] = []
+
+    def work(index: int) -> None:
+        for _ in range(30):
+            body = dumps_uint8(batches[index])
+            if not np.array_equal(np.asarray(orjson.loads(body), dtype=np.uint8), batches[index]):
+                errors.append(index)
+
+    threads = [threading.Thread(target=work, args=(i,)) for i in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=60)
+    assert errors == []
