@@ -77,7 +77,9 @@ def read_run_records(run: Run) -> pd.DataFrame:
             paths += cell_record_files(cell_dir)
     if not paths:
         return pd.DataFrame()
-    return read_records(paths)
+    # A sweep killed between appending a cell's rows and noting it in meta.json leaves the rows
+    # in both places; identical rows (to the microsecond) are that, never two requests.
+    return read_records(paths).drop_duplicates(ignore_index=True)
 
 
 def _cell_facts(run: Run) -> pd.DataFrame:

@@ -1,0 +1,176 @@
+"""Scrape tensorflow/serving's Prometheus metrics around a sweep cell and turn them into deltas.
+
+tensorflow/serving exposes them only with ``--monitoring_config_file`` (``prometheus_config {
+enable: true path: "/monitoring/prometheus/metrics" }``), on the REST port. The families used:
+
+    :tensorflow:serving:request_latency     histogram, microseconds, labels model_name, API, entrypoint
+    :tensorflow:serving:runtime_latency     histogram, microseconds (the model run alone)
+    :tensorflow:serving:request_count       counter, labels model_name, status
+    :tensorflow:serving:batching_session:processed_batch_size   histogram (with batching on)
+
+A cell's server-side numbers are ``after - before`` of these cumulative series, so other
+traffic before the cell does not leak in (traffic *during* the cell does; a sweep owns its
+target). Percentiles from histogram buckets are interpolated inside a bucket, so they are as
+coarse as the server's bucket bounds; the report labels them as the server's view.
+
+Usage::
+
+    before = scrape(url)                  # Sample dict, or None when the target exposes none
+    ...                                   # run the cell
+    stats = server_stats(before, scrape(url), model_name="classifier")
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+import requests
+
+DEFAULT_PATH = "/monitoring/prometheus/metrics"
+REQUEST_LATENCY = ":tensorflow:serving:request_latency"
+RUNTIME_LATENCY = ":tensorflow:serving:runtime_latency"
+REQUEST_COUNT = ":tensorflow:serving:request_count"
+BATCH_SIZE_FAMILIES = (
+    ":tensorflow:serving:batching_session:processed_batch_size",
+    ":tensorflow:serving:batching_session:input_batch_size",
+)
+
+Labels = tuple[tuple[str, str], ...]
+Samples = dict[tuple[str, Labels], float]
+
+_LINE = re.compile(r"^([A-Za-z_:][A-Za-z0-9_:]*)(\{.*\})?\s+(\S+)(?:\s+\d+)?$")
+_LABEL = re.compile(r'([A-Za-z_][A-Za-z0-9_]*)="((?:[^"\\]|\\.)*)"')
+
+
+def parse_exposition(text: str) -> Samples:
+    """Parse Prometheus text exposition into ``{(name, sorted labels): value}`` (comments skipped)."""
+    samples: Samples = {}
+    for line in text.splitlines():
+        line = line.strip()
+        if not line or line.startswith("#"):
+            continue
+        match = _LINE.match(line)
+        if not match:
+            continue
+        name, label_text, value_text = match.groups()
+        labels = tuple(sorted(_LABEL.findall(label_text or "")))
+        try:
+            samples[(name, labels)] = float(value_text)
+        except ValueError:
+            continue
+    return samples
+
+
+def metrics_url(host: str, path: str = DEFAULT_PATH) -> str:
+    return host.rstrip("/") + path
+
+
+def scrape(url: str, timeout_s: float = 5.0) -> Samples | None:
+    """The target's samples, or None when it serves no Prometheus metrics at ``url``."""
+    try:
+        response = requests.get(url, timeout=timeout_s)
+    except requests.RequestException:
+        return None
+    if response.status_code != 200 or "text/plain" not in response.headers.get("Content-Type", "text/plain"):
+        return None
+    samples = parse_exposition(response.text)
+    return samples or None
+
+
+@dataclass(frozen=True)
+class HistogramDelta:
+    """A histogram's change between two scrapes: ``count``, ``sum`` and cumulative ``buckets`` (le, count)."""
+
+    count: float
+    sum: float
+    buckets: tuple[tuple[float, float], ...]
+
+    @property
+    def mean(self) -> float:
+        return self.sum / self.count if self.count > 0 else math.nan
+
+    def quantile(self, q: float) -> float:
+        """Linear interpolation inside the bucket holding the q-quantile (0 < q < 1)."""
+        if self.count <= 0 or not self.buckets:
+            return math.nan
+        rank = q * self.count
+        prev_le, prev_count = 0.0, 0.0
+        for le, cumulative in self.buckets:
+            if cumulative >= rank:
+                if math.isinf(le):
+                    return prev_le
+                span = cumulative - prev_count
+                frac = (rank - prev_count) / span if span > 0 else 1.0
+                return prev_le + frac * (le - prev_le)
+            prev_le, prev_count = le, cumulative
+        return prev_le
+
+
+def _matches(labels: Labels, want: Mapping[str, str]) -> bool:
+    d = dict(labels)
+    return all(d.get(k) == v for k, v in want.items() if k in d)
+
+
+def histogram_delta(before: Samples, after: Samples, family: str, **labels: str) -> HistogramDelta | None:
+    """``after - before`` for one histogram family, summed over series whose labels match."""
+
+    def total(samples: Samples, suffix: str) -> dict[Labels, float]:
+        out: dict[Labels, float] = {}
+        for (name, lab), value in samples.items():
+            if name == family + suffix and _matches(lab, labels):
+                out[lab] = value
+        return out
+
+    counts_after = total(after, "_count")
+    if not counts_after:
+        return None
+    counts_before = total(before, "_count")
+    count = sum(counts_after.values()) - sum(counts_before.values())
+    s = sum(total(after, "_sum").values()) - sum(total(before, "_sum").values())
+    by_le: dict[float, float] = {}
+    before_b = total(before, "_bucket")
+    for lab, value in total(after, "_bucket").items():
+        le = float(dict(lab).get("le", "nan").replace("+Inf", "inf"))
+        by_le[le] = by_le.get(le, 0.0) + value - before_b.get(lab, 0.0)
+    return HistogramDelta(count=count, sum=s, buckets=tuple(sorted(by_le.items())))
+
+
+def counter_delta(before: Samples, after: Samples, family: str, **labels: str) -> float | None:
+    keys = [k for k in after if k[0] == family and _matches(k[1], labels)]
+    if not keys:
+        return None
+    return sum(after[k] - before.get(k, 0.0) for k in keys)
+
+
+def server_stats(before: Samples | None, after: Samples | None, model_name: str | None = None) -> dict[str, float]:
+    """Server-side figures for one cell (ms, images): what the report shows next to client latency.
+
+    Empty when either scrape is missing. Keys: requests, latency_mean_ms, latency_p50_ms,
+    latency_p99_ms, runtime_mean_ms, batch_size_mean (each only where the server exports it).
+    """
+    if before is None or after is None:
+        return {}
+    want = {"model_name": model_name} if model_name else {}
+    out: dict[str, float] = {}
+    latency = histogram_delta(before, after, REQUEST_LATENCY, **want, API="predict")
+    if latency is not None and latency.count > 0:
+        out["requests"] = latency.count
+        out["latency_mean_ms"] = latency.mean / 1000.0
+        out["latency_p50_ms"] = latency.quantile(0.5) / 1000.0
+        out["latency_p99_ms"] = latency.quantile(0.99) / 1000.0
+    runtime = histogram_delta(before, after, RUNTIME_LATENCY, **want)
+    if runtime is not None and runtime.count > 0:
+        out["runtime_mean_ms"] = runtime.mean / 1000.0
+    if "requests" not in out:
+        count = counter_delta(before, after, REQUEST_COUNT, **want)
+        if count:
+            out["requests"] = count
+    for family in BATCH_SIZE_FAMILIES:
+        batch = histogram_delta(before, after, family, **want)
+        if batch is not None and batch.count > 0:
+            out["batch_size_mean"] = batch.mean
+            break
+    return {k: float(v) for k, v in out.items() if not math.isnan(v)}
