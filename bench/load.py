@@ -1,0 +1,855 @@
+"""The logic behind ``locustfiles/predict.py``: options, payloads, the predict request, records.
+
+The locustfile stays thin (a FastHttpUser, its task and a few listeners); everything it calls
+lives here so it can be read and tested without Locust's gevent patching. This module never
+imports Locust or gevent at import time: only the functions that run inside a Locust process
+do, lazily.
+
+Per process (local runner, or each worker with ``--processes N`` / ``--worker``), one
+:class:`Scenario` is built at test start from the options (the master's values, which Locust
+ships to its workers with each spawn message): pre-encoded payload pools for every (batch size,
+encoding) cell, the records writer, and a CPU monitor of the load generator itself.
+
+Records: ``--records PATH`` gets one row per request (bench.results). A worker process writes
+``PATH`` with its process id inserted (``requests.4711.csv``); the master merges those files
+into ``PATH`` when it quits, once each worker has marked its file finished, so nothing is lost.
+Workers on other machines keep their files; merge them with ``python -m bench.load merge PATH``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import random
+import re
+import sys
+import time
+from collections import deque
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from bench import argtypes
+from bench.errors import BenchError, ConfigError, ResultsError
+from bench.results import (
+    LoadStats,
+    RecordWriter,
+    RequestRecord,
+    combine_load_stats,
+    load_stats_path,
+    merge_records,
+    read_load_stats,
+    write_load_stats,
+)
+from bench.schedule import Arrival, UserSchedule, WallClock, parse_arrival, send_lag_ms
+
+if TYPE_CHECKING:
+    import numpy as np
+
+    from bench.codecs import Encoding
+    from bench.pool import PayloadPool
+
+log = logging.getLogger("tfsbench.load")
+
+ENV_PREFIX = "TFSBENCH_"
+SCENARIO_ATTR = "tfsbench_scenario"  # where the process's Scenario hangs on Locust's Environment
+RECORD_KEY = "tfsbench"  # the request context key that carries a record's fields
+CPU_SAMPLE_S = 1.0
+CPU_WINDOW_SAMPLES = 5  # saturation is judged on the mean over this many samples (5 s)
+MERGE_WAIT_S = 15.0
+
+
+# --------------------------------------------------------------------------------------------
+# options
+
+
+def _validated(parse: Callable[[str], Any]) -> Callable[[str], str]:
+    """An argparse type that validates with ``parse`` but keeps the text.
+
+    Locust's web UI writes form values back into the options converting them to the type
+    already there, so keeping every custom option as text makes the UI and the CLI agree.
+    """
+
+    def check(text: str) -> str:
+        if text.strip():
+            parse(text)
+        return text
+
+    check.__name__ = getattr(parse, "__name__", "value")
+    return check
+
+
+def add_arguments(parser: Any) -> None:
+    """Register the scenario's options on Locust's parser (``events.init_command_line_parser``).
+
+    Names follow the tfsbench CLI contract; each can also come from ``TFSBENCH_<NAME>``.
+    """
+    group = parser.add_argument_group("tfsbench predict scenario")
+
+    def add(flag: str, help_text: str, **kwargs: Any) -> None:
+        env = ENV_PREFIX + flag.lstrip("-").upper().replace("-", "_")
+        group.add_argument(flag, env_var=env, help=f"{help_text} [env {env}]", **kwargs)
+
+    add("--model-name", "served model name (default: classifier)", default="classifier", metavar="NAME")
+    add(
+        "--model-version",
+        "model version to address (/versions/N); empty = the latest the server serves",
+        default="",
+        metavar="N",
+        type=_validated(argtypes.positive_int),
+    )
+    add(
+        "--signature-name",
+        "signature to call; empty = the encoding's own (serving_default, or serving_bytes for b64-*)",
+        default="",
+        metavar="NAME",
+    )
+    add(
+        "--batch-sizes",
+        "images per request: one size, a list (1,16) or weighted (1:3,16:1) (default: 1)",
+        default="1",
+        metavar="LIST",
+        type=_validated(argtypes.weighted_int_list),
+    )
+    add(
+        "--encodings",
+        "payload encodings, comma-separated, e.g. row-orjson,b64-png (default: row-orjson)",
+        default="row-orjson",
+        metavar="LIST",
+        type=_validated(argtypes.name_list),
+    )
+    add("--images", "directory of images to send; empty = synthetic images", default="", metavar="DIR")
+    add(
+        "--pool-size",
+        "distinct pre-encoded bodies per (batch, encoding) (default: 8)",
+        default="8",
+        metavar="N",
+        type=_validated(argtypes.positive_int),
+    )
+    add(
+        "--warmup",
+        "warm-up requests per user before measuring; sent, never recorded, counted apart (default: 0)",
+        default="0",
+        metavar="N",
+        type=_validated(argtypes.non_negative_int),
+    )
+    add(
+        "--arrival",
+        "closed: users send back to back; poisson|constant: open model at --rate (default: closed)",
+        default="closed",
+        choices=["closed", "poisson", "constant"],
+    )
+    add(
+        "--rate",
+        "open model: total requests/s across all users and processes",
+        default="",
+        metavar="REQ_PER_S",
+        type=_validated(argtypes.positive_float),
+    )
+    add(
+        "--think-time",
+        "closed model: seconds each user waits between a reply and its next send (default: 0)",
+        default="0",
+        metavar="SECONDS",
+    )
+    add("--records", "per-request CSV (requests.csv columns); empty = no records", default="", metavar="PATH")
+    add("--cell", "label written to the records' cell column (default: locust)", default="locust", metavar="NAME")
+    add(
+        "--encode-inline",
+        "encode each body inside the timed path (measures client encode cost) instead of a pre-encoded pool",
+        action="store_true",
+        default=False,
+    )
+    add(
+        "--shape-steps",
+        "unattended sweep: step through batch=1,4,16 or rate=10,20,40, one step per --step-time",
+        default="",
+        metavar="STEPS",
+        type=_validated(lambda text: parse_steps(text)),
+    )
+    add("--step-time", "length of each --shape-steps step (default: 30s)", default="30s", metavar="DURATION",
+        type=_validated(argtypes.duration_s))  # fmt: skip
+    add(
+        "--cpu-warn-pct",
+        "warn when this process's CPU stays above this percent of a core over 5 s (default: 90)",
+        default="90",
+        metavar="PCT",
+        type=_validated(argtypes.positive_float),
+    )
+
+
+@dataclass(frozen=True)
+class Step:
+    """One step of a ``--shape-steps`` sweep: a batch size or a total rate, and its cell label."""
+
+    batch: int | None = None
+    rate_per_s: float | None = None
+
+    def label(self, base: str) -> str:
+        return f"{base}/b={self.batch}" if self.batch is not None else f"{base}/rate={self.rate_per_s:g}"
+
+
+def parse_steps(text: str) -> tuple[Step, ...]:
+    """``batch=1,4,16`` or ``rate=10,20,40`` -> steps; ConfigError / ArgumentTypeError otherwise."""
+    text = text.strip()
+    if not text:
+        return ()
+    key, sep, values = text.partition("=")
+    key = key.strip().lower()
+    if not sep or key not in ("batch", "rate"):
+        raise argparse.ArgumentTypeError(f"'{text}' is not a step list (expected batch=1,4,16 or rate=10,20,40)")
+    if key == "batch":
+        return tuple(Step(batch=b) for b in argtypes.int_list(values))
+    return tuple(Step(rate_per_s=argtypes.positive_float(v.strip())) for v in values.split(","))
+
+
+@dataclass(frozen=True)
+class ScenarioConfig:
+    """The scenario's options, parsed and checked (see :func:`add_arguments` for meanings)."""
+
+    model_name: str = "classifier"
+    model_version: int | None = None
+    signature_name: str = ""
+    batches: tuple[tuple[int, int], ...] = ((1, 1),)  # (batch size, weight)
+    encodings: tuple[str, ...] = ("row-orjson",)
+    images_dir: Path | None = None
+    pool_size: int = 8
+    warmup: int = 0
+    arrival: Arrival = field(default_factory=Arrival)
+    records: Path | None = None
+    cell: str = "locust"
+    encode_inline: bool = False
+    steps: tuple[Step, ...] = ()
+    step_time_s: float = 30.0
+    cpu_warn_pct: float = 90.0
+
+    @property
+    def predict_path(self) -> str:
+        version = f"/versions/{self.model_version}" if self.model_version is not None else ""
+        return f"/v1/models/{self.model_name}{version}:predict"
+
+    @property
+    def batch_sizes(self) -> tuple[int, ...]:
+        sizes = [b for b, _ in self.batches] + [s.batch for s in self.steps if s.batch is not None]
+        return tuple(dict.fromkeys(sizes))
+
+
+def _arg(options: Any, name: str, default: Any = "") -> Any:
+    value = getattr(options, name, default)
+    return default if value is None else value
+
+
+def config_from_options(options: Any) -> ScenarioConfig:
+    """Build a :class:`ScenarioConfig` from Locust's parsed options (text values); ConfigError if bad."""
+
+    def parsed(name: str, flag: str, parse: Callable[[str], Any]) -> Any:
+        text = str(_arg(options, name)).strip()
+        try:
+            return parse(text)
+        except argparse.ArgumentTypeError as exc:
+            raise ConfigError(f"{flag}: {exc}") from None
+
+    model_name = str(_arg(options, "model_name", "classifier")).strip()
+    if not model_name or "/" in model_name or ":" in model_name:
+        raise ConfigError(f"--model-name: '{model_name}' is not a model name")
+    version_text = str(_arg(options, "model_version")).strip()
+    version = parsed("model_version", "--model-version", argtypes.positive_int) if version_text else None
+    steps = parsed("shape_steps", "--shape-steps", parse_steps)
+    arrival = parse_arrival(
+        str(_arg(options, "arrival", "closed")), _arg(options, "rate", None), _arg(options, "think_time", 0)
+    )
+    if any(s.rate_per_s is not None for s in steps) and not arrival.is_open:
+        raise ConfigError("--shape-steps rate=... needs an open model (--arrival constant or poisson, and a --rate)")
+    encodings = tuple(parsed("encodings", "--encodings", argtypes.name_list))
+    from bench.codecs import get_encoding  # keep numpy/Pillow out of option parsing's import
+
+    for name in encodings:
+        get_encoding(name)  # ConfigError naming the valid encodings
+    images = str(_arg(options, "images")).strip()
+    if images and not Path(images).is_dir():
+        raise ConfigError(f"--images: '{images}' is not a directory")
+    records = str(_arg(options, "records")).strip()
+    return ScenarioConfig(
+        model_name=model_name,
+        model_version=version,
+        signature_name=str(_arg(options, "signature_name")).strip(),
+        batches=tuple(parsed("batch_sizes", "--batch-sizes", argtypes.weighted_int_list)),
+        encodings=encodings,
+        images_dir=Path(images) if images else None,
+        pool_size=parsed("pool_size", "--pool-size", argtypes.positive_int),
+        warmup=parsed("warmup", "--warmup", argtypes.non_negative_int),
+        arrival=arrival,
+        records=Path(records) if records else None,
+        cell=str(_arg(options, "cell", "locust")).strip() or "locust",
+        encode_inline=bool(_arg(options, "encode_inline", False)),
+        steps=steps,
+        step_time_s=parsed("step_time", "--step-time", argtypes.duration_s),
+        cpu_warn_pct=parsed("cpu_warn_pct", "--cpu-warn-pct", argtypes.positive_float),
+    )
+
+
+# --------------------------------------------------------------------------------------------
+# responses
+
+
+def check_predict_response(status: int, body: bytes, batch: int) -> str:
+    """The failure message for a predict response, or "" when it is a good one.
+
+    Non-200 -> ``HTTP <status>: <the server's error text>``; a 200 whose body is not JSON or
+    whose prediction count differs from the batch size -> a message saying so.
+    """
+    import orjson
+
+    if status != 200:
+        message = ""
+        try:
+            parsed = orjson.loads(body) if body else None
+            if isinstance(parsed, dict) and "error" in parsed:
+                message = str(parsed["error"])
+        except orjson.JSONDecodeError:
+            pass
+        if not message:
+            message = body[:200].decode("utf-8", "replace").strip() or "(empty body)"
+        return f"HTTP {status}: {message}"
+    try:
+        parsed = orjson.loads(body)
+    except orjson.JSONDecodeError as exc:
+        return f"response is not JSON: {exc}"
+    count = prediction_count(parsed)
+    if count is None:
+        return "response has neither 'predictions' nor 'outputs'"
+    if count != batch:
+        return f"expected {batch} predictions, got {count}"
+    return ""
+
+
+def prediction_count(parsed: Any) -> int | None:
+    """Rows in a predict response: ``predictions`` (row format) or ``outputs`` (columnar)."""
+    if not isinstance(parsed, dict):
+        return None
+    if isinstance(parsed.get("predictions"), list):
+        return len(parsed["predictions"])
+    outputs = parsed.get("outputs")
+    if isinstance(outputs, list):
+        return len(outputs)
+    if isinstance(outputs, dict) and outputs:
+        first = next(iter(outputs.values()))
+        return len(first) if isinstance(first, list) else None
+    return None
+
+
+# --------------------------------------------------------------------------------------------
+# the per-process scenario
+
+
+def records_path_for(path: Path, distributed: bool, pid: int | None = None) -> Path:
+    """``requests.csv`` as is for a single process; ``requests.<pid>.csv`` for a worker process."""
+    if not distributed:
+        return path
+    return path.with_name(f"{path.stem}.{os.getpid() if pid is None else pid}{path.suffix}")
+
+
+def part_files(path: Path) -> list[Path]:
+    """Worker files that belong to ``path`` (``requests.<pid>.csv``)."""
+    pattern = re.compile(rf"^{re.escape(path.stem)}\.\d+{re.escape(path.suffix)}$")
+    if not path.parent.is_dir():
+        return []
+    return sorted(p for p in path.parent.iterdir() if pattern.match(p.name))
+
+
+def merge_parts(
+    path: Path,
+    since_s: float = 0.0,
+    wait_s: float = 0.0,
+    sleep: Callable[[float], None] = time.sleep,
+    force: bool = False,
+) -> int:
+    """Merge finished worker files of ``path`` into it (rows and load side-cars); returns rows merged.
+
+    Waits up to ``wait_s`` for every part newer than ``since_s`` to be marked finished. Parts
+    that never finish are left in place (with a warning), never deleted half-read; ``force``
+    merges them too (for the files of a worker that was killed).
+    """
+    deadline = time.monotonic() + wait_s
+    while True:
+        parts = [p for p in part_files(path) if p.stat().st_mtime >= since_s]
+        stats = {p: read_load_stats(p) for p in parts}
+        unfinished = [] if force else [p for p, s in stats.items() if s is None or not s.finished]
+        if not unfinished or time.monotonic() >= deadline:
+            break
+        sleep(0.2)
+    finished = [p for p in parts if p not in unfinished]
+    for p in unfinished:
+        log.warning(
+            "records %s not marked finished; left unmerged (merge later: python -m bench.load merge %s)", p, path
+        )
+    if not finished:
+        return 0
+    rows = merge_records(finished, path)
+    previous = read_load_stats(path)
+    combined = combine_load_stats([s for p in finished if (s := stats[p]) is not None])
+    if previous is not None:
+        combined = combine_load_stats([previous, combined])
+    write_load_stats(path, combined)
+    for p in finished:
+        p.unlink(missing_ok=True)
+        load_stats_path(p).unlink(missing_ok=True)
+    return rows
+
+
+class CpuMonitor:
+    """Samples this process's CPU use and flags saturation (mean over a window above a threshold).
+
+    100 % is one core: a Locust process is single-threaded, so near 100 % it measures itself.
+    """
+
+    def __init__(self, threshold_pct: float, window: int = CPU_WINDOW_SAMPLES) -> None:
+        import psutil  # a Locust dependency
+
+        self.threshold_pct = threshold_pct
+        self._process = psutil.Process()
+        self._process.cpu_percent(None)  # first call primes the counter
+        self._window: deque[float] = deque(maxlen=window)
+        self.samples: list[float] = []
+        self.max_window_pct = 0.0
+        self.saturated = False
+
+    def sample(self) -> bool:
+        """Take one sample; True exactly when this sample makes the process count as saturated."""
+        value = self._process.cpu_percent(None)
+        self.samples.append(value)
+        self._window.append(value)
+        if len(self._window) == self._window.maxlen:
+            mean = sum(self._window) / len(self._window)
+            self.max_window_pct = max(self.max_window_pct, mean)
+            if mean > self.threshold_pct and not self.saturated:
+                self.saturated = True
+                return True
+        return False
+
+    @property
+    def mean_pct(self) -> float:
+        return sum(self.samples) / len(self.samples) if self.samples else 0.0
+
+
+@dataclass
+class CellPayloads:
+    """Pre-encoded bodies for one (batch, encoding), or raw images to encode inline."""
+
+    batch: int
+    encoding: Encoding
+    pool: PayloadPool | None
+    images: list[np.ndarray]
+    input_name: str | None
+    next_index: int = 0
+
+    def body(self, inline: bool) -> tuple[bytes, float, dict[str, str]]:
+        """``(body, encode_us, headers)``; inline encodes now (the caller's timer is running)."""
+        if not inline:
+            assert self.pool is not None
+            payload = self.pool.next()
+            return payload.body, payload.encode_us, payload.headers
+        images = self.images[self.next_index % len(self.images)]
+        self.next_index += 1
+        start = time.perf_counter()
+        body = self.encoding.encode(images, self.input_name)
+        return body, (time.perf_counter() - start) * 1e6, self.encoding.headers()
+
+
+class Scenario:
+    """Everything one load-generating process shares between its users."""
+
+    def __init__(self, config: ScenarioConfig, *, distributed: bool, users_total: int, t0_s: float) -> None:
+        self.config = config
+        self.users_total = max(users_total, 1)
+        self.t0_s = t0_s  # unix seconds of the test start (the master's clock), for shape steps
+        self.wall = WallClock()
+        self.warmup_by_cell: dict[str, int] = {}
+        self.warnings: list[str] = []
+        self.cells = self._build_payloads()
+        self.records_path = records_path_for(config.records, distributed) if config.records else None
+        self.writer = RecordWriter(self.records_path) if self.records_path else None
+        self.cpu = CpuMonitor(config.cpu_warn_pct)
+        self.user_seq = 0
+
+    def _build_payloads(self) -> dict[tuple[int, str], CellPayloads]:
+        from bench.codecs import get_encoding
+        from bench.images import image_source
+        from bench.pool import PayloadPool
+
+        source = image_source(self.config.images_dir, 128, 128)
+        cells = {}
+        for name in self.config.encodings:
+            encoding = get_encoding(name)
+            if self.config.signature_name:
+                encoding = encoding.with_signature(self.config.signature_name)
+            input_name = None  # the encoding's own input key: examples, or image_bytes for b64-*
+            for batch in self.config.batch_sizes:
+                if self.config.encode_inline:
+                    images = [source.batch(batch, i) for i in range(self.config.pool_size)]
+                    cells[(batch, name)] = CellPayloads(batch, encoding, None, images, input_name)
+                else:
+                    pool = PayloadPool.build(encoding, source, batch, self.config.pool_size, input_name=input_name)
+                    cells[(batch, name)] = CellPayloads(batch, encoding, pool, [], input_name)
+        return cells
+
+    def step(self, now_unix_s: float | None = None) -> Step | None:
+        """The current ``--shape-steps`` step (from the test start), or None without steps."""
+        if not self.config.steps:
+            return None
+        elapsed = (time.time() if now_unix_s is None else now_unix_s) - self.t0_s
+        index = min(max(int(elapsed // self.config.step_time_s), 0), len(self.config.steps) - 1)
+        return self.config.steps[index]
+
+    def arrival_for(self, step: Step | None) -> Arrival:
+        if step is not None and step.rate_per_s is not None:
+            return replace(self.config.arrival, rate_per_s=step.rate_per_s)
+        return self.config.arrival
+
+    def batches_for(self, step: Step | None) -> tuple[tuple[int, int], ...]:
+        return ((step.batch, 1),) if step is not None and step.batch is not None else self.config.batches
+
+    def cell_for(self, step: Step | None) -> str:
+        return step.label(self.config.cell) if step is not None else self.config.cell
+
+    def record(self, record: RequestRecord) -> None:
+        if self.writer is not None and not self.writer.closed:
+            self.writer.write(record)
+
+    def load_stats(self, finished: bool) -> LoadStats:
+        return LoadStats(
+            processes=1,
+            warmup_by_cell=dict(self.warmup_by_cell),
+            client_cpu_pct_max=self.cpu.max_window_pct,
+            client_cpu_pct_mean=self.cpu.mean_pct,
+            saturated=self.cpu.saturated,
+            warnings=tuple(self.warnings),
+            finished=finished,
+        )
+
+    def save_load_stats(self, finished: bool) -> None:
+        if self.records_path is not None:
+            write_load_stats(self.records_path, self.load_stats(finished))
+
+    def on_cpu_sample(self) -> None:
+        if self.cpu.sample():
+            message = (
+                f"tfsbench: load generator CPU saturated (pid {os.getpid()}: "
+                f"{self.cpu.max_window_pct:.0f}% of a core over {CPU_WINDOW_SAMPLES * CPU_SAMPLE_S:g} s): "
+                "results measure the client, not the server; use more --processes or fewer users"
+            )
+            self.warnings.append(message)
+            sys.stderr.write(message + "\n")
+            sys.stderr.flush()
+            self.save_load_stats(finished=False)
+
+    def close(self) -> None:
+        self.save_load_stats(finished=True)
+        if self.writer is not None:
+            self.writer.close()
+
+
+# --------------------------------------------------------------------------------------------
+# users: state per simulated user, the task, warm-up
+
+
+@dataclass
+class UserState:
+    rng: random.Random
+    schedule: UserSchedule | None = None
+    schedule_key: tuple[Any, ...] = ()
+
+
+def new_user_state(scenario: Scenario) -> UserState:
+    scenario.user_seq += 1
+    return UserState(rng=random.Random(hash((os.getpid(), scenario.user_seq, time.time_ns()))))
+
+
+def _choose(scenario: Scenario, state: UserState, step: Step | None) -> CellPayloads:
+    batches = scenario.batches_for(step)
+    if len(batches) == 1:
+        batch = batches[0][0]
+    else:
+        batch = state.rng.choices([b for b, _ in batches], weights=[w for _, w in batches])[0]
+    encodings = scenario.config.encodings
+    encoding = encodings[0] if len(encodings) == 1 else state.rng.choice(encodings)
+    return scenario.cells[(batch, encoding)]
+
+
+def _intended_send(
+    scenario: Scenario, state: UserState, step: Step | None, sleep: Callable[[float], None]
+) -> float | None:
+    """Sleep until this user's next intended send (open model) and return it; None when closed."""
+    arrival = scenario.arrival_for(step)
+    if not arrival.is_open:
+        return None
+    key = (arrival, scenario.users_total)
+    if state.schedule is None or state.schedule_key != key:
+        state.schedule = UserSchedule(arrival, scenario.users_total, seed=state.rng.getrandbits(64))
+        state.schedule_key = key
+    intended = state.schedule.next_send()
+    wait = state.schedule.wait_s(intended)
+    if wait > 0:
+        sleep(wait)
+    return intended
+
+
+def stats_name(batch: int, encoding: str) -> str:
+    """Locust's stats entry for a cell: ``predict b=16 row-orjson``."""
+    return f"predict b={batch} {encoding}"
+
+
+def predict_once(client: Any, scenario: Scenario, state: UserState, sleep: Callable[[float], None]) -> None:
+    """One predict request through Locust's FastHttpSession ``client``, checked and recorded.
+
+    Locust's response time is corrected to count from the intended send time (open model) and
+    to include inline encoding; its "size" column shows the request body size, so the web UI
+    compares cells by payload bytes. The record itself is written by :func:`on_request`.
+    """
+    step = scenario.step()
+    cell = _choose(scenario, state, step)
+    intended = _intended_send(scenario, state, step, sleep)
+    started = time.perf_counter()
+    body, encode_us, headers = cell.body(scenario.config.encode_inline)
+    origin = intended if intended is not None else started
+    lag_ms = send_lag_ms(origin, started)
+    extra_ms = lag_ms + (encode_us / 1000.0 if scenario.config.encode_inline else 0.0)
+    info = {
+        "t_start": scenario.wall.unix_s(origin),
+        "batch": cell.batch,
+        "encoding": cell.encoding.name,
+        "payload_bytes": len(body),
+        "encode_us": encode_us,
+        "cell": scenario.cell_for(step),
+        "send_lag_ms": lag_ms,
+    }
+    with client.request(
+        "POST",
+        scenario.config.predict_path,
+        name=stats_name(cell.batch, cell.encoding.name),
+        data=body,
+        headers=headers,
+        catch_response=True,
+        context={RECORD_KEY: info},
+    ) as response:
+        meta = response.request_meta
+        content = _content(response)
+        info["status"] = int(response.status_code or 0)
+        info["response_bytes"] = len(content)
+        error = getattr(response, "error", None)
+        if info["status"] == 0 or (error is not None and not content):
+            response.failure(f"no response: {error}")
+        else:
+            message = check_predict_response(info["status"], content, cell.batch)
+            if message:
+                response.failure(message)
+            else:
+                response.success()
+        meta["response_time"] = meta["response_time"] + extra_ms
+        meta["response_length"] = len(body)
+
+
+def _content(response: Any) -> bytes:
+    try:
+        return bytes(response.content or b"")
+    except Exception:  # a broken connection surfaces here; the request already failed
+        return b""
+
+
+def on_request(scenario: Scenario | None, response_time: float, exception: Any, context: Mapping[str, Any]) -> None:
+    """Locust ``request`` listener body: turn one of our requests into a record row."""
+    info = context.get(RECORD_KEY) if context else None
+    if scenario is None or info is None:
+        return
+    error = "" if exception is None else _one_line(str(exception))
+    scenario.record(
+        RequestRecord(
+            t_start=info["t_start"],
+            latency_ms=float(response_time),
+            status=info.get("status", 0),
+            batch=info["batch"],
+            encoding=info["encoding"],
+            payload_bytes=info["payload_bytes"],
+            encode_us=info["encode_us"],
+            response_bytes=info.get("response_bytes", 0),
+            error=error,
+            cell=info["cell"],
+            send_lag_ms=info["send_lag_ms"],
+        )
+    )
+
+
+def _one_line(text: str) -> str:
+    # Locust wraps failure messages ("CatchResponseError('...')" in some versions); keep the text.
+    return " ".join(text.split())[:500]
+
+
+def warm_up(base_url: str, scenario: Scenario, state: UserState) -> int:
+    """Send ``--warmup`` requests outside Locust's stats and the records; returns how many succeeded."""
+    if scenario.config.warmup <= 0:
+        return 0
+    from locust.contrib.fasthttp import FastHttpSession  # only inside Locust
+    from locust.event import EventHook
+
+    session = FastHttpSession(base_url, request_event=EventHook(), user=None)
+    cell_label = scenario.cell_for(scenario.step())
+    ok = 0
+    for _ in range(scenario.config.warmup):
+        cell = _choose(scenario, state, None)
+        body, _, headers = cell.body(False) if cell.pool is not None else cell.body(True)
+        response = session.request("POST", scenario.config.predict_path, data=body, headers=headers)
+        scenario.warmup_by_cell[cell_label] = scenario.warmup_by_cell.get(cell_label, 0) + 1
+        if response.status_code == 200:
+            ok += 1
+    if ok < scenario.config.warmup:
+        log.warning("%d of %d warm-up requests failed", scenario.config.warmup - ok, scenario.config.warmup)
+    return ok
+
+
+# --------------------------------------------------------------------------------------------
+# Locust event wiring (called from the locustfile's listeners)
+
+
+def is_worker(runner: Any) -> bool:
+    return type(runner).__name__ == "WorkerRunner"
+
+
+def is_master(runner: Any) -> bool:
+    return type(runner).__name__ == "MasterRunner"
+
+
+def on_init(environment: Any) -> None:
+    """Validate options early (one line and exit 2 on bad input), and remember the start time."""
+    options = environment.parsed_options
+    if options is None:
+        return
+    environment.tfsbench_started_s = time.time()
+    if is_worker(environment.runner):
+        return  # a worker runs with the master's options, which arrive with its spawn messages
+    try:
+        config = config_from_options(options)
+    except BenchError as exc:
+        sys.stderr.write(f"tfsbench: {exc}\n")
+        raise SystemExit(exc.exit_code) from None
+    if not config.steps:
+        environment.shape_class = None  # the step shape runs only when --shape-steps asks for it
+
+
+def on_test_start(environment: Any) -> None:
+    """Master/local: publish total users and start time; local/worker: build the Scenario."""
+    runner, options = environment.runner, environment.parsed_options
+    if not is_worker(runner):
+        # Custom option values travel to workers with every spawn message: total users (each
+        # user's share of --rate) and the start time (shape steps advance on every worker alike).
+        options.tfsbench_users = int(runner.target_user_count or getattr(options, "num_users", 1) or 1)
+        options.tfsbench_t0 = time.time()
+    if is_master(runner):
+        return
+    close_scenario(environment)
+    try:
+        config = config_from_options(options)
+        scenario = Scenario(
+            config,
+            distributed=is_worker(runner),
+            users_total=int(getattr(options, "tfsbench_users", 0) or runner.target_user_count or 1),
+            t0_s=float(getattr(options, "tfsbench_t0", 0.0) or time.time()),
+        )
+    except (BenchError, ResultsError) as exc:
+        log.error("tfsbench: %s", exc)
+        sys.stderr.write(f"tfsbench: {exc}\n")
+        setattr(environment, SCENARIO_ATTR, None)
+        return
+    setattr(environment, SCENARIO_ATTR, scenario)
+    log.info(
+        "tfsbench: %s, cells %s, %s",
+        config.arrival.describe(),
+        ", ".join(stats_name(b, e) for b, e in scenario.cells),
+        f"records -> {scenario.records_path}" if scenario.records_path else "no records",
+    )
+    _start_cpu_monitor(environment, scenario)
+
+
+def _start_cpu_monitor(environment: Any, scenario: Scenario) -> None:
+    import gevent  # only inside Locust
+
+    def loop() -> None:
+        while getattr(environment, SCENARIO_ATTR, None) is scenario:
+            gevent.sleep(CPU_SAMPLE_S)
+            scenario.on_cpu_sample()
+
+    gevent.spawn(loop)
+
+
+def close_scenario(environment: Any) -> None:
+    scenario = getattr(environment, SCENARIO_ATTR, None)
+    if scenario is not None:
+        setattr(environment, SCENARIO_ATTR, None)
+        scenario.close()
+
+
+def on_test_stop(environment: Any) -> None:
+    scenario = getattr(environment, SCENARIO_ATTR, None)
+    if scenario is not None:
+        scenario.save_load_stats(finished=True)
+
+
+def on_quitting(environment: Any) -> None:
+    """Close this process's records; the master merges its workers' files."""
+    close_scenario(environment)
+    if not is_master(environment.runner):
+        return
+    try:
+        config = config_from_options(environment.parsed_options)
+    except BenchError:
+        return
+    if config.records is None:
+        return
+    import gevent
+
+    rows = merge_parts(
+        config.records,
+        since_s=getattr(environment, "tfsbench_started_s", 0.0) - 1.0,
+        wait_s=MERGE_WAIT_S,
+        sleep=gevent.sleep,
+    )
+    if rows:
+        log.info("tfsbench: merged worker records into %s (%d rows)", config.records, rows)
+
+
+def shape_tick(shape: Any) -> tuple[int, float] | None:
+    """``LoadTestShape.tick`` for ``--shape-steps``: hold -u users for each step, then stop."""
+    options = shape.runner.environment.parsed_options
+    config = config_from_options(options)
+    if shape.get_run_time() >= len(config.steps) * config.step_time_s:
+        return None
+    users = int(getattr(options, "num_users", None) or 1)
+    return users, float(getattr(options, "spawn_rate", None) or users)
+
+
+# --------------------------------------------------------------------------------------------
+# python -m bench.load merge PATH
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m bench.load",
+        description="Merge worker records files (PATH with a process id inserted) into PATH.",
+    )
+    sub = parser.add_subparsers(dest="command", required=True)
+    merge = sub.add_parser("merge", help="merge requests.<pid>.csv files into requests.csv")
+    merge.add_argument("path", type=Path, metavar="PATH", help="the --records path, e.g. runs/x/requests.csv")
+    merge.add_argument("--force", action="store_true", help="also merge files not marked finished (killed workers)")
+    args = parser.parse_args(argv)
+    try:
+        rows = merge_parts(args.path, force=args.force)
+    except BenchError as exc:
+        sys.stderr.write(f"tfsbench: {exc}\n")
+        return exc.exit_code
+    print(f"{args.path}: merged {rows} rows")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,95 @@
+"""Locust scenario: image batches posted to a TF Serving REST predict endpoint.
+
+    locust -f locustfiles/predict.py --host http://127.0.0.1:8501
+    locust -f locustfiles/predict.py --host http://127.0.0.1:8501 --headless -u 8 -t 30s \
+        --batch-sizes 1,16 --encodings row-orjson,b64-png --records runs/x/requests.csv
+
+Options (also in the web UI and ``--help``, and as TFSBENCH_* variables): --model-name,
+--model-version, --signature-name, --batch-sizes, --encodings, --images, --pool-size, --warmup,
+--arrival closed|poisson|constant, --rate, --think-time, --records, --cell, --encode-inline,
+--shape-steps, --step-time. The logic lives in bench/load.py.
+"""
+
+from __future__ import annotations
+
+import gevent
+from locust import FastHttpUser, LoadTestShape, events, task
+from locust.exception import StopUser
+
+from bench import load
+
+
+@events.init_command_line_parser.add_listener
+def _add_arguments(parser, **_kwargs):
+    load.add_arguments(parser)
+
+
+@events.init.add_listener
+def _on_init(environment, **_kwargs):
+    load.on_init(environment)
+
+    @environment.events.request.add_listener
+    def _on_request(response_time, exception, context, **_kwargs):
+        # Every request of ours becomes one records row (bench.results), warm-up excluded.
+        load.on_request(getattr(environment, load.SCENARIO_ATTR, None), response_time, exception, context)
+
+
+@events.test_start.add_listener
+def _on_test_start(environment, **_kwargs):
+    load.on_test_start(environment)
+
+
+@events.test_stop.add_listener
+def _on_test_stop(environment, **_kwargs):
+    load.on_test_stop(environment)
+
+
+@events.quitting.add_listener
+def _on_quitting(environment, **_kwargs):
+    load.on_quitting(environment)
+
+
+class PredictUser(FastHttpUser):
+    """Posts pre-encoded batches; closed model back to back (plus --think-time), open model on schedule."""
+
+    host = "http://127.0.0.1:8501"
+
+    def wait_time(self):
+        scenario = self.scenario
+        return scenario.config.arrival.think_time_s if scenario is not None else 0.0
+
+    def on_start(self):
+        self.scenario = getattr(self.environment, load.SCENARIO_ATTR, None)
+        if self.scenario is None:
+            raise StopUser  # bad options: on_test_start logged why
+        self.state = load.new_user_state(self.scenario)
+        load.warm_up(self.host, self.scenario, self.state)
+
+    @task
+    def predict(self):
+        load.predict_once(self.client, self.scenario, self.state, gevent.sleep)
+
+
+class StepShape(LoadTestShape):
+    """--shape-steps batch=1,4,16 or rate=10,20,40: -u users for --step-time per step, then stop."""
+
+    use_common_options = True
+
+    def tick(self):
+        return load.shape_tick(self)
+
+
+if __name__ == "__main__":
+    # `locust -f locustfiles/predict.py --help` prints its help before importing the locustfile,
+    # so it cannot list the options above (Locust issue #2917). This prints the whole help with
+    # them; any other arguments run Locust on this file.
+    import sys
+
+    from locust import main as locust_main
+    from locust.argument_parser import get_parser
+
+    if {"-h", "--help"} & set(sys.argv[1:]):
+        get_parser().print_help()
+        sys.exit(0)
+    sys.argv = ["locust", "-f", __file__, *sys.argv[1:]]
+    sys.exit(locust_main.main())
