@@ -103,10 +103,32 @@ def _add_serve(sub: argparse._SubParsersAction) -> None:
 
 
 def _add_docker(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("docker", help="start, stop or inspect a tensorflow/serving container")
+    # bench.docker imports only the standard library: cheap enough for its validators.
+    from bench.docker import DEFAULT_IMAGE, DEFAULT_NAME, STANDIN_TAG, validate_memory, validate_name
+
+    p = sub.add_parser(
+        "docker",
+        help="start, stop or inspect a tensorflow/serving container",
+        description="up: run IMAGE as TF Serving's docs do (-p 127.0.0.1:PORT:8501, model bind-mounted to "
+        "/models/NAME, -e MODEL_NAME) and wait until the model is AVAILABLE. down: stop and remove. "
+        "logs: the container's output. build-standin: build, offline, an image with tensorflow/serving's "
+        "interface whose server is tfsbench serve.",
+    )
     p.add_argument("action", choices=("up", "down", "logs", "build-standin"), help="what to do")
     p.add_argument("--model-base-path", type=Path, default=Path("models/classifier"), metavar="DIR", help="host model directory (default models/classifier)")
-    p.add_argument("--model-name", default="classifier", metavar="NAME", help="model name (default classifier)")
+    p.add_argument("--model-name", default=None, metavar="NAME", help="model name (default: the directory's name)")
+    p.add_argument("--image", default=DEFAULT_IMAGE, metavar="IMAGE", help=f"e.g. tensorflow/serving:2.18.0 or {STANDIN_TAG} (default {DEFAULT_IMAGE})")
+    p.add_argument("--port", type=argtypes.port, default=8501, metavar="PORT", help="host port for the REST API (default 8501; 0 lets Docker choose)")
+    p.add_argument("--bind", default="127.0.0.1", metavar="ADDR", help="host address to publish on (default 127.0.0.1; 0.0.0.0 for all)")
+    p.add_argument("--cpus", type=argtypes.positive_float, default=None, metavar="N", help="CPU limit, e.g. 2 or 1.5 (default none)")
+    p.add_argument("--memory", type=validate_memory, default=None, metavar="M", help="memory limit, e.g. 2g (default none)")
+    p.add_argument("--batching-parameters", type=Path, default=None, metavar="FILE", help="BatchingParameters text file: mounted, --enable_batching on")
+    p.add_argument("--monitoring", action="store_true", help="turn on the Prometheus endpoint /monitoring/prometheus/metrics")
+    p.add_argument("--name", type=validate_name, default=DEFAULT_NAME, metavar="NAME", help=f"container name (default {DEFAULT_NAME})")
+    p.add_argument("--timeout", type=argtypes.duration_s, default=120.0, metavar="TIME", help="how long up waits for AVAILABLE (default 120s)")
+    p.add_argument("--tail", type=argtypes.positive_int, default=None, metavar="N", help="logs: only the last N lines")
+    p.add_argument("--tag", default=STANDIN_TAG, metavar="TAG", help=f"build-standin: image tag (default {STANDIN_TAG})")
+    p.add_argument("--rebuild", action="store_true", help="build-standin: rebuild even if the tag exists")
     p.add_argument("--dry-run", action="store_true", help="print the docker command instead of running it")
     p.set_defaults(handler=_handler("bench.docker", "run_docker"))
 
@@ -122,6 +144,7 @@ def _add_codecs(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--encodings", type=argtypes.name_list, default=list(ENCODING_NAMES), metavar="LIST", help=f"subset of {','.join(ENCODING_NAMES)} (default: all)")
     p.add_argument("--images", type=Path, default=None, metavar="DIR", help="directory of PNG/JPEG images (default: synthetic)")
     p.add_argument("--out", type=Path, default=None, metavar="FILE.csv", help="also write the table as CSV")
+    p.add_argument("--repeats", type=argtypes.positive_int, default=5, metavar="N", help="timed calls per cell, median reported (default 5; slow cells stop after ~3 s)")
     p.set_defaults(handler=_handler("bench.codecs_bench", "run_codecs"))
 
 
@@ -186,6 +209,10 @@ def _add_demo(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("demo", help="export -> serve -> short sweep -> report, on the embedded server")
     p.add_argument("--models", type=Path, default=Path("models"), metavar="DIR", help="models directory (default models)")
     p.add_argument("--out", type=Path, default=Path("runs"), metavar="DIR", help="runs directory (default runs)")
+    p.add_argument("--batch-sizes", type=argtypes.int_list, default=[1, 4, 16, 64], metavar="LIST", help="default 1,4,16,64")
+    p.add_argument("--encodings", type=argtypes.name_list, default=["row-orjson", "row-fast", "b64-png"], metavar="LIST", help="default row-orjson,row-fast,b64-png")
+    p.add_argument("--users", type=argtypes.positive_int, default=4, metavar="N", help="concurrent users (default 4)")
+    p.add_argument("--duration", type=argtypes.duration_s, default=6.0, metavar="TIME", help="per cell (default 6s: about 2 minutes in all)")
     p.set_defaults(handler=_handler("bench.demo", "run_demo"))
 
 
