@@ -169,8 +169,13 @@ def add_arguments(parser: Any) -> None:
         metavar="STEPS",
         type=_validated(lambda text: parse_steps(text)),
     )
-    add("--step-time", "length of each --shape-steps step (default: 30s)", default="30s", metavar="DURATION",
-        type=_validated(argtypes.duration_s))  # fmt: skip
+    add(
+        "--step-time",
+        "length of each --shape-steps step (default: 30s)",
+        default="30s",
+        metavar="DURATION",
+        type=_validated(argtypes.duration_s),
+    )
     add(
         "--cpu-warn-pct",
         "warn when this process's CPU stays above this percent of a core over 5 s (default: 90)",
