@@ -32,3 +32,13 @@ def models_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def model_base_path(models_dir: Path) -> Path:
     """``models/classifier``: what ``--model_base_path`` points at."""
     return models_dir / MODEL_NAME
+
+
+@pytest.fixture(scope="session")
+def embedded_server(model_base_path: Path):
+    """The real embedded REST server for the tiny model on an ephemeral loopback port
+    (``.url``, ``.port``, ``.metrics``); model name ``classifier``."""
+    from bench.server import EmbeddedServer
+
+    with EmbeddedServer(model_base_path=model_base_path, model_name=MODEL_NAME, port=0) as server:
+        yield server
