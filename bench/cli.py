@@ -99,6 +99,13 @@ def _add_serve(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--batching_parameters_file", type=Path, default=None, metavar="FILE", help="text-format BatchingParameters")
     p.add_argument("--monitoring_config_file", type=Path, default=None, metavar="FILE", help="text-format MonitoringConfig (Prometheus)")
     p.add_argument("--rest_api_enable_cors_support", action="store_true", help="add CORS headers")
+    p.add_argument(
+        "--rest_api_max_body_bytes",
+        type=argtypes.positive_int,
+        default=512 * 1024 * 1024,
+        metavar="BYTES",
+        help="refuse larger request bodies with 413 (default 536870912; not a tensorflow_model_server flag)",
+    )
     p.set_defaults(handler=_handler("bench.server", "run_serve"))
 
 
