@@ -11,6 +11,7 @@ import json
 import os
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -236,3 +237,45 @@ def test_shape_steps_walk_through_batch_sizes(tmp_path: Path) -> None:
     assert (frame.loc[frame["cell"] == "s/b=2", "batch"] == 2).all()
     assert (frame.loc[frame["cell"] == "s/b=1", "batch"] == 1).all()
     assert len(frame) == locust_requests(result["stats"])
+
+
+@pytest.fixture(scope="module")
+def embedded_url(
+    request: pytest.FixtureRequest, model_base_path: Path, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[str]:
+    """The real embedded server: the ``embedded_server`` fixture where conftest has it, else bench.demo's."""
+    try:
+        server = request.getfixturevalue("embedded_server")
+    except pytest.FixtureLookupError:
+        from bench.demo import embedded_server, missing_pieces
+
+        if missing_pieces():
+            pytest.skip(f"not built yet: {', '.join(missing_pieces())}")
+        with embedded_server(model_base_path, tmp_path_factory.mktemp("server")) as running:
+            yield running.url
+        return
+    yield server.url
+
+
+def test_two_encodings_and_two_batch_sizes_against_the_embedded_server(embedded_url: str, tmp_path: Path) -> None:
+    result = run_locust(
+        embedded_url,
+        tmp_path,
+        "--batch-sizes",
+        "1,4",
+        "--encodings",
+        "row-orjson,b64-png",
+        "--warmup",
+        "1",
+        run_time="6s",
+    )
+    assert result["rc"] == 0, result["stderr"][-3000:]
+    names = {f"predict b={b} {e}" for b in (1, 4) for e in ("row-orjson", "b64-png")}
+    assert set(result["stats"]) == names
+    assert all(entry["num_failures"] == 0 for entry in result["stats"].values())
+    frame = read_records(result["records"])
+    assert len(frame) == locust_requests(result["stats"])
+    assert (frame["status"] == 200).all()
+    assert (frame["error"] == "").all()
+    assert set(zip(frame["batch"], frame["encoding"], strict=True)) == {(1, "row-orjson"), (4, "row-orjson"),
+                                                                          (1, "b64-png"), (4, "b64-png")}  # fmt: skip
