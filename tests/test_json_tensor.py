@@ -71,7 +71,8 @@ def test_debug_string_is_rapidjson_pretty_and_truncated() -> None:
     assert debug_string(1e21) == "1e21"
     assert debug_string(1e20) == "100000000000000000000.0"
     long = debug_string({"instances": list(range(1000))})
-    assert 256 <= len(long) < 300 and long.endswith(tuple("0123456789"))
+    assert 256 <= len(long) < 300
+    assert long.endswith(tuple("0123456789"))
 
 
 @pytest.mark.parametrize(
@@ -82,7 +83,8 @@ def test_debug_string_is_rapidjson_pretty_and_truncated() -> None:
         pytest.param(b'"x"', 'JSON Value: "x" Is not object', id="string"),
         pytest.param(
             b'{"signature_name": 5}',
-            "JSON Value: {\n    \"signature_name\": 5\n} not formatted correctly. 'signature_name' key must be a string value.",
+            'JSON Value: {\n    "signature_name": 5\n} not formatted correctly. '
+            "'signature_name' key must be a string value.",
             id="signature-not-string",
         ),
         pytest.param(
@@ -190,19 +192,23 @@ def test_cross_element_and_mode_errors() -> None:
 
 def test_successful_decodes() -> None:
     row = decode_predict_body(b'{"instances": [[1, 256], [-1, 300]]}', SMALL)
-    assert row.row_format and row.tensors["x"].tolist() == [[1, 0], [255, 44]]  # wraps like TF's int_val cast
+    assert row.row_format
+    assert row.tensors["x"].tolist() == [[1, 0], [255, 44]]
     col = decode_predict_body(b'{"inputs": [[1, 2]], "extra": 1}', SMALL)
-    assert not col.row_format and col.tensors["x"].tolist() == [[1, 2]]
+    assert not col.row_format
+    assert col.tensors["x"].tolist() == [[1, 2]]
     named = decode_predict_body(b'{"instances": [{"x": [1, 2]}, {"x": [3, 4]}]}', SMALL)
     assert named.tensors["x"].tolist() == [[1, 2], [3, 4]]
     two = decode_predict_body(b'{"instances": [{"a": 1, "b": 2.5}, {"a": 3, "b": 4}]}', TWO)
-    assert two.tensors["a"].tolist() == [1, 3] and two.tensors["b"].dtype == np.float32
+    assert two.tensors["a"].tolist() == [1, 3]
+    assert two.tensors["b"].dtype == np.float32
     scalar = decode_predict_body(b'{"inputs": 7}', SMALL)
     assert scalar.tensors["x"].shape == ()
     sig = decode_predict_body(
         b'{"signature_name": "serving_bytes", "instances": [{"b64": "aGk="}, {"b64": "aGk"}]}', REFERENCE_SIGNATURES
     )
-    assert sig.signature_name == "serving_bytes" and sig.tensors["image_bytes"].tolist() == [b"hi", b"hi"]
+    assert sig.signature_name == "serving_bytes"
+    assert sig.tensors["image_bytes"].tolist() == [b"hi", b"hi"]
 
 
 def test_base64_errors() -> None:
@@ -230,8 +236,10 @@ def test_classify_regress_body_errors() -> None:
 def test_float_formatting_matches_tensorflow_serving() -> None:
     f32 = [float(np.float32(v)) for v in (0.1, 3.0, 3e-05, 9e06, 0.123456789)]
     assert [format_float(v) for v in f32] == ["0.1", "3.0", "3e-05", "9e+06", "0.123456791"]
-    assert format_float(math.nan) == "NaN" and format_float(-math.inf) == "-Infinity"
-    assert format_float(0.1, double=True) == "0.1" and format_float(1 / 3, double=True) == "0.33333333333333331"
+    assert format_float(math.nan) == "NaN"
+    assert format_float(-math.inf) == "-Infinity"
+    assert format_float(0.1, double=True) == "0.1"
+    assert format_float(1 / 3, double=True) == "0.33333333333333331"
 
 
 def test_response_encoding() -> None:
