@@ -90,7 +90,11 @@ def add_arguments(parser: Any) -> None:
 
     def add(flag: str, help_text: str, **kwargs: Any) -> None:
         env = ENV_PREFIX + flag.lstrip("-").upper().replace("-", "_")
-        group.add_argument(flag, env_var=env, help=f"{help_text} [env {env}]", **kwargs)
+        action = group.add_argument(flag, env_var=env, help=f"{help_text} [env {env}]", **kwargs)
+        # A group's add_argument is argparse's own, which skips the attributes that
+        # LocustArgumentParser.add_argument sets to put an option in the web UI's form.
+        action.include_in_web_ui = True
+        action.is_secret = action.is_required = action.is_multiple = False
 
     add("--model-name", "served model name (default: classifier)", default="classifier", metavar="NAME")
     add(

@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -237,6 +239,49 @@ def test_shape_steps_walk_through_batch_sizes(tmp_path: Path) -> None:
     assert (frame.loc[frame["cell"] == "s/b=2", "batch"] == 2).all()
     assert (frame.loc[frame["cell"] == "s/b=1", "batch"] == 1).all()
     assert len(frame) == locust_requests(result["stats"])
+
+
+def test_web_ui_shows_the_options_and_runs_with_form_values(tmp_path: Path) -> None:
+    import requests
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    records = tmp_path / "ui.csv"
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("TFSBENCH_", "LOCUST_"))}
+    with LoopbackServer(delay_s=0.005) as server:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "locust", "-f", LOCUSTFILE, "--web-host", "127.0.0.1", "--web-port", str(port),
+             "--host", server.url, "--loglevel", "WARNING"],
+            cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+        )  # fmt: skip
+        try:
+            base = f"http://127.0.0.1:{port}"
+            page = ""
+            for _ in range(100):  # bounded: up to ~30 s for Locust to start
+                try:
+                    page = requests.get(base + "/", timeout=2).text
+                    break
+                except requests.ConnectionError:
+                    time.sleep(0.3)
+            for option in ("batch_sizes", "encodings", "arrival", "rate", "records", "warmup", "cell"):
+                assert f'"{option}"' in page
+            form = {"user_count": "1", "spawn_rate": "1", "host": server.url, "batch_sizes": "2",
+                    "encodings": "row-fast", "records": str(records), "cell": "ui"}  # fmt: skip
+            assert requests.post(base + "/swarm", data=form, timeout=10).json()["success"]
+            for _ in range(100):
+                if records.exists() and len(read_records(records)) >= 5:
+                    break
+                time.sleep(0.1)
+            requests.get(base + "/stop", timeout=10)
+        finally:
+            process.terminate()
+            _, stderr = process.communicate(timeout=30)
+    frame = read_records(records)
+    assert len(frame) >= 5, stderr
+    assert (frame["batch"] == 2).all()
+    assert (frame["cell"] == "ui").all()
+    assert (frame["error"] == "").all()
 
 
 @pytest.fixture(scope="module")
