@@ -218,6 +218,7 @@ class LoadedVersion:
         self.signature_text = {key: str(sig) for key, sig in meta.signature_def.items()}
         self.output_counts = {key: len(sig.outputs) for key, sig in meta.signature_def.items()}
         self.inputs: dict[str, dict[str, InputSpec]] = {}
+        self._shape_free: set[tuple[str, str]] = set()
         self.output_names: dict[str, list[str]] = {}
         for key, sig in meta.signature_def.items():
             self.inputs[key] = {
@@ -229,6 +230,7 @@ class LoadedVersion:
                 for alias, info in sig.inputs.items()
             }
             self.output_names[key] = sorted(sig.outputs)
+            self._shape_free |= {(key, alias) for alias, info in sig.inputs.items() if info.tensor_shape.unknown_rank}
         self._module = tf.saved_model.load(str(path))
         self._functions = dict(self._module.signatures)
         self._tf = tf
@@ -253,6 +255,21 @@ class LoadedVersion:
                 f"len({{{','.join(need)}}}). Sent extra: {{{','.join(sorted(set(sent) - set(need)))}}}. "
                 f"Missing but required: {{{','.join(sorted(set(need) - set(sent)))}}}.",
             )
+        for key, value in tensors.items():
+            declared = expected[key].shape
+            if (signature_name or DEFAULT_SIGNATURE, key) in self._shape_free:
+                continue
+            # Checked before the run: some kernels abort the whole process (a failed CHECK) on
+            # tensors of the wrong rank, which no client must be able to cause.
+            if value.ndim != len(declared) or any(
+                d is not None and d != n for d, n in zip(declared, value.shape, strict=True)
+            ):
+                want = ",".join("?" if d is None else str(d) for d in declared)
+                got = ",".join(str(n) for n in value.shape)
+                raise JsonTensorError(
+                    "INVALID_ARGUMENT",
+                    f"input tensor {key} has shape [{got}], which the signature's [{want}] does not allow",
+                )
         try:
             args = {key: tf.constant(value) for key, value in tensors.items()}
             result = function(**args)
