@@ -157,7 +157,12 @@ def _add_codecs(sub: argparse._SubParsersAction) -> None:
 
 def _add_sweep(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("sweep", help="run one Locust load test per (batch size, encoding) cell and record every request")
-    p.add_argument("--host", required=True, metavar="URL", help="TF Serving REST endpoint, e.g. http://127.0.0.1:8501")
+    p.add_argument("--host", default=None, metavar="URL", help="TF Serving REST endpoint, e.g. http://127.0.0.1:8501 (or --docker)")
+    p.add_argument("--docker", default=None, metavar="IMAGE", help="instead of --host: start IMAGE (e.g. tensorflow/serving, tfsbench/serving-standin:local) for the sweep, record it in meta.json, stop it after")
+    p.add_argument("--model-base-path", type=Path, default=None, metavar="DIR", help="--docker: model directory to mount (default models/MODEL_NAME)")
+    p.add_argument("--cpus", type=argtypes.positive_float, default=None, metavar="N", help="--docker: container CPU limit")
+    p.add_argument("--memory", default=None, metavar="M", help="--docker: container memory limit, e.g. 2g")
+    p.add_argument("--docker-timeout", type=argtypes.duration_s, default=180.0, metavar="TIME", help="--docker: wait for AVAILABLE (default 180s)")
     p.add_argument("--batch-sizes", type=argtypes.int_list, default=[1, 4, 16], metavar="LIST", help="e.g. 1,4,16 (default)")
     p.add_argument("--encodings", type=argtypes.name_list, default=["row-orjson"], metavar="LIST", help="e.g. row-orjson,b64-png")
     p.add_argument("--users", type=argtypes.positive_int, default=4, metavar="N", help="concurrent users, closed model (default 4)")

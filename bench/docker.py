@@ -25,8 +25,9 @@ import shlex
 import shutil
 import socket
 import subprocess
+import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -447,6 +448,63 @@ def container_meta(name: str) -> dict[str, Any]:
         "args": info.get("Args") or [],
         "engine_version": engine_version(),
     }
+
+
+@contextlib.contextmanager
+def serving_container(spec: ContainerSpec, *, timeout_s: float = 180.0) -> Iterator[tuple[RunningContainer, dict]]:
+    """Start ``spec``, yield it with its ``container_meta`` (plus startup facts), always stop it."""
+    running = up(spec, timeout_s=timeout_s)
+    try:
+        meta = container_meta(running.name)
+        meta.update(
+            url=running.url,
+            model_version=running.model_version,
+            startup_s=round(running.startup_s, 3),
+            command=format_command(docker_run_command(spec)),
+        )
+        yield running, meta
+    finally:
+        down(running.name)
+
+
+def is_standin(meta: dict[str, Any]) -> bool:
+    """Whether a container's image is our stand-in (its results come from the embedded server)."""
+    from bench.docker_standin import SOURCE_LABEL
+
+    return SOURCE_LABEL in (meta.get("image_labels") or {})
+
+
+def sweep_in_container(args: argparse.Namespace, run: Callable[..., int]) -> int:
+    """``tfsbench sweep --docker IMAGE``: start IMAGE, sweep it through its published port, stop it.
+
+    ``run`` is the sweep handler; it gets ``args`` with ``host`` set to the container's URL and
+    the container's description for meta.json (image, digest, limits) as ``extra_meta``.
+    """
+    import secrets
+
+    if args.host:
+        raise ConfigError("--host and --docker exclude each other: --docker serves the model itself")
+    base = args.model_base_path or Path("models") / args.model_name
+    spec = ContainerSpec.create(
+        base,
+        model_name=args.model_name,
+        image=args.docker,
+        name=f"tfsbench-sweep-{secrets.token_hex(3)}",
+        host_port=0,
+        cpus=args.cpus,
+        memory=args.memory,
+    )
+    print(f"sweep: starting {spec.image} ({format_command(docker_run_command(spec))})", file=sys.stderr)
+    with serving_container(spec, timeout_s=args.docker_timeout) as (running, meta):
+        print(f"sweep: {running.url} serves '{running.model_name}' after {running.startup_s:.1f} s", file=sys.stderr)
+        args.host = running.url
+        if not args.server_kind and not is_standin(meta):
+            # tensorflow/serving sends no Server header to tell it apart; the image says it.
+            args.server_kind = "tensorflow-serving"
+        try:
+            return run(args, extra_meta={"docker": meta})
+        finally:
+            print(f"sweep: stopping container {running.name}", file=sys.stderr)
 
 
 # --- CLI --------------------------------------------------------------------------------------

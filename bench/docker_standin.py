@@ -288,12 +288,13 @@ def _tar_stream(
     return total
 
 
-def build_base(base_tag: str, root: Path, work: Path, log: Callable[[str], None]) -> None:
+def build_base(
+    base_tag: str, root: Path, work: Path, dists: list[metadata.Distribution], log: Callable[[str], None]
+) -> None:
     """The slow layer: Debian root file system + the venv's packages, via ``docker import``."""
     rootfs = work / "rootfs"
     rootfs.mkdir()
     packages = assemble_rootfs(root, rootfs, _cache_dir() / "debs", log)
-    dists = python_distributions(root)
     log(f"root file system: {len(packages)} Debian packages; Python: {len(dists)} distributions from the venv")
     prune = recipe_lines(root, "prune.txt")
     argv = [docker_binary(), "import"]
@@ -354,12 +355,12 @@ def _cache_dir() -> Path:
     return Path(base) / "tfsbench" / "standin"
 
 
-def base_key(root: Path) -> str:
-    """Identity of the slow layer: recipe files, Python version and the venv's distribution versions."""
+def base_key(root: Path, dists: Iterable[metadata.Distribution]) -> str:
+    """Identity of the slow layer: recipe files, Python version, versions of the copied distributions."""
     digest = hashlib.sha256(f"{RECIPE_VERSION}\0{PYTHON_TAG}\0".encode())
     for name in ("debian-packages.txt", "debian-exclude.txt", "python-packages.txt", "prune.txt"):
         digest.update((root / "docker" / "standin" / name).read_bytes())
-    versions = sorted(f"{_canonical(d.metadata['Name'])}=={d.version}" for d in metadata.distributions())
+    versions = sorted(f"{_canonical(d.metadata['Name'])}=={d.version}" for d in dists)
     digest.update("\n".join(versions).encode())
     return digest.hexdigest()[:12]
 
@@ -369,28 +370,45 @@ def _repository(tag: str) -> str:
     return f"{head}/{last.split(':')[0]}" if head else last.split(":")[0]
 
 
+def _remove_superseded(previous: dict | None, base_tag: str) -> None:
+    """Drop the image this build replaced and older bases of the same repository (1.3 GB each).
+
+    ``docker rmi`` refuses images that containers still use; those stay, which is what we want.
+    """
+    if previous is not None and image_inspect(previous["Id"]) is not None:
+        docker(["rmi", previous["Id"]], check=False, timeout_s=120)
+    repository = base_tag.rsplit(":", 1)[0]
+    listed = docker(["images", repository, "--format", "{{.Repository}}:{{.Tag}}"], check=False, timeout_s=60)
+    for old in listed.stdout.split():
+        if old != base_tag:
+            docker(["rmi", old], check=False, timeout_s=120)
+
+
 def build_standin(tag: str, *, rebuild: bool = False, log: Callable[[str], None] = print) -> StandinBuild:
     """Build (or reuse) the stand-in image ``tag``; see the module docstring for the recipe."""
     started = time.monotonic()
     engine_version()
     root = project_root()
     digest = source_hash(root)
-    base_tag = f"{_repository(tag)}-base:{base_key(root)}"
     existing = image_inspect(tag)
     labels = ((existing or {}).get("Config") or {}).get("Labels") or {}
     if existing is not None and not rebuild and labels.get(SOURCE_LABEL) == digest:
-        return StandinBuild(tag, existing["Id"], base_tag, True, True, time.monotonic() - started, existing["Size"])
+        base = labels.get("tfsbench.base", "")
+        return StandinBuild(tag, existing["Id"], base, True, True, time.monotonic() - started, existing["Size"])
+    dists = python_distributions(root)
+    base_tag = f"{_repository(tag)}-base:{base_key(root, dists)}"
     base_reused = not rebuild and image_inspect(base_tag) is not None
     if not base_reused:
         log(f"building base layer {base_tag} (Debian root file system + Python packages; minutes)")
         with tempfile.TemporaryDirectory(prefix="tfsbench-standin-") as work:
-            build_base(base_tag, root, Path(work), log)
+            build_base(base_tag, root, Path(work), dists, log)
     elif existing is not None:
         log(f"{tag} is older than the project sources: rebuilding its top layer")
     build_top(base_tag, tag, root, digest)
     image = image_inspect(tag)
     if image is None:
         raise DockerError(f"docker commit did not produce {tag}")
+    _remove_superseded(existing, base_tag)
     return StandinBuild(tag, image["Id"], base_tag, False, base_reused, time.monotonic() - started, image["Size"])
 
 

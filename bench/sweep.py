@@ -408,7 +408,7 @@ def _write_state(run_dir: Path, cells: list[CellResult], **fields: Any) -> None:
         pass  # no rows yet: summary.csv appears with the first recorded request
 
 
-def run_sweep_config(config: SweepConfig, out: Path) -> Path:
+def run_sweep_config(config: SweepConfig, out: Path, extra_meta: dict[str, Any] | None = None) -> Path:
     """Run the whole grid into a new run directory under ``out``; returns the run directory.
 
     Raises KeyboardInterrupt after saving everything when interrupted.
@@ -425,6 +425,7 @@ def run_sweep_config(config: SweepConfig, out: Path) -> Path:
         target=target,
         **runs.collect_environment(),
         cells=[asdict(c) for c in cells],
+        **(extra_meta or {}),
     )
     print(f"sweep: {len(cells)} cells -> {run_dir}", file=sys.stderr)
     progress = Progress(len(cells))
@@ -501,10 +502,17 @@ def _sigterm_as_interrupt(signum: int, frame: Any) -> None:
     raise KeyboardInterrupt
 
 
-def run_sweep(args: argparse.Namespace) -> int:
+def run_sweep(args: argparse.Namespace, extra_meta: dict[str, Any] | None = None) -> int:
+    if getattr(args, "docker", None) and extra_meta is None:
+        from bench.docker import sweep_in_container  # starts the container, calls back here, stops it
+
+        signal.signal(signal.SIGTERM, _sigterm_as_interrupt)
+        return sweep_in_container(args, run_sweep)
+    if not args.host:
+        raise ConfigError("--host URL is required (or --docker IMAGE to start a container for the sweep)")
     config = config_from_args(args)
     signal.signal(signal.SIGTERM, _sigterm_as_interrupt)
-    run_dir = run_sweep_config(config, args.out)
+    run_dir = run_sweep_config(config, args.out, extra_meta)
     run = runs.load_run(run_dir)
     print(f"run: {run_dir}")
     recorded = any(c.get("records") for c in run.cells)
