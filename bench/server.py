@@ -21,10 +21,12 @@ import argparse
 import gzip
 import logging
 import os
+import select
 import signal
 import socket
 import sys
 import threading
+import time
 import zlib
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -97,7 +99,7 @@ class _Handler(BaseHTTPRequestHandler):
 
     def setup(self) -> None:
         super().setup()
-        self._entry = [self.connection, False]
+        self._entry: list = [self.connection, False]
         with self.server.conn_lock:
             self.server.connections[id(self)] = self._entry
 
@@ -154,7 +156,7 @@ class _Handler(BaseHTTPRequestHandler):
                     break
                 total += size
                 if total > limit:
-                    self._too_large(total)
+                    self._too_large(total, unread=size)
                     return None
                 parts.append(self.rfile.read(size))
                 self.rfile.readline(1024)
@@ -169,7 +171,7 @@ class _Handler(BaseHTTPRequestHandler):
                 self._plain_error(400, "bad Content-Length")
                 return None
             if length > limit:
-                self._too_large(length)
+                self._too_large(length, unread=length)
                 return None
             body = self.rfile.read(length) if length else b""
             if len(body) < length:
@@ -183,8 +185,14 @@ class _Handler(BaseHTTPRequestHandler):
         self.close_connection = True
         self._write(Reply(status, (("Content-Type", "application/json"),), encode_error(message)))
 
-    def _too_large(self, length: int) -> None:
-        # Refuse without reading the body; the connection closes so the stream stays in sync.
+    def _too_large(self, length: int, unread: int = 0) -> None:
+        # Read and drop the rest of the body first: a client still sending when we close would
+        # see a broken pipe instead of our 413.
+        while unread > 0:
+            chunk = self.rfile.read(min(unread, 1 << 20))
+            if not chunk:
+                break
+            unread -= len(chunk)
         limit = self.server.owner.options.max_body_bytes
         self._plain_error(413, f"Request body of {length} bytes exceeds the server limit of {limit} bytes")
 
@@ -206,6 +214,13 @@ class _Handler(BaseHTTPRequestHandler):
         self.end_headers()
         if self.command != "HEAD" and reply.body:
             self.wfile.write(reply.body)
+
+
+def _readable(sock: socket.socket) -> bool:
+    try:
+        return bool(select.select([sock], [], [], 0)[0])
+    except (OSError, ValueError):
+        return False
 
 
 def _gunzip(body: bytes, limit: int) -> bytes:
@@ -312,15 +327,24 @@ class EmbeddedServer:
         if httpd is None:
             return
         httpd.shutdown()  # stop accepting new connections
+        deadline = time.monotonic() + drain_timeout_s
         with httpd.conn_lock:
             httpd.draining = True
-            for sock, busy in list(httpd.connections.values()):
-                if not busy:  # idle keep-alive connection: wake its reader so the thread ends
-                    try:
-                        sock.shutdown(socket.SHUT_RDWR)
-                    except OSError:
-                        pass
-            httpd.idle.wait_for(lambda: not any(busy for _, busy in httpd.connections.values()), drain_timeout_s)
+            while time.monotonic() < deadline:
+                pending = False
+                for entry in list(httpd.connections.values()):
+                    sock, busy = entry
+                    if busy or _readable(sock):
+                        pending = True  # a request is being served or has just arrived
+                    elif len(entry) == 2:
+                        entry.append("closed")
+                        try:  # idle keep-alive connection: wake its reader so the thread ends
+                            sock.shutdown(socket.SHUT_RDWR)
+                        except OSError:
+                            pass
+                if not pending:
+                    break
+                httpd.idle.wait(0.05)
         httpd.server_close()
         self.store.stop()
         for batcher in self._batchers.values():
