@@ -403,7 +403,7 @@ def _write_state(run_dir: Path, cells: list[CellResult], **fields: Any) -> None:
         from reports.data import load_run_data
 
         data = load_run_data(run_dir)
-        data.summary.to_csv(run_dir / runs.SUMMARY_FILE, index=False, float_format="%.6g")
+        data.summary.to_csv(run_dir / runs.SUMMARY_FILE, index=False, float_format="%.10g")
     except ResultsError:
         pass  # no rows yet: summary.csv appears with the first recorded request
 

@@ -185,7 +185,7 @@ def run_compare(args: argparse.Namespace) -> int:
             plt.close(fig)
             (out / f"{name}.png").write_bytes(buf.getvalue())
             pngs.append((name, title, buf.getvalue()))
-        table.to_csv(out / "compare.csv", index=False, float_format="%.6g")
+        table.to_csv(out / "compare.csv", index=False, float_format="%.10g")
         (out / "compare.html").write_text(render_html(a, b, table, notes, pngs), encoding="utf-8")
     except OSError as exc:
         raise ResultsError(f"cannot write the comparison into {out}: {exc.strerror or exc}") from exc

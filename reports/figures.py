@@ -279,18 +279,25 @@ def fig_latency_split(summary: pd.DataFrame) -> Figure:
     wire = (client_mean - server).clip(lower=0)
     labels = s["cell"].astype(str)
     left = np.zeros(len(s))
-    for values, name, color in (
+    has_runtime = bool(runtime.gt(0).any())
+    parts = [
         (encode, "client encode (pre-request)", "#9467bd"),
         (wire, "wire + HTTP + client (client latency - server latency)", "#ff7f0e"),
-        (server - runtime, "server outside model run (parse, serialize, queue)", "#1f77b4"),
-        (runtime, "model runtime (server)", "#2ca02c"),
-    ):
+    ]
+    if has_runtime:
+        parts += [
+            (server - runtime, "server outside the model run (parse, serialize, queue)", "#1f77b4"),
+            (runtime, "model runtime (server)", "#2ca02c"),
+        ]
+    else:
+        parts.append((server, "server request latency (no runtime metric exported)", "#1f77b4"))
+    for values, name, color in parts:
         ax.barh(labels, values, left=left, label=name, color=color)
         left = left + values.to_numpy()
     ax.invert_yaxis()
     ax.set_xlabel("time per request (ms, means)")
     ax.set_title("Where the time goes: client vs server (Prometheus)")
-    ax.legend(fontsize=7, loc="lower right")
+    ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.12), ncol=2, frameon=False)
     ax.grid(True, axis="x", alpha=0.3)
     ax2 = axes[1]
     if "server_batch_size_mean" in s and s["server_batch_size_mean"].notna().any():
@@ -370,8 +377,9 @@ SPLIT_FIGURE = (
     "latency_split_client_server",
     "Client vs server time",
     "Client latency split with the server's own Prometheus histograms (deltas around each cell): "
-    "client encode, wire + HTTP, server time outside the model, model runtime; and the batch sizes "
-    "the server actually ran.",
+    "client encode, wire + HTTP, server time (outside the model run and the run itself where the server "
+    "exports runtime latency); and the batch sizes the server actually ran. The server's figures include "
+    "the cell's warm-up requests, so cells with few requests can show more server time than client time.",
     lambda d: fig_latency_split(d.summary),
 )
 

@@ -35,8 +35,8 @@ h1{font-size:1.5em;margin-bottom:.2em}h2{font-size:1.2em;margin-top:1.6em;border
 .incomplete{background:#fde2e1;border:1px solid #d93025;color:#8a1c14}
 .embedded{background:#fff4ce;border:1px solid #e0a800;color:#5c4400}
 .warn{background:#fff4ce;border:1px solid #e0a800;color:#5c4400}
-table{border-collapse:collapse;font-size:12.5px;margin:8px 0}
-th,td{border:1px solid #ddd;padding:3px 7px;text-align:right;white-space:nowrap}
+table{border-collapse:collapse;font-size:11.5px;margin:8px 0}
+th,td{border:1px solid #ddd;padding:2px 5px;text-align:right;white-space:nowrap}
 th{background:#f3f3f3;position:sticky;top:0}
 td.l,th.l{text-align:left}
 tr.sat td{background:#fde2e1}
@@ -58,7 +58,6 @@ SUMMARY_DISPLAY: tuple[tuple[str, str, str], ...] = (
     ("rps", "req/s", ".1f"),
     ("images_per_s", "images/s", ".1f"),
     ("p50_ms", "p50 ms", ".2f"),
-    ("p90_ms", "p90 ms", ".2f"),
     ("p95_ms", "p95 ms", ".2f"),
     ("p99_ms", "p99 ms", ".2f"),
     ("max_ms", "max ms", ".2f"),
@@ -222,7 +221,7 @@ def build_report(run_path: Path) -> ReportResult:
     run = data.run
     try:
         run.figures_dir.mkdir(exist_ok=True)
-        data.summary.to_csv(run.summary_path, index=False, float_format="%.6g")
+        data.summary.to_csv(run.summary_path, index=False, float_format="%.10g")
         rendered: list[tuple[str, str, str, bytes]] = []
         paths: list[Path] = []
         for spec in make_figures(data):
