@@ -137,7 +137,7 @@ class _Handler(BaseHTTPRequestHandler):
         except (TimeoutError, ConnectionError, OSError):
             self.close_connection = True
 
-    def _read_body(self) -> bytes | None:
+    def _read_body(self) -> bytes | bytearray | None:
         """The request body (inflated if gzip), or None after answering 4xx/413 ourselves."""
         limit = self.server.owner.options.max_body_bytes
         chunked = "chunked" in self.headers.get("Transfer-Encoding", "").lower()
@@ -173,10 +173,16 @@ class _Handler(BaseHTTPRequestHandler):
             if length > limit:
                 self._too_large(length, unread=length)
                 return None
-            body = self.rfile.read(length) if length else b""
-            if len(body) < length:
-                self.close_connection = True
-                return None
+            # readinto one preallocated buffer: no chunk list and join for multi-MB bodies.
+            body = bytearray(length)
+            view, got = memoryview(body), 0
+            while got < length:
+                n = self.rfile.readinto(view[got:])
+                if not n:
+                    self.close_connection = True
+                    return None
+                got += n
+            body = bytes(body) if length < 65536 else body
         if "gzip" in self.headers.get("Content-Encoding", ""):
             body = _gunzip(body, limit)
         return body
