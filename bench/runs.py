@@ -198,6 +198,9 @@ def resolve_run_path(path: Path) -> Path:
         return path.parent / name
     if path.is_dir() and not (path / META_FILE).exists() and (path / LATEST).exists():
         return resolve_run_path(path / LATEST)
+    if path.is_symlink():
+        # Report the run's own directory, so printed paths stay valid when latest moves on.
+        return path.resolve()
     return path
 
 
