@@ -372,8 +372,13 @@ def preflight(spec: ContainerSpec) -> int:
     return version
 
 
-def up(spec: ContainerSpec, *, timeout_s: float = 120.0) -> RunningContainer:
-    """Start the container and wait until its model is AVAILABLE; on failure remove it again."""
+def up(
+    spec: ContainerSpec, *, timeout_s: float = 120.0, on_started: Callable[[str], None] | None = None
+) -> RunningContainer:
+    """Start the container and wait until its model is AVAILABLE; on failure remove it again.
+
+    ``on_started`` gets the container id once ``docker run`` succeeded (before the wait).
+    """
     preflight(spec)
     started = time.monotonic()
     proc = docker(docker_run_command(spec)[1:], check=False, timeout_s=120)
@@ -387,6 +392,8 @@ def up(spec: ContainerSpec, *, timeout_s: float = 120.0) -> RunningContainer:
             )
         raise DockerError(f"docker run failed: {message}")
     container_id = proc.stdout.strip()
+    if on_started is not None:
+        on_started(container_id)
     try:
         host_port = _published_port(spec.name)
         host = "127.0.0.1" if spec.bind_address in ("", "0.0.0.0") else spec.bind_address
@@ -571,9 +578,11 @@ def run_docker(args: argparse.Namespace, out: Callable[[str], None] = print) -> 
     if spec.monitoring_config_file is not None:
         spec.monitoring_config_file.parent.mkdir(parents=True, exist_ok=True)
         spec.monitoring_config_file.write_text(monitoring_config_text())
-    with contextlib.suppress(BrokenPipeError):
-        out(f"starting {spec.image} as container {spec.name} (model {spec.model_name} from {spec.model_base_path})")
-    running = up(spec, timeout_s=args.timeout)
+    started = (
+        f"started {spec.image} as container {spec.name} (model {spec.model_name} from {spec.model_base_path}); "
+        f"waiting up to {args.timeout:g} s for it to be AVAILABLE"
+    )
+    running = up(spec, timeout_s=args.timeout, on_started=lambda _id: out(started))
     out(f"model '{running.model_name}' version {running.model_version} is AVAILABLE after {running.startup_s:.1f} s")
     out(f"REST API: {running.url}/v1/models/{running.model_name}")
     if spec.monitoring_config_file is not None:

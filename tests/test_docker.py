@@ -338,3 +338,22 @@ def test_debian_closure_follows_depends_and_honours_exclusions() -> None:
     assert f"lib{PYTHON_TAG}-stdlib" in packages
     assert "perl-base" not in packages
     assert "dpkg" not in packages
+
+
+@pytest.mark.skipif(shutil.which("docker") is None, reason="no docker CLI on PATH")
+def test_daemon_not_reachable_is_one_clear_line(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("DOCKER_HOST", f"unix://{tmp_path / 'no-daemon.sock'}")
+    assert main(["docker", "up", "--model-base-path", str(fake_model(tmp_path)), "--port", "0"]) == 1
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1
+    assert "the Docker daemon is not reachable" in err
+    assert "start it (dockerd" in err
+
+
+def test_sweep_needs_host_or_docker_but_not_both(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["sweep", "--batch-sizes", "1"]) == 2
+    assert "--host URL is required (or --docker IMAGE" in capsys.readouterr().err
+    assert main(["sweep", "--host", "http://127.0.0.1:1", "--docker", "tensorflow/serving"]) == 2
+    assert "--host and --docker exclude each other" in capsys.readouterr().err
