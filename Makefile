@@ -4,7 +4,7 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: demo test lint clean
+.PHONY: demo test lint clean standin
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -17,6 +17,10 @@ demo: $(VENV)/.installed
 
 test: $(VENV)/.installed
 	$(BIN)/python -m pytest
+
+# The offline tensorflow/serving stand-in image (needs a Docker engine and a Debian host).
+standin: $(VENV)/.installed
+	$(BIN)/tfsbench docker build-standin
 
 lint: $(VENV)/.installed
 	$(BIN)/ruff check bench export reports locustfiles tests

@@ -225,7 +225,7 @@ def assemble_rootfs(root: Path, rootfs: Path, debs: Path, log: Callable[[str], N
     python = recipe_lines(root, "debian-packages.txt")
     if not _run([_tool("apt-cache"), "policy", PYTHON_TAG]).strip():
         raise DockerError(
-            f"Debian package {PYTHON_TAG} (to match this venv's Python) is unknown to apt here; "
+            f"cannot download Debian packages: {PYTHON_TAG} (to match this venv's Python) is unknown to apt here; "
             "run 'apt-get update' or build from a venv of the Debian release's Python"
         )
     packages = debian_closure(python, set(recipe_lines(root, "debian-exclude.txt")))
@@ -233,7 +233,12 @@ def assemble_rootfs(root: Path, rootfs: Path, debs: Path, log: Callable[[str], N
     missing = [p for p in packages if not any(debs.glob(f"{p}_*.deb"))]
     if missing:
         log(f"downloading {len(missing)} Debian packages with apt-get download")
-        _run([_tool("apt-get"), "download", "-o", "APT::Sandbox::User=root", *missing], cwd=debs)
+        try:
+            _run([_tool("apt-get"), "download", "-o", "APT::Sandbox::User=root", *missing], cwd=debs)
+        except DockerError as exc:
+            raise DockerError(
+                f"cannot download Debian packages ({exc}); check this machine's apt sources or run 'apt-get update'"
+            ) from exc
     for deb in sorted(debs.glob("*.deb")):
         if deb.name.split("_")[0] in packages:
             _run([_tool("dpkg-deb"), "-x", str(deb), str(rootfs)])
