@@ -205,7 +205,14 @@ def _add_compare(sub: argparse._SubParsersAction) -> None:
 
 
 def _add_capacity(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("capacity", help="find the highest load one replica serves within a latency SLO")
+    p = sub.add_parser(
+        "capacity",
+        help="find the highest load one replica serves within a latency SLO",
+        description="For each (batch size, encoding): open-model probes at fixed request rates (step up by "
+        "--growth, then bisect) for the highest rate whose latency percentile, counted from each request's "
+        "intended send time, meets the SLO with no errors, no late sends and no saturation. Writes capacity.csv, "
+        "probes.csv, requests.csv, meta.json and report.html into a new run directory.",
+    )
     p.add_argument("--host", required=True, metavar="URL", help="TF Serving REST endpoint")
     p.add_argument("--slo", type=argtypes.slo, default=(99.0, 100.0), metavar="SLO", help="e.g. 'p99<100ms' (default)")
     p.add_argument("--batch-sizes", type=argtypes.int_list, default=[1, 4, 16], metavar="LIST", help="e.g. 1,4,16 (default)")
@@ -213,6 +220,21 @@ def _add_capacity(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--arrival", choices=("constant", "poisson"), default="constant", help="open-model arrivals (default constant)")
     p.add_argument("--target", type=argtypes.images_per_s, default=None, metavar="LOAD", help="e.g. 2000img/s: report replicas needed")
     p.add_argument("--headroom", type=argtypes.fraction, default=0.3, metavar="F", help="spare capacity per replica (default 0.3)")
+    p.add_argument("--start-rate", type=argtypes.positive_float, default=10.0, metavar="REQ/S", help="first probe's rate (default 10)")
+    p.add_argument("--growth", type=argtypes.positive_float, default=2.0, metavar="X", help="step-up factor between probes (default 2)")
+    p.add_argument("--tolerance", type=argtypes.positive_float, default=0.05, metavar="F", help="stop bisecting when pass and fail rates are this close (default 0.05)")
+    p.add_argument("--max-probes", type=argtypes.positive_int, default=12, metavar="N", help="probes per cell at most (default 12)")
+    p.add_argument("--max-rate", type=argtypes.positive_float, default=5000.0, metavar="REQ/S", help="never probe above this rate (default 5000)")
+    p.add_argument("--min-samples", type=argtypes.positive_int, default=300, metavar="N", help="requests per probe for the percentile, within --max-probe-time (default 300)")
+    p.add_argument("--max-probe-time", type=argtypes.duration_s, default=20.0, metavar="TIME", help="longest probe, Locust start-up and warm-up included (default 20s)")
+    p.add_argument("--warmup-time", type=argtypes.duration_s, default=1.0, metavar="TIME", help="start of each probe left out of its numbers (default 1s)")
+    p.add_argument("--max-users", type=argtypes.positive_int, default=256, metavar="N", help="Locust users per probe at most (default 256)")
+    p.add_argument("--model-name", default="classifier", metavar="NAME", help="served model name (default classifier)")
+    p.add_argument("--model-version", type=argtypes.positive_int, default=None, metavar="N", help="address /versions/N (default: latest)")
+    p.add_argument("--signature-name", default="", metavar="NAME", help="signature (default: the encoding's own)")
+    p.add_argument("--images", type=Path, default=None, metavar="DIR", help="directory of PNG/JPEG images (default: synthetic)")
+    p.add_argument("--pool-size", type=argtypes.positive_int, default=None, metavar="N", help="pre-encoded bodies per probe (Locust default 8)")
+    p.add_argument("--no-report", dest="report", action="store_false", help="skip building report.html at the end")
     p.add_argument("--out", type=Path, default=Path("runs"), metavar="DIR", help="runs directory (default runs)")
     p.set_defaults(handler=_handler("bench.capacity", "run_capacity"))
 
