@@ -172,7 +172,7 @@ def banners_html(data: RunData) -> str:
     return "\n".join(out)
 
 
-def render_html(data: RunData, figures: list[tuple[str, str, str, bytes]]) -> str:
+def render_html(data: RunData, figures: list[tuple[str, str, str, bytes]], extra_html: str = "") -> str:
     run = data.run
     target = run.target
     config = run.meta.get("config") or {}
@@ -196,6 +196,7 @@ def render_html(data: RunData, figures: list[tuple[str, str, str, bytes]]) -> st
 <h1>tfsbench run {html.escape(run.run_id)}</h1>
 <p class="sub">{subtitle}</p>
 {banners_html(data)}
+{extra_html}
 <h2>Summary per cell</h2>
 <p class="sub">Percentiles from every recorded request (failed ones included: a timeout is latency a user saw;
 warm-up requests excluded). Trust: client CPU share, late sends (open model), warm-up requests excluded, sample
@@ -231,7 +232,11 @@ def build_report(run_path: Path) -> ReportResult:
             path.write_bytes(png)
             paths.append(path)
             rendered.append((spec.name, spec.title, spec.caption, png))
-        run.report_path.write_text(render_html(data, rendered), encoding="utf-8")
+        from reports.capacity_section import capacity_section
+
+        capacity = capacity_section(run)  # empty unless the run has capacity.csv (tfsbench capacity)
+        paths += [capacity.figure_path] if capacity.figure_path else []
+        run.report_path.write_text(render_html(data, rendered, capacity.html), encoding="utf-8")
     except OSError as exc:
         raise ResultsError(f"cannot write the report into {run.path}: {exc.strerror or exc}") from exc
     return ReportResult(run.report_path, run.summary_path, tuple(paths), run.incomplete)
