@@ -438,6 +438,19 @@ class CpuMonitor:
                 return True
         return False
 
+    def finish(self) -> bool:
+        """At the end of a run shorter than one window, judge the samples there are.
+
+        True exactly when that makes the process count as saturated.
+        """
+        if self.max_window_pct or len(self.samples) < 2 or self.saturated:
+            return False
+        self.max_window_pct = self.mean_pct
+        if self.max_window_pct > self.threshold_pct:
+            self.saturated = True
+            return True
+        return False
+
     @property
     def mean_pct(self) -> float:
         return sum(self.samples) / len(self.samples) if self.samples else 0.0
@@ -542,11 +555,12 @@ class Scenario:
         if self.records_path is not None:
             write_load_stats(self.records_path, self.load_stats(finished))
 
-    def on_cpu_sample(self) -> None:
-        if self.cpu.sample():
+    def on_cpu_sample(self, final: bool = False) -> None:
+        if self.cpu.finish() if final else self.cpu.sample():
+            window_s = min(len(self.cpu.samples), CPU_WINDOW_SAMPLES) * CPU_SAMPLE_S
             message = (
                 f"tfsbench: load generator CPU saturated (pid {os.getpid()}: "
-                f"{self.cpu.max_window_pct:.0f}% of a core over {CPU_WINDOW_SAMPLES * CPU_SAMPLE_S:g} s): "
+                f"{self.cpu.max_window_pct:.0f}% of a core over {window_s:g} s): "
                 "results measure the client, not the server; use more --processes or fewer users"
             )
             self.warnings.append(message)
@@ -801,6 +815,7 @@ def close_scenario(environment: Any) -> None:
 def on_test_stop(environment: Any) -> None:
     scenario = getattr(environment, SCENARIO_ATTR, None)
     if scenario is not None:
+        scenario.on_cpu_sample(final=True)
         scenario.save_load_stats(finished=True)
 
 

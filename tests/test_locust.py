@@ -61,6 +61,12 @@ def run_locust(host: str, tmp_path: Path, *args: str, run_time: str | None = "4s
     return {"rc": done.returncode, "stderr": done.stderr, "stats": stats, "records": records}
 
 
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
 def locust_requests(stats: dict) -> int:
     return sum(entry["num_requests"] for entry in stats.values())
 
@@ -113,7 +119,7 @@ def test_known_delay_is_measured_and_every_request_is_recorded(tmp_path: Path) -
         served = server.requests
     assert result["rc"] == 0, result["stderr"]
     frame = read_records(result["records"])
-    assert len(frame) == locust_requests(result["stats"]) > 20
+    assert len(frame) == locust_requests(result["stats"]) > 20, result["stderr"][-3000:]
     assert set(result["stats"]) == {"predict b=1 b64-png"}
     entry = result["stats"]["predict b=1 b64-png"]
     assert entry["num_failures"] == 0
@@ -205,12 +211,14 @@ def test_bad_responses_are_failures_with_the_servers_message(tmp_path: Path, ser
 
 def test_processes_records_are_merged_without_loss(tmp_path: Path) -> None:
     with LoopbackServer(delay_s=0.010) as server:
+        port = str(free_port())  # Locust's default master port 5557 would collide with parallel runs
         result = run_locust(
-            server.url, tmp_path, "--processes", "2", "--encodings", "row-fast", "--warmup", "1", users=4
-        )
+            server.url, tmp_path, "--processes", "2", "--master-port", port, "--master-bind-port", port,
+            "--encodings", "row-fast", "--warmup", "1", users=4,
+        )  # fmt: skip
     assert result["rc"] == 0, result["stderr"]
     frame = read_records(result["records"])
-    assert len(frame) == locust_requests(result["stats"]) > 20
+    assert len(frame) == locust_requests(result["stats"]) > 20, result["stderr"][-3000:]
     assert not list(tmp_path.glob("requests.*.csv"))  # worker files merged and removed
     load = read_load_stats(result["records"])
     assert load is not None
@@ -244,9 +252,7 @@ def test_shape_steps_walk_through_batch_sizes(tmp_path: Path) -> None:
 def test_web_ui_shows_the_options_and_runs_with_form_values(tmp_path: Path) -> None:
     import requests
 
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
+    port = free_port()
     records = tmp_path / "ui.csv"
     env = {k: v for k, v in os.environ.items() if not k.startswith(("TFSBENCH_", "LOCUST_"))}
     with LoopbackServer(delay_s=0.005) as server:
