@@ -12,7 +12,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import importlib.util
-import socket
 import subprocess
 import sys
 import tempfile
@@ -22,6 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from bench.errors import BenchError, ServerError
+from bench.ports import free_port
 
 MODEL_NAME = "classifier"
 DEMO_BATCH_SIZES = (1, 4, 16, 64)
@@ -41,13 +41,6 @@ def ensure_model(models: Path) -> Path:
     print(f"[demo] exporting the reference model to {base}/1 ...")
     print(export_model(models, model_name=MODEL_NAME, version=1, size="tiny").summary())
     return base
-
-
-def free_port() -> int:
-    """A port the OS says is free on 127.0.0.1 now (the server binds it a moment later)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @dataclass(frozen=True)

@@ -33,6 +33,7 @@ from typing import Any
 
 from bench import prometheus_scrape, runs
 from bench.errors import BenchError, ConfigError, ResultsError, ServerError
+from bench.ports import free_port
 
 LOCUSTFILE = Path(__file__).resolve().parent.parent / "locustfiles" / "predict.py"
 POLL_S = 0.5
@@ -228,7 +229,8 @@ def locust_command(config: SweepConfig, cell: CellResult, cell_dir: Path) -> lis
     if config.pool_size:
         cmd += ["--pool-size", str(config.pool_size)]
     if config.processes > 1:
-        cmd += ["--processes", str(config.processes)]
+        # Locust's default master port (5557) would join parallel sweeps' workers to one master.
+        cmd += ["--processes", str(config.processes), "--master-bind-port", str(free_port())]
     return cmd
 
 

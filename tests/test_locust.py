@@ -9,16 +9,15 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 import pytest
 
+from bench.ports import free_port
 from bench.results import read_load_stats, read_records, summarize
 from tests.loopback_servers import LoopbackServer
 
@@ -59,12 +58,6 @@ def run_locust(host: str, tmp_path: Path, *args: str, run_time: str | None = "4s
     if stats_file.exists():
         stats = {entry["name"]: entry for entry in json.loads(stats_file.read_text())}
     return {"rc": done.returncode, "stderr": done.stderr, "stats": stats, "records": records}
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 def locust_requests(stats: dict) -> int:
@@ -291,21 +284,9 @@ def test_web_ui_shows_the_options_and_runs_with_form_values(tmp_path: Path) -> N
 
 
 @pytest.fixture(scope="module")
-def embedded_url(
-    request: pytest.FixtureRequest, model_base_path: Path, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[str]:
-    """The real embedded server: the ``embedded_server`` fixture where conftest has it, else bench.demo's."""
-    try:
-        server = request.getfixturevalue("embedded_server")
-    except pytest.FixtureLookupError:
-        from bench.demo import embedded_server, missing_pieces
-
-        if missing_pieces():
-            pytest.skip(f"not built yet: {', '.join(missing_pieces())}")
-        with embedded_server(model_base_path, tmp_path_factory.mktemp("server")) as running:
-            yield running.url
-        return
-    yield server.url
+def embedded_url(embedded_server) -> str:
+    """The real embedded server, shared by the whole session."""
+    return embedded_server.url
 
 
 def test_two_encodings_and_two_batch_sizes_against_the_embedded_server(embedded_url: str, tmp_path: Path) -> None:
