@@ -142,6 +142,9 @@ def main(argv: list[str] | None = None) -> int:
         tmp = tempfile.TemporaryDirectory(prefix="tfsbench-bench-")
         export_model(Path(tmp.name), model_name=MODEL, version=1, size="tiny")
         base = Path(tmp.name) / MODEL
+    from bench.server import tune_malloc
+
+    tune_malloc()  # what the server process does: both sides of the comparison get it
     store = ModelStore([ModelConfig(MODEL, base)], poll_wait_s=0)
     store.poll_once()  # loads TensorFlow and the model, warms up, gc.freeze()
     loaded = store.lookup(MODEL)

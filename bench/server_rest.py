@@ -8,7 +8,9 @@ layer (``bench.server``) only reads requests and writes replies.
 from __future__ import annotations
 
 import json
+import os
 import re
+import threading
 import time
 import urllib.parse
 from collections.abc import Callable, Mapping
@@ -83,6 +85,7 @@ class RestApi:
         prometheus_path: str | None = None,
         runner: Callable[[LoadedVersion, str, Mapping[str, np.ndarray]], dict[str, np.ndarray]] | None = None,
         run_threads: int = 8,
+        decode_slots: int = os.cpu_count() or 1,
     ) -> None:
         self.store = store
         self.metrics = metrics
@@ -91,6 +94,9 @@ class RestApi:
         self.prometheus_path = prometheus_path
         self._runner = runner or (lambda loaded, sig, tensors: loaded.run(sig, tensors))
         self._executor = ThreadPoolExecutor(max_workers=run_threads, thread_name_prefix="tfsbench-run")
+        # Body decoding is numpy passes over multi-MB buffers (the GIL is mostly released): more
+        # concurrent decodes than cores only thrash caches and hold more temporaries at once.
+        self._decode_slots = threading.BoundedSemaphore(max(decode_slots, 1))
 
     def close(self) -> None:
         self._executor.shutdown(wait=True)
@@ -178,7 +184,8 @@ class RestApi:
             found[:] = [loaded]
             return loaded.signature_inputs(signature_name)
 
-        decoded = decode_predict_body(body, resolve)
+        with self._decode_slots:
+            decoded = decode_predict_body(body, resolve)
         loaded = found[0]
         signature = decoded.signature_name or DEFAULT_SIGNATURE
         outputs = self._run_with_deadline(loaded, signature, decoded.tensors)
