@@ -14,8 +14,9 @@ generator held its schedule: a send counts as late when it started more than
 at which reports call a client saturated). Their lateness already counts in their latency, so
 stray hiccups of a busy generator only make a probe look worse, never better; a generator that
 cannot keep up also shows as an achieved rate below the target. Each probe runs until it has recorded
-``min_samples`` requests after its warm-up, or ``max_probe_s`` have passed (Locust start-up
-included), whichever comes first; the sample count is reported with the result.
+``min_samples`` requests and lasted ``min_measure_s`` after its warm-up (a backlog that grows
+slowly needs time to show), or ``max_probe_s`` have passed (Locust start-up included),
+whichever comes first; the sample count is reported with the result.
 
 Replicas for a target load: ``ceil(target / (max_images_per_s * (1 - headroom)))``.
 """
@@ -162,8 +163,6 @@ def search_capacity(
 
 # --- probes against a real target (one bounded open-model Locust run each) ---------------------
 
-# A probe's time bound must leave at least this much after its warm-up.
-MIN_MEASURE_S = 2.0
 MIN_USERS = 4
 # Users per (rate x SLO): a user sends one request at a time, so a reply slower than twice the SLO
 # makes its next send late; such a probe fails anyway.
@@ -194,6 +193,7 @@ class CapacityConfig:
     max_rps: float = 5000.0
     min_samples: int = 300
     max_probe_s: float = 20.0
+    min_measure_s: float = 3.0
     warmup_s: float = 1.0
     max_users: int = 256
     late_tolerance_ms: float | None = None  # None: max(10 ms, limit_ms / 4)
@@ -224,8 +224,9 @@ class CapacityConfig:
         return int(min(max(wanted, MIN_USERS), self.max_users))
 
     def probe_requests(self, rate_rps: float) -> int:
-        """Rows after which a probe stops: the warm-up's share plus ``min_samples``."""
-        return self.min_samples + math.ceil(rate_rps * self.warmup_s)
+        """Rows after which a probe stops: the warm-up's share, then ``min_samples`` and ``min_measure_s``."""
+        measured = max(self.min_samples, math.ceil(rate_rps * self.min_measure_s))
+        return measured + math.ceil(rate_rps * self.warmup_s)
 
 
 def probe_result(
@@ -536,10 +537,10 @@ def validate(config: CapacityConfig) -> None:
         raise ConfigError(f"--growth {config.growth:g} must be above 1")
     if config.start_rps > config.max_rps:
         raise ConfigError(f"--start-rate {config.start_rps:g} is above --max-rate {config.max_rps:g}")
-    if config.max_probe_s < config.warmup_s + MIN_MEASURE_S:
+    if config.max_probe_s < config.warmup_s + config.min_measure_s:
         raise ConfigError(
-            f"--max-probe-time {config.max_probe_s:g}s leaves under {MIN_MEASURE_S:g} s after the "
-            f"{config.warmup_s:g} s warm-up"
+            f"--max-probe-time {config.max_probe_s:g}s is shorter than --warmup-time {config.warmup_s:g}s "
+            f"plus --min-measure-time {config.min_measure_s:g}s"
         )
     for batch in config.batch_sizes:
         validate_sweep(_sweep_config(config, batch, config.encodings[0] if config.encodings else "", None))
@@ -627,6 +628,7 @@ def config_from_args(args) -> CapacityConfig:
         max_rps=args.max_rate,
         min_samples=args.min_samples,
         max_probe_s=args.max_probe_time,
+        min_measure_s=args.min_measure_time,
         warmup_s=args.warmup_time,
         max_users=args.max_users,
         model_name=args.model_name,

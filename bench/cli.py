@@ -227,6 +227,7 @@ def _add_capacity(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--max-rate", type=argtypes.positive_float, default=5000.0, metavar="REQ/S", help="never probe above this rate (default 5000)")
     p.add_argument("--min-samples", type=argtypes.positive_int, default=300, metavar="N", help="requests per probe for the percentile, within --max-probe-time (default 300)")
     p.add_argument("--max-probe-time", type=argtypes.duration_s, default=20.0, metavar="TIME", help="longest probe, Locust start-up and warm-up included (default 20s)")
+    p.add_argument("--min-measure-time", type=argtypes.duration_s, default=3.0, metavar="TIME", help="each probe measures at least this long after its warm-up, within --max-probe-time (default 3s)")
     p.add_argument("--warmup-time", type=argtypes.duration_s, default=1.0, metavar="TIME", help="start of each probe left out of its numbers (default 1s)")
     p.add_argument("--max-users", type=argtypes.positive_int, default=256, metavar="N", help="Locust users per probe at most (default 256)")
     p.add_argument("--model-name", default="classifier", metavar="NAME", help="served model name (default classifier)")

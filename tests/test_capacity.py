@@ -20,7 +20,10 @@ from bench.runs import load_run
 from tests.capacity_servers import ServiceModelServer
 
 # Short, bounded probes: ~150 samples each, at most 10 s, a 10 % bisection tolerance.
-FAST = ["--min-samples", "150", "--max-probe-time", "10s", "--tolerance", "0.1", "--no-report"]
+FAST = [
+    *("--min-samples", "150", "--min-measure-time", "2s", "--max-probe-time", "10s"),
+    *("--tolerance", "0.1", "--no-report"),
+]
 
 
 def run_capacity(url: str, out: Path, *extra: str) -> int:
