@@ -14,7 +14,8 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from bench.capacity import CAPACITY_COLUMNS, ProbeResult, probe_result
+from bench.capacity import ProbeResult
+from bench.capacity_run import CAPACITY_COLUMNS, probe_result
 from bench.cli import main
 from bench.runs import load_run
 from tests.capacity_servers import ServiceModelServer
