@@ -86,18 +86,54 @@ def _add_serve(sub: argparse._SubParsersAction) -> None:
         description="Serve SavedModels over tensorflow/serving's REST API. Flags follow "
         "tensorflow_model_server's names and defaults.",
     )
-    p.add_argument("--port", type=argtypes.port, default=8500, metavar="PORT", help="gRPC port (not served; default 8500)")
-    p.add_argument("--rest_api_port", type=argtypes.port, default=8501, metavar="PORT", help="HTTP port (default 8501; 0 picks a free one)")
+    p.add_argument(
+        "--port", type=argtypes.port, default=8500, metavar="PORT", help="gRPC port (not served; default 8500)"
+    )
+    p.add_argument(
+        "--rest_api_port",
+        type=argtypes.port,
+        default=8501,
+        metavar="PORT",
+        help="HTTP port (default 8501; 0 picks a free one)",
+    )
     p.add_argument("--rest_api_host", default="127.0.0.1", metavar="ADDR", help="address to bind (default 127.0.0.1)")
     p.add_argument("--model_name", default="default", metavar="NAME", help="model name (default: default)")
-    p.add_argument("--model_base_path", type=Path, default=None, metavar="DIR", help="directory of numeric version dirs")
+    p.add_argument(
+        "--model_base_path", type=Path, default=None, metavar="DIR", help="directory of numeric version dirs"
+    )
     p.add_argument("--model_config_file", type=Path, default=None, metavar="FILE", help="text-format ModelServerConfig")
-    p.add_argument("--rest_api_num_threads", type=argtypes.positive_int, default=None, metavar="N", help="HTTP worker threads (default 4 x CPUs)")
-    p.add_argument("--rest_api_timeout_in_ms", type=int, default=30000, metavar="MS", help="per-request deadline; <= 0 means none (default 30000)")
-    p.add_argument("--file_system_poll_wait_seconds", type=int, default=1, metavar="S", help="rescan interval for new versions (default 1)")
+    p.add_argument(
+        "--rest_api_num_threads",
+        type=argtypes.positive_int,
+        default=None,
+        metavar="N",
+        help="HTTP worker threads (default 4 x CPUs)",
+    )
+    p.add_argument(
+        "--rest_api_timeout_in_ms",
+        type=int,
+        default=30000,
+        metavar="MS",
+        help="per-request deadline; <= 0 means none (default 30000)",
+    )
+    p.add_argument(
+        "--file_system_poll_wait_seconds",
+        type=int,
+        default=1,
+        metavar="S",
+        help="rescan interval for new versions (default 1)",
+    )
     p.add_argument("--enable_batching", action="store_true", help="merge concurrent predict calls into one model call")
-    p.add_argument("--batching_parameters_file", type=Path, default=None, metavar="FILE", help="text-format BatchingParameters")
-    p.add_argument("--monitoring_config_file", type=Path, default=None, metavar="FILE", help="text-format MonitoringConfig (Prometheus)")
+    p.add_argument(
+        "--batching_parameters_file", type=Path, default=None, metavar="FILE", help="text-format BatchingParameters"
+    )
+    p.add_argument(
+        "--monitoring_config_file",
+        type=Path,
+        default=None,
+        metavar="FILE",
+        help="text-format MonitoringConfig (Prometheus)",
+    )
     p.add_argument("--rest_api_enable_cors_support", action="store_true", help="add CORS headers")
     p.add_argument(
         "--rest_api_max_body_bytes",
@@ -122,19 +158,71 @@ def _add_docker(sub: argparse._SubParsersAction) -> None:
         "interface whose server is tfsbench serve.",
     )
     p.add_argument("action", choices=("up", "down", "logs", "build-standin"), help="what to do")
-    p.add_argument("--model-base-path", type=Path, default=Path("models/classifier"), metavar="DIR", help="host model directory (default models/classifier)")
+    p.add_argument(
+        "--model-base-path",
+        type=Path,
+        default=Path("models/classifier"),
+        metavar="DIR",
+        help="host model directory (default models/classifier)",
+    )
     p.add_argument("--model-name", default=None, metavar="NAME", help="model name (default: the directory's name)")
-    p.add_argument("--image", default=DEFAULT_IMAGE, metavar="IMAGE", help=f"e.g. tensorflow/serving:2.18.0 or {STANDIN_TAG} (default {DEFAULT_IMAGE})")
-    p.add_argument("--port", type=argtypes.port, default=8501, metavar="PORT", help="host port for the REST API (default 8501; 0 lets Docker choose)")
-    p.add_argument("--bind", default="127.0.0.1", metavar="ADDR", help="host address to publish on (default 127.0.0.1; 0.0.0.0 for all)")
-    p.add_argument("--cpus", type=argtypes.positive_float, default=None, metavar="N", help="CPU limit, e.g. 2 or 1.5 (default none)")
-    p.add_argument("--memory", type=validate_memory, default=None, metavar="M", help="memory limit, e.g. 2g (default none)")
-    p.add_argument("--batching-parameters", type=Path, default=None, metavar="FILE", help="BatchingParameters text file: mounted, --enable_batching on")
-    p.add_argument("--monitoring", action="store_true", help="turn on the Prometheus endpoint /monitoring/prometheus/metrics")
-    p.add_argument("--name", type=validate_name, default=DEFAULT_NAME, metavar="NAME", help=f"container name (default {DEFAULT_NAME})")
-    p.add_argument("--timeout", type=argtypes.duration_s, default=120.0, metavar="TIME", help="how long up waits for AVAILABLE (default 120s)")
+    p.add_argument(
+        "--image",
+        default=DEFAULT_IMAGE,
+        metavar="IMAGE",
+        help=f"e.g. tensorflow/serving:2.18.0 or {STANDIN_TAG} (default {DEFAULT_IMAGE})",
+    )
+    p.add_argument(
+        "--port",
+        type=argtypes.port,
+        default=8501,
+        metavar="PORT",
+        help="host port for the REST API (default 8501; 0 lets Docker choose)",
+    )
+    p.add_argument(
+        "--bind",
+        default="127.0.0.1",
+        metavar="ADDR",
+        help="host address to publish on (default 127.0.0.1; 0.0.0.0 for all)",
+    )
+    p.add_argument(
+        "--cpus",
+        type=argtypes.positive_float,
+        default=None,
+        metavar="N",
+        help="CPU limit, e.g. 2 or 1.5 (default none)",
+    )
+    p.add_argument(
+        "--memory", type=validate_memory, default=None, metavar="M", help="memory limit, e.g. 2g (default none)"
+    )
+    p.add_argument(
+        "--batching-parameters",
+        type=Path,
+        default=None,
+        metavar="FILE",
+        help="BatchingParameters text file: mounted, --enable_batching on",
+    )
+    p.add_argument(
+        "--monitoring", action="store_true", help="turn on the Prometheus endpoint /monitoring/prometheus/metrics"
+    )
+    p.add_argument(
+        "--name",
+        type=validate_name,
+        default=DEFAULT_NAME,
+        metavar="NAME",
+        help=f"container name (default {DEFAULT_NAME})",
+    )
+    p.add_argument(
+        "--timeout",
+        type=argtypes.duration_s,
+        default=120.0,
+        metavar="TIME",
+        help="how long up waits for AVAILABLE (default 120s)",
+    )
     p.add_argument("--tail", type=argtypes.positive_int, default=None, metavar="N", help="logs: only the last N lines")
-    p.add_argument("--tag", default=STANDIN_TAG, metavar="TAG", help=f"build-standin: image tag (default {STANDIN_TAG})")
+    p.add_argument(
+        "--tag", default=STANDIN_TAG, metavar="TAG", help=f"build-standin: image tag (default {STANDIN_TAG})"
+    )
     p.add_argument("--rebuild", action="store_true", help="build-standin: rebuild even if the tag exists")
     p.add_argument("--dry-run", action="store_true", help="print the docker command instead of running it")
     p.set_defaults(handler=_handler("bench.docker", "run_docker"))
@@ -147,38 +235,136 @@ def _add_codecs(sub: argparse._SubParsersAction) -> None:
         description="For each (batch size, encoding): body bytes, bytes per pixel value, client encode time, "
         "server decode time, and ratios against row-json and the memcpy floor (ndarray.tobytes()).",
     )
-    p.add_argument("--batch-sizes", type=argtypes.int_list, default=[1, 4, 16, 64], metavar="LIST", help="e.g. 1,4,16,64 (default)")
-    p.add_argument("--encodings", type=argtypes.name_list, default=list(ENCODING_NAMES), metavar="LIST", help=f"subset of {','.join(ENCODING_NAMES)} (default: all)")
-    p.add_argument("--images", type=Path, default=None, metavar="DIR", help="directory of PNG/JPEG images (default: synthetic)")
+    p.add_argument(
+        "--batch-sizes", type=argtypes.int_list, default=[1, 4, 16, 64], metavar="LIST", help="e.g. 1,4,16,64 (default)"
+    )
+    p.add_argument(
+        "--encodings",
+        type=argtypes.name_list,
+        default=list(ENCODING_NAMES),
+        metavar="LIST",
+        help=f"subset of {','.join(ENCODING_NAMES)} (default: all)",
+    )
+    p.add_argument(
+        "--images", type=Path, default=None, metavar="DIR", help="directory of PNG/JPEG images (default: synthetic)"
+    )
     p.add_argument("--out", type=Path, default=None, metavar="FILE.csv", help="also write the table as CSV")
-    p.add_argument("--repeats", type=argtypes.positive_int, default=5, metavar="N", help="timed calls per cell, median reported (default 5; slow cells stop after ~3 s)")
+    p.add_argument(
+        "--repeats",
+        type=argtypes.positive_int,
+        default=5,
+        metavar="N",
+        help="timed calls per cell, median reported (default 5; slow cells stop after ~3 s)",
+    )
     p.set_defaults(handler=_handler("bench.codecs_bench", "run_codecs"))
 
 
 def _add_sweep(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("sweep", help="run one Locust load test per (batch size, encoding) cell and record every request")
-    p.add_argument("--host", default=None, metavar="URL", help="TF Serving REST endpoint, e.g. http://127.0.0.1:8501 (or --docker)")
-    p.add_argument("--docker", default=None, metavar="IMAGE", help="instead of --host: start IMAGE (e.g. tensorflow/serving, tfsbench/serving-standin:local) for the sweep, record it in meta.json, stop it after")
-    p.add_argument("--model-base-path", type=Path, default=None, metavar="DIR", help="--docker: model directory to mount (default models/MODEL_NAME)")
-    p.add_argument("--cpus", type=argtypes.positive_float, default=None, metavar="N", help="--docker: container CPU limit")
+    p = sub.add_parser(
+        "sweep", help="run one Locust load test per (batch size, encoding) cell and record every request"
+    )
+    p.add_argument(
+        "--host", default=None, metavar="URL", help="TF Serving REST endpoint, e.g. http://127.0.0.1:8501 (or --docker)"
+    )
+    p.add_argument(
+        "--docker",
+        default=None,
+        metavar="IMAGE",
+        help="instead of --host: start IMAGE (e.g. tensorflow/serving, tfsbench/serving-standin:local) "
+        "for the sweep, record it in meta.json, stop it after",
+    )
+    p.add_argument(
+        "--model-base-path",
+        type=Path,
+        default=None,
+        metavar="DIR",
+        help="--docker: model directory to mount (default models/MODEL_NAME)",
+    )
+    p.add_argument(
+        "--cpus", type=argtypes.positive_float, default=None, metavar="N", help="--docker: container CPU limit"
+    )
     p.add_argument("--memory", default=None, metavar="M", help="--docker: container memory limit, e.g. 2g")
-    p.add_argument("--docker-timeout", type=argtypes.duration_s, default=180.0, metavar="TIME", help="--docker: wait for AVAILABLE (default 180s)")
-    p.add_argument("--batch-sizes", type=argtypes.int_list, default=[1, 4, 16], metavar="LIST", help="e.g. 1,4,16 (default)")
-    p.add_argument("--encodings", type=argtypes.name_list, default=["row-orjson"], metavar="LIST", help="e.g. row-orjson,b64-png")
-    p.add_argument("--users", type=argtypes.positive_int, default=4, metavar="N", help="concurrent users, closed model (default 4)")
-    p.add_argument("--arrival", choices=("closed", "poisson", "constant"), default="closed", help="arrival model (default closed)")
-    p.add_argument("--rate", type=argtypes.positive_float, default=None, metavar="REQ/S", help="total requests/s (open model)")
-    p.add_argument("--duration", type=argtypes.duration_s, default=None, metavar="TIME", help="per cell, e.g. 30s (default 30s; with --requests: a 10m cap)")
-    p.add_argument("--requests", type=argtypes.positive_int, default=None, metavar="N", help="stop each cell after N recorded requests (a few in flight may add)")
-    p.add_argument("--warmup", type=argtypes.non_negative_int, default=0, metavar="N", help="warm-up requests per user per cell, sent but not recorded (default 0)")
-    p.add_argument("--processes", type=argtypes.positive_int, default=1, metavar="P", help="Locust processes per cell (--processes; default 1)")
+    p.add_argument(
+        "--docker-timeout",
+        type=argtypes.duration_s,
+        default=180.0,
+        metavar="TIME",
+        help="--docker: wait for AVAILABLE (default 180s)",
+    )
+    p.add_argument(
+        "--batch-sizes", type=argtypes.int_list, default=[1, 4, 16], metavar="LIST", help="e.g. 1,4,16 (default)"
+    )
+    p.add_argument(
+        "--encodings", type=argtypes.name_list, default=["row-orjson"], metavar="LIST", help="e.g. row-orjson,b64-png"
+    )
+    p.add_argument(
+        "--users", type=argtypes.positive_int, default=4, metavar="N", help="concurrent users, closed model (default 4)"
+    )
+    p.add_argument(
+        "--arrival", choices=("closed", "poisson", "constant"), default="closed", help="arrival model (default closed)"
+    )
+    p.add_argument(
+        "--rate", type=argtypes.positive_float, default=None, metavar="REQ/S", help="total requests/s (open model)"
+    )
+    p.add_argument(
+        "--duration",
+        type=argtypes.duration_s,
+        default=None,
+        metavar="TIME",
+        help="per cell, e.g. 30s (default 30s; with --requests: a 10m cap)",
+    )
+    p.add_argument(
+        "--requests",
+        type=argtypes.positive_int,
+        default=None,
+        metavar="N",
+        help="stop each cell after N recorded requests (a few in flight may add)",
+    )
+    p.add_argument(
+        "--warmup",
+        type=argtypes.non_negative_int,
+        default=0,
+        metavar="N",
+        help="warm-up requests per user per cell, sent but not recorded (default 0)",
+    )
+    p.add_argument(
+        "--processes",
+        type=argtypes.positive_int,
+        default=1,
+        metavar="P",
+        help="Locust processes per cell (--processes; default 1)",
+    )
     p.add_argument("--model-name", default="classifier", metavar="NAME", help="served model name (default classifier)")
-    p.add_argument("--model-version", type=argtypes.positive_int, default=None, metavar="N", help="address /versions/N (default: latest)")
+    p.add_argument(
+        "--model-version",
+        type=argtypes.positive_int,
+        default=None,
+        metavar="N",
+        help="address /versions/N (default: latest)",
+    )
     p.add_argument("--signature-name", default="", metavar="NAME", help="signature (default: the encoding's own)")
-    p.add_argument("--images", type=Path, default=None, metavar="DIR", help="directory of PNG/JPEG images (default: synthetic)")
-    p.add_argument("--pool-size", type=argtypes.positive_int, default=None, metavar="N", help="pre-encoded bodies per cell (Locust default 8)")
-    p.add_argument("--metrics-path", default="/monitoring/prometheus/metrics", metavar="PATH", help="Prometheus path to scrape around each cell, if served")
-    p.add_argument("--server-kind", default=None, metavar="KIND", help="record the target as KIND (e.g. tensorflow-serving) when its Server header does not say")
+    p.add_argument(
+        "--images", type=Path, default=None, metavar="DIR", help="directory of PNG/JPEG images (default: synthetic)"
+    )
+    p.add_argument(
+        "--pool-size",
+        type=argtypes.positive_int,
+        default=None,
+        metavar="N",
+        help="pre-encoded bodies per cell (Locust default 8)",
+    )
+    p.add_argument(
+        "--metrics-path",
+        default="/monitoring/prometheus/metrics",
+        metavar="PATH",
+        help="Prometheus path to scrape around each cell, if served",
+    )
+    p.add_argument(
+        "--server-kind",
+        default=None,
+        metavar="KIND",
+        help="record the target as KIND (e.g. tensorflow-serving) when its Server header does not say",
+    )
     p.add_argument("--no-report", dest="report", action="store_false", help="skip building report.html at the end")
     p.add_argument("--out", type=Path, default=Path("runs"), metavar="DIR", help="runs directory (default runs)")
     p.set_defaults(handler=_handler("bench.sweep", "run_sweep"))
@@ -215,26 +401,110 @@ def _add_capacity(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--host", required=True, metavar="URL", help="TF Serving REST endpoint")
     p.add_argument("--slo", type=argtypes.slo, default=(99.0, 100.0), metavar="SLO", help="e.g. 'p99<100ms' (default)")
-    p.add_argument("--batch-sizes", type=argtypes.int_list, default=[1, 4, 16], metavar="LIST", help="e.g. 1,4,16 (default)")
-    p.add_argument("--encodings", type=argtypes.name_list, default=["row-orjson"], metavar="LIST", help="e.g. row-orjson")
-    p.add_argument("--arrival", choices=("constant", "poisson"), default="constant", help="open-model arrivals (default constant)")
-    p.add_argument("--target", type=argtypes.images_per_s, default=None, metavar="LOAD", help="e.g. 2000img/s: report replicas needed")
-    p.add_argument("--headroom", type=argtypes.fraction, default=0.3, metavar="F", help="spare capacity per replica (default 0.3)")
-    p.add_argument("--start-rate", type=argtypes.positive_float, default=10.0, metavar="REQ/S", help="first probe's rate (default 10)")
-    p.add_argument("--growth", type=argtypes.positive_float, default=2.0, metavar="X", help="step-up factor between probes (default 2)")
-    p.add_argument("--tolerance", type=argtypes.positive_float, default=0.05, metavar="F", help="stop bisecting when pass and fail rates are this close (default 0.05)")
-    p.add_argument("--max-probes", type=argtypes.positive_int, default=12, metavar="N", help="probes per cell at most (default 12)")
-    p.add_argument("--max-rate", type=argtypes.positive_float, default=5000.0, metavar="REQ/S", help="never probe above this rate (default 5000)")
-    p.add_argument("--min-samples", type=argtypes.positive_int, default=300, metavar="N", help="requests per probe for the percentile, within --max-probe-time (default 300)")
-    p.add_argument("--max-probe-time", type=argtypes.duration_s, default=20.0, metavar="TIME", help="longest probe, Locust start-up and warm-up included (default 20s)")
-    p.add_argument("--min-measure-time", type=argtypes.duration_s, default=3.0, metavar="TIME", help="each probe measures at least this long after its warm-up, within --max-probe-time (default 3s)")
-    p.add_argument("--warmup-time", type=argtypes.duration_s, default=1.0, metavar="TIME", help="start of each probe left out of its numbers (default 1s)")
-    p.add_argument("--max-users", type=argtypes.positive_int, default=256, metavar="N", help="Locust users per probe at most (default 256)")
+    p.add_argument(
+        "--batch-sizes", type=argtypes.int_list, default=[1, 4, 16], metavar="LIST", help="e.g. 1,4,16 (default)"
+    )
+    p.add_argument(
+        "--encodings", type=argtypes.name_list, default=["row-orjson"], metavar="LIST", help="e.g. row-orjson"
+    )
+    p.add_argument(
+        "--arrival", choices=("constant", "poisson"), default="constant", help="open-model arrivals (default constant)"
+    )
+    p.add_argument(
+        "--target",
+        type=argtypes.images_per_s,
+        default=None,
+        metavar="LOAD",
+        help="e.g. 2000img/s: report replicas needed",
+    )
+    p.add_argument(
+        "--headroom", type=argtypes.fraction, default=0.3, metavar="F", help="spare capacity per replica (default 0.3)"
+    )
+    p.add_argument(
+        "--start-rate",
+        type=argtypes.positive_float,
+        default=10.0,
+        metavar="REQ/S",
+        help="first probe's rate (default 10)",
+    )
+    p.add_argument(
+        "--growth",
+        type=argtypes.positive_float,
+        default=2.0,
+        metavar="X",
+        help="step-up factor between probes (default 2)",
+    )
+    p.add_argument(
+        "--tolerance",
+        type=argtypes.positive_float,
+        default=0.05,
+        metavar="F",
+        help="stop bisecting when pass and fail rates are this close (default 0.05)",
+    )
+    p.add_argument(
+        "--max-probes", type=argtypes.positive_int, default=12, metavar="N", help="probes per cell at most (default 12)"
+    )
+    p.add_argument(
+        "--max-rate",
+        type=argtypes.positive_float,
+        default=5000.0,
+        metavar="REQ/S",
+        help="never probe above this rate (default 5000)",
+    )
+    p.add_argument(
+        "--min-samples",
+        type=argtypes.positive_int,
+        default=300,
+        metavar="N",
+        help="requests per probe for the percentile, within --max-probe-time (default 300)",
+    )
+    p.add_argument(
+        "--max-probe-time",
+        type=argtypes.duration_s,
+        default=20.0,
+        metavar="TIME",
+        help="longest probe, Locust start-up and warm-up included (default 20s)",
+    )
+    p.add_argument(
+        "--min-measure-time",
+        type=argtypes.duration_s,
+        default=3.0,
+        metavar="TIME",
+        help="each probe measures at least this long after its warm-up, within --max-probe-time (default 3s)",
+    )
+    p.add_argument(
+        "--warmup-time",
+        type=argtypes.duration_s,
+        default=1.0,
+        metavar="TIME",
+        help="start of each probe left out of its numbers (default 1s)",
+    )
+    p.add_argument(
+        "--max-users",
+        type=argtypes.positive_int,
+        default=256,
+        metavar="N",
+        help="Locust users per probe at most (default 256)",
+    )
     p.add_argument("--model-name", default="classifier", metavar="NAME", help="served model name (default classifier)")
-    p.add_argument("--model-version", type=argtypes.positive_int, default=None, metavar="N", help="address /versions/N (default: latest)")
+    p.add_argument(
+        "--model-version",
+        type=argtypes.positive_int,
+        default=None,
+        metavar="N",
+        help="address /versions/N (default: latest)",
+    )
     p.add_argument("--signature-name", default="", metavar="NAME", help="signature (default: the encoding's own)")
-    p.add_argument("--images", type=Path, default=None, metavar="DIR", help="directory of PNG/JPEG images (default: synthetic)")
-    p.add_argument("--pool-size", type=argtypes.positive_int, default=None, metavar="N", help="pre-encoded bodies per probe (Locust default 8)")
+    p.add_argument(
+        "--images", type=Path, default=None, metavar="DIR", help="directory of PNG/JPEG images (default: synthetic)"
+    )
+    p.add_argument(
+        "--pool-size",
+        type=argtypes.positive_int,
+        default=None,
+        metavar="N",
+        help="pre-encoded bodies per probe (Locust default 8)",
+    )
     p.add_argument("--no-report", dest="report", action="store_false", help="skip building report.html at the end")
     p.add_argument("--out", type=Path, default=Path("runs"), metavar="DIR", help="runs directory (default runs)")
     p.set_defaults(handler=_handler("bench.capacity", "run_capacity"))
@@ -242,12 +512,28 @@ def _add_capacity(sub: argparse._SubParsersAction) -> None:
 
 def _add_demo(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("demo", help="export -> serve -> short sweep -> report, on the embedded server")
-    p.add_argument("--models", type=Path, default=Path("models"), metavar="DIR", help="models directory (default models)")
+    p.add_argument(
+        "--models", type=Path, default=Path("models"), metavar="DIR", help="models directory (default models)"
+    )
     p.add_argument("--out", type=Path, default=Path("runs"), metavar="DIR", help="runs directory (default runs)")
-    p.add_argument("--batch-sizes", type=argtypes.int_list, default=[1, 4, 16, 64], metavar="LIST", help="default 1,4,16,64")
-    p.add_argument("--encodings", type=argtypes.name_list, default=["row-orjson", "row-fast", "b64-png"], metavar="LIST", help="default row-orjson,row-fast,b64-png")
+    p.add_argument(
+        "--batch-sizes", type=argtypes.int_list, default=[1, 4, 16, 64], metavar="LIST", help="default 1,4,16,64"
+    )
+    p.add_argument(
+        "--encodings",
+        type=argtypes.name_list,
+        default=["row-orjson", "row-fast", "b64-png"],
+        metavar="LIST",
+        help="default row-orjson,row-fast,b64-png",
+    )
     p.add_argument("--users", type=argtypes.positive_int, default=4, metavar="N", help="concurrent users (default 4)")
-    p.add_argument("--duration", type=argtypes.duration_s, default=6.0, metavar="TIME", help="per cell (default 6s: about 2 minutes in all)")
+    p.add_argument(
+        "--duration",
+        type=argtypes.duration_s,
+        default=6.0,
+        metavar="TIME",
+        help="per cell (default 6s: about 2 minutes in all)",
+    )
     p.set_defaults(handler=_handler("bench.demo", "run_demo"))
 
 
@@ -260,7 +546,17 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"tfsbench {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
-    for add in (_add_export, _add_serve, _add_docker, _add_codecs, _add_sweep, _add_report, _add_compare, _add_capacity, _add_demo):
+    for add in (
+        _add_export,
+        _add_serve,
+        _add_docker,
+        _add_codecs,
+        _add_sweep,
+        _add_report,
+        _add_compare,
+        _add_capacity,
+        _add_demo,
+    ):
         add(sub)
     return parser
 
