@@ -251,17 +251,9 @@ def config_from_args(args) -> CapacityConfig:
     )
 
 
-def _sigterm_as_interrupt(signum: int, frame: object) -> None:
-    # A stopped CI job or `kill` gets the same care as Ctrl-C: rows kept, run marked incomplete.
-    raise KeyboardInterrupt
-
-
 def run_capacity(args) -> int:
     """``tfsbench capacity``: the table on stdout, progress on stderr, files in a new run directory."""
-    import signal
-
     config = config_from_args(args)
-    signal.signal(signal.SIGTERM, _sigterm_as_interrupt)
     from bench.capacity_run import run_capacity_config
 
     run_dir, results = run_capacity_config(config, args.out)

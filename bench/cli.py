@@ -14,7 +14,9 @@ from __future__ import annotations
 import argparse
 import importlib
 import os
+import signal
 import sys
+import threading
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
@@ -259,6 +261,29 @@ def _add_codecs(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(handler=_handler("bench.codecs_bench", "run_codecs"))
 
 
+def _add_scenario_options(p: argparse.ArgumentParser, per: str) -> None:
+    """What each Locust run sends: the options sweep and capacity pass on to locustfiles/predict.py."""
+    p.add_argument("--model-name", default="classifier", metavar="NAME", help="served model name (default classifier)")
+    p.add_argument(
+        "--model-version",
+        type=argtypes.positive_int,
+        default=None,
+        metavar="N",
+        help="address /versions/N (default: latest)",
+    )
+    p.add_argument("--signature-name", default="", metavar="NAME", help="signature (default: the encoding's own)")
+    p.add_argument(
+        "--images", type=Path, default=None, metavar="DIR", help="directory of PNG/JPEG images (default: synthetic)"
+    )
+    p.add_argument(
+        "--pool-size",
+        type=argtypes.positive_int,
+        default=None,
+        metavar="N",
+        help=f"pre-encoded bodies per {per} (Locust default 8)",
+    )
+
+
 def _add_sweep(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "sweep", help="run one Locust load test per (batch size, encoding) cell and record every request"
@@ -334,25 +359,7 @@ def _add_sweep(sub: argparse._SubParsersAction) -> None:
         metavar="P",
         help="Locust processes per cell (--processes; default 1)",
     )
-    p.add_argument("--model-name", default="classifier", metavar="NAME", help="served model name (default classifier)")
-    p.add_argument(
-        "--model-version",
-        type=argtypes.positive_int,
-        default=None,
-        metavar="N",
-        help="address /versions/N (default: latest)",
-    )
-    p.add_argument("--signature-name", default="", metavar="NAME", help="signature (default: the encoding's own)")
-    p.add_argument(
-        "--images", type=Path, default=None, metavar="DIR", help="directory of PNG/JPEG images (default: synthetic)"
-    )
-    p.add_argument(
-        "--pool-size",
-        type=argtypes.positive_int,
-        default=None,
-        metavar="N",
-        help="pre-encoded bodies per cell (Locust default 8)",
-    )
+    _add_scenario_options(p, per="cell")
     p.add_argument(
         "--metrics-path",
         default="/monitoring/prometheus/metrics",
@@ -486,25 +493,7 @@ def _add_capacity(sub: argparse._SubParsersAction) -> None:
         metavar="N",
         help="Locust users per probe at most (default 256)",
     )
-    p.add_argument("--model-name", default="classifier", metavar="NAME", help="served model name (default classifier)")
-    p.add_argument(
-        "--model-version",
-        type=argtypes.positive_int,
-        default=None,
-        metavar="N",
-        help="address /versions/N (default: latest)",
-    )
-    p.add_argument("--signature-name", default="", metavar="NAME", help="signature (default: the encoding's own)")
-    p.add_argument(
-        "--images", type=Path, default=None, metavar="DIR", help="directory of PNG/JPEG images (default: synthetic)"
-    )
-    p.add_argument(
-        "--pool-size",
-        type=argtypes.positive_int,
-        default=None,
-        metavar="N",
-        help="pre-encoded bodies per probe (Locust default 8)",
-    )
+    _add_scenario_options(p, per="probe")
     p.add_argument("--no-report", dest="report", action="store_false", help="skip building report.html at the end")
     p.add_argument("--out", type=Path, default=Path("runs"), metavar="DIR", help="runs directory (default runs)")
     p.set_defaults(handler=_handler("bench.capacity", "run_capacity"))
@@ -561,10 +550,18 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _raise_keyboard_interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     # TensorFlow's C++ start-up chatter hides our own output; keep its warnings and errors.
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     args = build_parser().parse_args(argv)
+    # A stopped CI job or `kill` gets the same care as Ctrl-C: what was recorded is kept.
+    # (`serve` installs its own handler, which drains in-flight requests.)
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, _raise_keyboard_interrupt)
     try:
         return args.handler(args)
     except BenchError as exc:

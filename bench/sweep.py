@@ -499,21 +499,14 @@ def config_from_args(args: argparse.Namespace) -> SweepConfig:
     )
 
 
-def _sigterm_as_interrupt(signum: int, frame: Any) -> None:
-    # A stopped CI job or `kill` gets the same care as Ctrl-C: rows kept, run marked incomplete.
-    raise KeyboardInterrupt
-
-
 def run_sweep(args: argparse.Namespace, extra_meta: dict[str, Any] | None = None) -> int:
     if getattr(args, "docker", None) and extra_meta is None:
         from bench.docker import sweep_in_container  # starts the container, calls back here, stops it
 
-        signal.signal(signal.SIGTERM, _sigterm_as_interrupt)
         return sweep_in_container(args, run_sweep)
     if not args.host:
         raise ConfigError("--host URL is required (or --docker IMAGE to start a container for the sweep)")
     config = config_from_args(args)
-    signal.signal(signal.SIGTERM, _sigterm_as_interrupt)
     run_dir = run_sweep_config(config, args.out, extra_meta)
     run = runs.load_run(run_dir)
     print(f"run: {run_dir}")

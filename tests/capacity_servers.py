@@ -22,14 +22,15 @@ from __future__ import annotations
 
 import json
 import socket
-import sys
 import threading
 import time
 from collections import deque
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from typing import Any
 
 import orjson
+
+from tests.loopback_servers import QuietServer, count_rows
 
 _PREDICTION = {"classes": 3, "probabilities": [0.1] * 10}
 _STATUS = {
@@ -41,31 +42,6 @@ _METADATA = {
     "model_spec": {"name": "classifier", "signature_name": "", "version": "1"},
     "metadata": {"signature_def": {"signature_def": {"serving_default": {}}}},
 }
-
-
-def batch_of(body: bytes) -> int:
-    """Images in a row-format predict body, without parsing ~150 kB of JSON per image.
-
-    Compact row JSON (orjson) separates images with ``]]],[[[`` and nothing else has three
-    closing brackets in a row, so counting that is exact for row-orjson bodies; anything else
-    is parsed.
-    """
-    if body.startswith(b'{"instances":[[[['):
-        return body.count(b"]]],[[[") + 1
-    parsed = orjson.loads(body)
-    inputs = parsed.get("instances", parsed.get("inputs"))
-    if isinstance(inputs, dict):
-        inputs = next(iter(inputs.values()))
-    return len(inputs)
-
-
-class _QuietServer(ThreadingHTTPServer):
-    daemon_threads = True
-
-    def handle_error(self, request: Any, client_address: Any) -> None:
-        # Locust drops its connections when a probe ends; replies then meet a closed socket.
-        if not isinstance(sys.exc_info()[1], ConnectionError):
-            super().handle_error(request, client_address)
 
 
 class ServiceModelServer:
@@ -82,7 +58,7 @@ class ServiceModelServer:
         self._arrivals: deque[float] = deque()
         self._lock = threading.Lock()
         self._free_at = 0.0  # monotonic time at which the single server finishes its queue
-        self._httpd = _QuietServer(("127.0.0.1", 0), self._handler_class())
+        self._httpd = QuietServer(("127.0.0.1", 0), self._handler_class())
         self._thread = threading.Thread(target=self._httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
 
     @property
@@ -121,7 +97,7 @@ class ServiceModelServer:
     def predict(self, path: str, body: bytes) -> tuple[int, bytes]:
         if not path.endswith(":predict"):
             return 400, json.dumps({"error": f"Malformed request: POST {path}"}).encode()
-        batch = batch_of(body)
+        batch = count_rows(body)
         if self._overloaded():
             return 503, json.dumps({"error": "Server overloaded: too many requests in the last second"}).encode()
         if self.error_above_rps is None:

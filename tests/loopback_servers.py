@@ -34,17 +34,22 @@ _PREDICTION = {"classes": 3, "probabilities": [0.1] * 10}
 
 
 def count_rows(body: bytes) -> int:
-    """Batch size of a predict body: rows of ``instances``, or dim 0 of ``inputs``."""
+    """Batch size of a predict body: rows of ``instances``, or dim 0 of ``inputs``.
+
+    Compact row JSON (orjson) separates images with ``]]],[[[`` and nothing else has three
+    closing brackets in a row, so counting that is exact for row-orjson bodies and spares
+    parsing ~150 kB of JSON per image; anything else is parsed.
+    """
+    if body.startswith(b'{"instances":[[[['):
+        return body.count(b"]]],[[[") + 1
     parsed = orjson.loads(body)
-    if "instances" in parsed:
-        return len(parsed["instances"])
-    inputs = parsed["inputs"]
+    inputs = parsed.get("instances", parsed.get("inputs"))
     if isinstance(inputs, dict):
         inputs = next(iter(inputs.values()))
     return len(inputs)
 
 
-class _QuietServer(ThreadingHTTPServer):
+class QuietServer(ThreadingHTTPServer):
     daemon_threads = True
 
     def handle_error(self, request: Any, client_address: Any) -> None:
@@ -77,7 +82,7 @@ class LoopbackServer:
         self._lock = threading.Lock()
         self._service_lock = threading.Lock()
         self._stall_until = 0.0
-        self._httpd = _QuietServer(("127.0.0.1", 0), self._handler_class())
+        self._httpd = QuietServer(("127.0.0.1", 0), self._handler_class())
         self._thread = threading.Thread(target=self._httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
 
     @property
