@@ -6,7 +6,9 @@ tensorflow/serving names its metrics ``/tensorflow/serving/...`` and its exporte
 * ``:tensorflow:serving:request_count{model_name, status}`` counter;
 * ``:tensorflow:serving:request_latency{model_name, API, entrypoint}`` histogram (microseconds,
   buckets 10 * 1.8^i like upstream);
-* ``:tensorflow:serving:runtime_latency{model_name, API, runtime}`` histogram (model run only);
+* ``:tensorflow:serving:runtime_latency{model_name, API="Predict", runtime="TF1"}`` histogram
+  (microseconds): the signature run of each successful predict (with batching on, as upstream's
+  batching session, its queueing included);
 * ``:tensorflow:serving:batching_session:input_batch_size`` / ``processed_batch_size`` histograms,
   ``queuing_latency`` histogram and ``wrapped_run_count`` counter when batching is on.
 """
@@ -18,9 +20,10 @@ from pathlib import Path
 
 from bench.errors import ConfigError
 
-__all__ = ["DEFAULT_PROMETHEUS_PATH", "Metrics", "parse_monitoring_config"]
+__all__ = ["DEFAULT_PROMETHEUS_PATH", "RUNTIME_LATENCY", "Metrics", "parse_monitoring_config"]
 
 DEFAULT_PROMETHEUS_PATH = "/monitoring/prometheus/metrics"
+RUNTIME_LATENCY = ":tensorflow:serving:runtime_latency"
 LATENCY_BUCKETS_US = tuple(10 * 1.8**i for i in range(33))
 QUEUE_BUCKETS_US = tuple(100 * 1.2**i for i in range(52))
 BATCH_BUCKETS = tuple(float(2**i) for i in range(14))

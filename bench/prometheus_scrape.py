@@ -4,7 +4,8 @@ tensorflow/serving exposes them only with ``--monitoring_config_file`` (``promet
 enable: true path: "/monitoring/prometheus/metrics" }``), on the REST port. The families used:
 
     :tensorflow:serving:request_latency     histogram, microseconds, labels model_name, API, entrypoint
-    :tensorflow:serving:runtime_latency     histogram, microseconds (the model run alone)
+    :tensorflow:serving:runtime_latency     histogram, microseconds (the model run alone), labels
+                                            model_name, API ("Predict"), runtime ("TF1")
     :tensorflow:serving:request_count       counter, labels model_name, status
     :tensorflow:serving:batching_session:processed_batch_size   histogram (with batching on)
 
@@ -161,7 +162,7 @@ def server_stats(before: Samples | None, after: Samples | None, model_name: str 
         out["latency_mean_ms"] = latency.mean / 1000.0
         out["latency_p50_ms"] = latency.quantile(0.5) / 1000.0
         out["latency_p99_ms"] = latency.quantile(0.99) / 1000.0
-    runtime = histogram_delta(before, after, RUNTIME_LATENCY, **want)
+    runtime = histogram_delta(before, after, RUNTIME_LATENCY, **want, API="Predict")
     if runtime is not None and runtime.count > 0:
         out["runtime_mean_ms"] = runtime.mean / 1000.0
     if "requests" not in out:

@@ -27,7 +27,7 @@ from bench.json_tensor import (
     encode_predict_response,
     parse_classify_regress_body,
 )
-from bench.metrics import Metrics
+from bench.metrics import RUNTIME_LATENCY, Metrics
 from bench.model_store import DEFAULT_SIGNATURE, LoadedVersion, ModelStore
 
 __all__ = ["Reply", "RestApi"]
@@ -196,13 +196,28 @@ class RestApi:
             if value.ndim > 254:
                 raise JsonTensorError("INVALID_ARGUMENT", f"tensor parsing error: {key}")
         if self.timeout_ms <= 0:
-            return self._runner(loaded, signature, tensors)
-        future = self._executor.submit(self._runner, loaded, signature, tensors)
-        try:
-            return future.result(timeout=self.timeout_ms / 1000.0)
-        except FutureTimeout:
-            future.cancel()
-            raise JsonTensorError("DEADLINE_EXCEEDED", "Deadline Exceeded") from None
+            outputs, runtime_us = self._timed_run(loaded, signature, tensors)
+        else:
+            future = self._executor.submit(self._timed_run, loaded, signature, tensors)
+            try:
+                outputs, runtime_us = future.result(timeout=self.timeout_ms / 1000.0)
+            except FutureTimeout:
+                future.cancel()
+                raise JsonTensorError("DEADLINE_EXCEEDED", "Deadline Exceeded") from None
+        # tensorflow/serving's RunPredict records the Session::Run wall time (a batching session's
+        # Run includes its queueing) only when the run succeeded, as API "Predict", runtime "TF1".
+        self.metrics.observe(
+            RUNTIME_LATENCY, runtime_us, {"model_name": loaded.name, "API": "Predict", "runtime": "TF1"}
+        )
+        return outputs
+
+    def _timed_run(
+        self, loaded: LoadedVersion, signature: str, tensors: Mapping[str, np.ndarray]
+    ) -> tuple[dict, float]:
+        """The runner's outputs and its wall time (microseconds), timed where it runs."""
+        started = time.perf_counter()
+        outputs = self._runner(loaded, signature, tensors)
+        return outputs, (time.perf_counter() - started) * 1e6
 
     def _classify_regress(self, verb: str, name: str, version: int | None, label: str | None, body: bytes) -> bytes:
         signature_name = parse_classify_regress_body(body) or DEFAULT_SIGNATURE

@@ -267,10 +267,15 @@ def fig_error_rate(summary: pd.DataFrame) -> Figure:
 def fig_latency_split(summary: pd.DataFrame) -> Figure:
     """Client encode | wire + HTTP + parse outside the model | model runtime, per cell (means, ms)."""
     s = summary[summary["server_latency_mean_ms"].notna()].copy()
-    fig, axes = plt.subplots(
-        1, 2, figsize=(13, max(3.0, 0.3 * len(s) + 1.5)), dpi=DPI, gridspec_kw={"width_ratios": [3, 1]}
-    )
-    ax = axes[0]
+    has_batch = "server_batch_size_mean" in s and bool(s["server_batch_size_mean"].notna().any())
+    height = max(3.0, 0.3 * len(s) + 1.5)
+    if has_batch:
+        fig, (ax, ax2) = plt.subplots(1, 2, figsize=(13, height), dpi=DPI, gridspec_kw={"width_ratios": [3, 1]})
+    else:
+        # tensorflow/serving exports batch sizes only from its batching session (--enable_batching):
+        # without them the bars get the whole width instead of an empty panel.
+        fig, ax = plt.subplots(figsize=(13, height), dpi=DPI)
+        ax2 = None
     client_mean = s["latency_mean_ms"] if "latency_mean_ms" in s else s["p50_ms"]
     encode = s["encode_us_mean"].fillna(0) / 1000.0
     server = s["server_latency_mean_ms"]
@@ -299,8 +304,7 @@ def fig_latency_split(summary: pd.DataFrame) -> Figure:
     ax.set_title("Where the time goes: client vs server (Prometheus)")
     ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.12), ncol=2, frameon=False)
     ax.grid(True, axis="x", alpha=0.3)
-    ax2 = axes[1]
-    if "server_batch_size_mean" in s and s["server_batch_size_mean"].notna().any():
+    if ax2 is not None:
         ax2.barh(labels, s["server_batch_size_mean"].fillna(0), color="#8c564b", label="server batch (mean)")
         ax2.scatter(s["batch"], labels, marker="|", s=200, color="black", label="client batch")
         ax2.invert_yaxis()
@@ -308,17 +312,6 @@ def fig_latency_split(summary: pd.DataFrame) -> Figure:
         ax2.set_title("Server batch size")
         ax2.legend(fontsize=7)
         ax2.set_yticklabels([])
-    else:
-        ax2.text(
-            0.5,
-            0.5,
-            "server exports no\nbatch-size metric\n(batching off)",
-            ha="center",
-            va="center",
-            transform=ax2.transAxes,
-            fontsize=9,
-        )
-        ax2.set_axis_off()
     fig.tight_layout()
     return fig
 
@@ -378,8 +371,9 @@ SPLIT_FIGURE = (
     "Client vs server time",
     "Client latency split with the server's own Prometheus histograms (deltas around each cell): "
     "client encode, wire + HTTP, server time (outside the model run and the run itself where the server "
-    "exports runtime latency); and the batch sizes the server actually ran. The server's figures include "
-    "the cell's warm-up requests, so cells with few requests can show more server time than client time.",
+    "exports runtime latency); and, with server-side batching on, the batch sizes the server actually ran. "
+    "The server's figures include the cell's warm-up requests, so cells with few requests can show more "
+    "server time than client time.",
     lambda d: fig_latency_split(d.summary),
 )
 

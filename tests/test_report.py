@@ -34,6 +34,7 @@ def write_run(
     server_kind: str = "embedded",
     saturated_cell: str | None = None,
     server_metrics: bool = False,
+    server_batch_metric: bool = True,
     seed: int = 0,
     scale: float = 1.0,
 ) -> Path:
@@ -82,8 +83,9 @@ def write_run(
                         "latency_p50_ms": base_ms * 0.55,
                         "latency_p99_ms": base_ms,
                         "runtime_mean_ms": base_ms * 0.3,
-                        "batch_size_mean": float(batch),
                     }
+                    if server_batch_metric:
+                        entry["server"]["batch_size_mean"] = float(batch)
                 cells.append(entry)
     runs.update_meta(
         run_dir,
@@ -176,6 +178,35 @@ def test_report_on_an_incomplete_run_with_server_metrics(tmp_path: Path) -> None
     assert len(_embedded_pngs(page)) == len(FIGURES) + 1
     summary = pd.read_csv(run_dir / runs.SUMMARY_FILE)
     assert summary["server_latency_mean_ms"].notna().all()
+
+
+def _bars(ax) -> dict[str, list[float]]:
+    """Bar widths per legend label of a horizontal stacked bar chart."""
+    return {c.get_label(): [r.get_width() for r in c.patches] for c in ax.containers}
+
+
+@pytest.mark.parametrize("batch_metric", [True, False])
+def test_split_figure_separates_model_runtime_from_the_rest(tmp_path: Path, batch_metric: bool) -> None:
+    from reports.data import load_run_data
+    from reports.figures import fig_latency_split
+
+    data = load_run_data(write_run(tmp_path, server_metrics=True, server_batch_metric=batch_metric))
+    fig = fig_latency_split(data.summary)
+    bars = _bars(fig.axes[0])
+    s = data.summary
+    runtime = s["server_runtime_mean_ms"].to_numpy()
+    np.testing.assert_allclose(bars["model runtime (server)"], runtime)
+    outside = bars["server outside the model run (parse, serialize, queue)"]
+    np.testing.assert_allclose(outside, s["server_latency_mean_ms"].to_numpy() - runtime)
+    wire = bars["wire + HTTP + client (client latency - server latency)"]
+    np.testing.assert_allclose(wire, (s["latency_mean_ms"] - s["server_latency_mean_ms"]).clip(lower=0))
+    # Batch sizes only where the server exports them (tensorflow/serving: with batching on);
+    # otherwise no empty side panel, the bars take the whole width.
+    assert len(fig.axes) == (2 if batch_metric else 1)
+    if batch_metric:
+        assert _bars(fig.axes[1])["server batch (mean)"] == s["batch"].astype(float).tolist()
+    else:
+        assert fig.axes[0].get_position().width > 0.7
 
 
 def test_report_cli_one_line_for_a_dir_that_is_not_a_run(tmp_path: Path) -> None:

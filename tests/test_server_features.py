@@ -221,6 +221,40 @@ def test_config_file_labels_and_version_polling(tmp_path, model_base_path) -> No
         assert (status, json.loads(reply)) == (404, {"error": "Servable not found for request: Specific(polled, 1)"})
 
 
+def test_runtime_latency_counts_each_successful_predict(model_base_path) -> None:
+    from bench.prometheus_scrape import RUNTIME_LATENCY, histogram_delta, parse_exposition, server_stats
+
+    options = ServerOptions(
+        models=(ModelConfig("classifier", model_base_path),), port=0, prometheus_path="/monitoring/prometheus/metrics"
+    )
+    with EmbeddedServer(options=options) as server:
+
+        def scrape() -> dict:
+            status, _, text = call(server.port, "GET", options.prometheus_path)
+            assert status == 200
+            return parse_exposition(text.decode())
+
+        before = scrape()
+        for i, n in enumerate((1, 4, 16, 2, 8)):
+            status, _, body = call(
+                server.port, "POST", M + ":predict", orjson.dumps({"instances": images(n, i).tolist()})
+            )
+            assert status == 200, body
+        bad = orjson.dumps({"instances": np.zeros((1, 4, 4, 3), np.uint8).tolist()})
+        assert call(server.port, "POST", M + ":predict", bad)[0] == 400  # never reaches the model run
+        after = scrape()
+    labels = {lab for (name, lab) in after if name == RUNTIME_LATENCY + "_count"}
+    assert labels == {(("API", "Predict"), ("model_name", "classifier"), ("runtime", "TF1"))}
+    runtime = histogram_delta(before, after, RUNTIME_LATENCY, model_name="classifier", API="Predict")
+    assert runtime is not None
+    assert runtime.count == 5
+    assert runtime.buckets[-1] == (float("inf"), 5)
+    stats = server_stats(before, after, model_name="classifier")
+    assert stats["requests"] == 5
+    # The model run is part of the request: its mean can only be smaller.
+    assert 0 < stats["runtime_mean_ms"] < stats["latency_mean_ms"]
+
+
 def test_limits_timeout_cors_and_metrics_path(model_base_path) -> None:
     options = ServerOptions(
         models=(ModelConfig("classifier", model_base_path),),
@@ -247,7 +281,10 @@ def test_limits_timeout_cors_and_metrics_path(model_base_path) -> None:
         status, _, body = call(server.port, "POST", M + ":predict", zeros)
         assert status == 504
         assert json.loads(body)["error"]
-        assert call(server.port, "GET", "/metrics")[0] == 200
+        status, _, text = call(server.port, "GET", "/metrics")
+        assert status == 200
+        # The deadline answered first: tensorflow/serving records no runtime for a failed run.
+        assert b":tensorflow:serving:runtime_latency_count" not in text
         status, _, text = call(server.port, "GET", "/metrics?x=1")
         assert (status, text) == (400, b"Unexpected path: /metrics?x=1. Should be /metrics")
         assert call(server.port, "GET", M)[0] == 200

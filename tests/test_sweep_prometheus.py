@@ -23,7 +23,7 @@ def exposition(latency_us: list[float], runtime_us: list[float], batches: list[i
     # Another model's series must not leak into ours.
     lines.append(':tensorflow:serving:request_latency_count{API="predict",entrypoint="REST",model_name="other"} 999')
     lines.append(':tensorflow:serving:request_latency_sum{API="predict",entrypoint="REST",model_name="other"} 9e9')
-    rl = 'model_name="classifier",API="predict",runtime="TF1"'
+    rl = 'model_name="classifier",API="Predict",runtime="TF1"'  # upstream's RunPredict spelling
     lines.append(f":tensorflow:serving:runtime_latency_sum{{{rl}}} {sum(runtime_us)}")
     lines.append(f":tensorflow:serving:runtime_latency_count{{{rl}}} {len(runtime_us)}")
     bl = 'model_name="classifier"'
