@@ -229,9 +229,10 @@ def capacity_section(run: Run) -> CapacitySection:
         f'<p class="sub">Open-model probes ({arrival} arrivals) at fixed request rates per batch size: step up, '
         "then bisect, for the highest rate whose latency percentile (from intended send times, warm-up excluded) "
         "meets the SLO with no errors and the load generator on schedule. Replicas: target / (max images/s x "
-        '(1 - headroom)), rounded up. In the summary further down, probes past the knee show "client fell '
-        'behind": each simulated user waits for its reply, so once the server queues, sends fall behind '
-        "too; the search reads that, with the achieved rate below the target, as the server's limit.</p>"
+        "(1 - headroom)), rounded up. In the summary further down, probes past the knee read "
+        '"server saturated": each simulated user waits for its reply, so once the server queues, sends fall '
+        "behind and the achieved rate stays below the offered one while the client's CPU is low; the search "
+        "reads that as the server's limit. Cells are listed by batch size, encoding, then offered rate.</p>"
         + _answer(capacity, run, slo_text, pct_label)
         + _table(capacity, CAPACITY_DISPLAY, "capacity-table")
         + img

@@ -40,7 +40,7 @@ def comparison_table(a: RunData, b: RunData) -> pd.DataFrame:
         out[f"{col}_ratio"] = merged[f"{col}_b"] / merged[f"{col}_a"].where(merged[f"{col}_a"] != 0)
     out["saturated_a"] = merged["saturated_a"].astype(bool)
     out["saturated_b"] = merged["saturated_b"].astype(bool)
-    return out.sort_values(["encoding", "batch"]).reset_index(drop=True)
+    return out.sort_values(["batch", "encoding"], kind="stable").reset_index(drop=True)
 
 
 def warnings_for(a: RunData, b: RunData) -> list[str]:

@@ -8,6 +8,7 @@ summary here, so the report and ``summary.csv`` show the same trust columns.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -25,6 +26,13 @@ SATURATED_CPU_PCT = 90.0
 SATURATED_LATE_SHARE = 0.05
 # Below this many successful samples a p99 is one or two requests: shown, but flagged.
 MIN_SAMPLES_P99 = 100
+# Late sends with the client this far below a core per process and the achieved rate this far
+# below the offered one: the users were all waiting on replies, i.e. the server was past its
+# capacity (what capacity probes do on purpose), not the load generator out of CPU.
+LOW_CLIENT_CPU_PCT = 50.0
+SERVER_BEHIND_SHARE = 0.95
+# ``tfsbench capacity`` names each probe's cell ``b16-row-orjson@42.5rps`` (``#n`` on a repeat).
+_PROBE_RATE = re.compile(r"@([0-9]+(?:\.[0-9]*)?(?:e[-+]?[0-9]+)?)rps")
 
 # Trust and server-side columns written after the contract's summary columns.
 TRUST_COLUMNS = (
@@ -34,6 +42,7 @@ TRUST_COLUMNS = (
     "locust_requests",
     "cell_status",
     "saturated",
+    "server_saturated",
     "trust",
 )
 SERVER_COLUMNS = (
@@ -55,8 +64,42 @@ class RunData:
     summary: pd.DataFrame
 
     @property
+    def is_capacity(self) -> bool:
+        """A ``tfsbench capacity`` run: many probes (rates) per (batch, encoding) cell."""
+        return is_capacity_run(self.run)
+
+    @property
     def has_server_metrics(self) -> bool:
         return "server_latency_mean_ms" in self.summary and self.summary["server_latency_mean_ms"].notna().any()
+
+
+def is_capacity_run(run: Run) -> bool:
+    return run.meta.get("command") == "capacity" or (run.path / "capacity.csv").is_file()
+
+
+def offered_rps(cell: str, run: Run) -> float:
+    """The open-model rate a cell was offered (req/s): a capacity probe's from its name, a sweep
+    cell's from ``--rate``; NaN for closed-model cells."""
+    match = _PROBE_RATE.search(str(cell))
+    if match:
+        return float(match.group(1))
+    config = run.meta.get("config") or {}
+    rate = config.get("rate_per_s")
+    if config.get("arrival", "closed") != "closed" and isinstance(rate, int | float):
+        return float(rate)
+    return float("nan")
+
+
+def sort_cells(summary: pd.DataFrame) -> pd.DataFrame:
+    """``summary`` ordered naturally: batch, encoding, then offered rate as a number (10 < 20 < 160)."""
+    order = summary.assign(_rate=summary["cell"].map(lambda c: _rate_or_inf(str(c))), _name=summary["cell"])
+    order = order.sort_values(["batch", "encoding", "_rate", "_name"], kind="stable")
+    return order.drop(columns=["_rate", "_name"]).reset_index(drop=True)
+
+
+def _rate_or_inf(cell: str) -> float:
+    match = _PROBE_RATE.search(cell)
+    return float(match.group(1)) if match else float("inf")
 
 
 def cell_record_files(cell_dir: Path) -> list[Path]:
@@ -106,20 +149,33 @@ def _cell_facts(run: Run) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def _verdict(row: pd.Series) -> tuple[bool, str]:
-    """(saturated, human-readable trust note) for one summary row."""
+def _verdict(row: pd.Series) -> tuple[bool, bool, str]:
+    """(client saturated, server saturated, human-readable trust note) for one summary row."""
     notes: list[str] = []
-    saturated = False
+    saturated = server_saturated = False
     cpu = row.get("client_cpu_pct")
-    procs = row.get("processes") or 1
-    if cpu is not None and not pd.isna(cpu) and cpu / max(float(procs), 1.0) >= SATURATED_CPU_PCT:
+    procs = max(float(row.get("processes") or 1), 1.0)
+    cpu_known = cpu is not None and not pd.isna(cpu)
+    if cpu_known and cpu / procs >= SATURATED_CPU_PCT:
         saturated = True
         notes.append(f"client saturated (CPU {cpu:.0f}%)")
     late = row.get("late_sends")
     requests = row.get("requests") or 0
     if late is not None and not pd.isna(late) and requests and late / requests > SATURATED_LATE_SHARE:
-        saturated = True
-        notes.append(f"client fell behind ({int(late)} late sends)")
+        offered = row.get("offered_rps")
+        achieved = row.get("rps")
+        cpu_low = cpu_known and cpu / procs < LOW_CLIENT_CPU_PCT
+        if saturated or not cpu_low:
+            saturated = True
+            notes.append(f"client fell behind ({int(late)} late sends)")
+        elif offered is not None and not pd.isna(offered) and achieved < SERVER_BEHIND_SHARE * offered:
+            # Every user was waiting on a reply: the server's rate, not the client's, was the limit.
+            server_saturated = True
+            notes.append(f"server saturated ({achieved:.4g} of {offered:.4g} req/s, client CPU {cpu:.0f}%)")
+        else:
+            saturated = True
+            # Not the client's CPU: its users were held by slow replies or the machine was busy.
+            notes.append(f"behind schedule ({int(late)} late sends, client CPU {cpu:.0f}%)")
     ok = int(requests) - int(row.get("errors") or 0)
     if ok < MIN_SAMPLES_P99:
         notes.append(f"few samples ({ok}): p99 is rough")
@@ -128,7 +184,7 @@ def _verdict(row: pd.Series) -> tuple[bool, str]:
     status = row.get("cell_status")
     if isinstance(status, str) and status not in ("done", ""):
         notes.append(f"cell {status}")
-    return saturated, "; ".join(notes) if notes else "ok"
+    return saturated, server_saturated, "; ".join(notes) if notes else "ok"
 
 
 def add_trust(summary: pd.DataFrame, run: Run) -> pd.DataFrame:
@@ -149,14 +205,17 @@ def add_trust(summary: pd.DataFrame, run: Run) -> pd.DataFrame:
     for col in (*TRUST_COLUMNS, "processes"):
         if col not in out:
             out[col] = "" if col in ("cell_status", "trust") else np.nan
+    out["offered_rps"] = [offered_rps(c, run) for c in out["cell"]]
     verdicts = [_verdict(row) for _, row in out.iterrows()]
     prior = out["saturated"].fillna(False).astype(bool)
     out["saturated"] = [bool(p) or v[0] for p, v in zip(prior, verdicts, strict=True)]
+    out["server_saturated"] = [v[1] for v in verdicts]
     out["trust"] = [
-        v[1] if not p or v[0] else f"client saturated; {v[1]}" for p, v in zip(prior, verdicts, strict=True)
+        v[2] if not p or v[0] else f"client saturated; {v[2]}" for p, v in zip(prior, verdicts, strict=True)
     ]
-    server = [c for c in SERVER_COLUMNS if c in out and out[c].notna().any()]
-    first = [c for c in out.columns if c not in TRUST_COLUMNS and c not in SERVER_COLUMNS and c != "processes"]
+    optional = ("offered_rps", *SERVER_COLUMNS)  # only where known (open model; server metrics)
+    server = [c for c in optional if c in out and out[c].notna().any()]
+    first = [c for c in out.columns if c not in TRUST_COLUMNS and c not in optional and c != "processes"]
     return out[first + list(TRUST_COLUMNS) + server + ["processes"]]
 
 
@@ -172,7 +231,7 @@ def summarize_run(run: Run, records: pd.DataFrame) -> pd.DataFrame:
         means = ok_rows(records).groupby("cell")["latency_ms"].mean().rename("latency_mean_ms")
         summary = summary.merge(means, left_on="cell", right_index=True, how="left")
     summary = add_trust(summary, run)
-    return summary.sort_values(["encoding", "batch"], kind="stable").reset_index(drop=True)
+    return sort_cells(summary)
 
 
 def load_run_data(path: Path) -> RunData:

@@ -172,10 +172,25 @@ def fig_latency_per_image(summary: pd.DataFrame) -> Figure:
     return fig
 
 
+def per_batch_means(summary: pd.DataFrame) -> pd.DataFrame:
+    """One row per (encoding, batch): body bytes and encode time averaged over that pair's cells,
+    weighted by requests (a capacity run probes each pair at many rates; a sweep has one cell)."""
+    weight = summary["requests"].clip(lower=1).astype(float)
+    frame = summary.assign(
+        _w=weight,
+        _bytes=summary["payload_bytes_mean"] * weight,
+        _encode=summary["encode_us_mean"].fillna(0) * weight,
+    )
+    grouped = frame.groupby(["encoding", "batch"], as_index=False)[["_w", "_bytes", "_encode"]].sum()
+    grouped["payload_bytes_mean"] = grouped["_bytes"] / grouped["_w"]
+    grouped["encode_us_mean"] = grouped["_encode"] / grouped["_w"]
+    return grouped[["encoding", "batch", "payload_bytes_mean", "encode_us_mean"]]
+
+
 def fig_encode_cost(summary: pd.DataFrame) -> Figure:
     fig, ax = plt.subplots(figsize=(9, 4.5), dpi=DPI)
     colors = encoding_colors(list(summary["encoding"].unique()))
-    for enc, g in _per_encoding(summary):
+    for enc, g in _per_encoding(per_batch_means(summary)):
         y = g["encode_us_mean"].clip(lower=1e-3) / 1000.0
         ax.plot(g["payload_bytes_mean"], y, marker="o", color=colors[enc], label=enc)
         for _, row in g.iterrows():
@@ -240,7 +255,9 @@ def fig_latency_over_time(summary: pd.DataFrame, records: pd.DataFrame) -> Figur
     _plain_log(ax.yaxis)
     ax.set_xlabel("time since the run's first request (s)")
     ax.set_ylabel("latency (ms, log scale)")
-    ax.set_title("Latency over time, one colour per cell (warm-up, drift, stalls)", pad=48)
+    # Room above the axes for the longest rotated cell label (6 pt text at 60 degrees).
+    longest = max((len(str(c)) for c in order), default=0)
+    ax.set_title("Latency over time, one colour per cell (warm-up, drift, stalls)", pad=max(48.0, 12 + 3.4 * longest))
     ax.grid(True, alpha=0.3)
     fig.tight_layout()
     return fig
@@ -378,7 +395,17 @@ SPLIT_FIGURE = (
 )
 
 
+# One line per encoding across batch sizes: on a capacity run each batch size has many probes at
+# rates from far below to far past the knee, so these lines would zig-zag through all of them.
+# The capacity section's throughput-vs-latency figure replaces them there.
+PER_BATCH_LINE_FIGURES = frozenset(
+    {"latency_percentiles_vs_batch", "latency_vs_payload_bytes", "throughput_vs_batch", "latency_per_image_vs_batch"}
+)
+
+
 def make_figures(data: RunData) -> list[FigureSpec]:
-    """All figures for one run, in report order (the client/server split only with server metrics)."""
-    table = list(FIGURES) + ([SPLIT_FIGURE] if data.has_server_metrics else [])
+    """All figures for one run, in report order (the client/server split only with server metrics;
+    on a capacity run, none of the per-batch-size line figures)."""
+    table = [f for f in FIGURES if not (data.is_capacity and f[0] in PER_BATCH_LINE_FIGURES)]
+    table += [SPLIT_FIGURE] if data.has_server_metrics else []
     return [FigureSpec(name, title, caption, fn(data)) for name, title, caption, fn in table]

@@ -39,7 +39,7 @@ table{border-collapse:collapse;font-size:11.5px;margin:8px 0}
 th,td{border:1px solid #ddd;padding:2px 5px;text-align:right;white-space:nowrap}
 th{background:#f3f3f3;position:sticky;top:0}
 td.l,th.l{text-align:left}
-tr.sat td{background:#fde2e1}
+tr.sat td{background:#fde2e1}tr.srv td{background:#fff8e1}
 td.trust-ok{color:#1e7e34}td.trust-bad{color:#b3261e;font-weight:600}td.trust-note{color:#8a6d00}
 figure{margin:18px 0}figure img{max-width:100%;border:1px solid #eee}
 figcaption{color:#555;font-size:.9em}
@@ -55,6 +55,7 @@ SUMMARY_DISPLAY: tuple[tuple[str, str, str], ...] = (
     ("trust", "trust", "s"),
     ("requests", "requests", "d"),
     ("errors", "errors", "d"),
+    ("offered_rps", "offered req/s", ".4g"),
     ("rps", "req/s", ".1f"),
     ("images_per_s", "images/s", ".1f"),
     ("p50_ms", "p50 ms", ".2f"),
@@ -106,7 +107,8 @@ def summary_table_html(summary: pd.DataFrame) -> str:
             if col == "trust":
                 cls += " trust-bad" if r.get("saturated") else (" trust-ok" if r[col] == "ok" else " trust-note")
             cells.append(f'<td class="{cls.strip()}">{html.escape(_fmt(r[col], spec))}</td>')
-        rows.append(f'<tr class="{"sat" if r.get("saturated") else ""}">{"".join(cells)}</tr>')
+        row_class = "sat" if r.get("saturated") else ("srv" if r.get("server_saturated") else "")
+        rows.append(f'<tr class="{row_class}">{"".join(cells)}</tr>')
     return f'<div class="scroll"><table id="summary"><tr>{head}</tr>{"".join(rows)}</table></div>'
 
 
@@ -169,6 +171,19 @@ def banners_html(data: RunData) -> str:
             f"{html.escape(', '.join(sat['cell'].astype(str)))}. Their numbers measure the client, not the "
             "server.</div>"
         )
+    if "server_saturated" in data.summary:
+        srv = data.summary[data.summary["server_saturated"].fillna(False).astype(bool)]
+        if not srv.empty:
+            why = (
+                "probes past the knee, as the capacity search intends"
+                if data.is_capacity
+                else "their latency is the server's queue, not its service time"
+            )
+            out.append(
+                f'<div class="banner warn" id="server-saturated">{len(srv)} cell(s) offered more than the server '
+                "answered (achieved rate below the offered one, sends late because every user waited on a reply, "
+                f"client CPU low): {html.escape(', '.join(srv['cell'].astype(str)))}; {why}.</div>"
+            )
     return "\n".join(out)
 
 
@@ -200,7 +215,8 @@ def render_html(data: RunData, figures: list[tuple[str, str, str, bytes]], extra
 <h2>Summary per cell</h2>
 <p class="sub">Percentiles from every recorded request (failed ones included: a timeout is latency a user saw;
 warm-up requests excluded). Trust: client CPU share, late sends (open model), warm-up requests excluded, sample
-count. Red rows: client saturated, so those numbers measure the load generator.</p>
+count. Red rows: client saturated or behind schedule, so those numbers measure the load generator; yellow
+rows: the server saturated (offered rate not achieved while the client had CPU to spare).</p>
 {summary_table_html(data.summary)}
 <h2>Figures</h2>
 {figs}
@@ -216,7 +232,7 @@ def build_report(run_path: Path) -> ReportResult:
     """Write summary.csv, figures/*.png and report.html for the run at ``run_path``."""
     import matplotlib.pyplot as plt
 
-    from reports.figures import make_figures
+    from reports.figures import FIGURES, SPLIT_FIGURE, make_figures
 
     data = load_run_data(run_path)
     run = data.run
@@ -225,7 +241,12 @@ def build_report(run_path: Path) -> ReportResult:
         data.summary.to_csv(run.summary_path, index=False, float_format="%.10g")
         rendered: list[tuple[str, str, str, bytes]] = []
         paths: list[Path] = []
-        for spec in make_figures(data):
+        specs = make_figures(data)
+        made = {spec.name for spec in specs}
+        for name, *_ in (*FIGURES, SPLIT_FIGURE):
+            if name not in made:  # left by an earlier report of this run: not this report's figure
+                (run.figures_dir / f"{name}.png").unlink(missing_ok=True)
+        for spec in specs:
             png = _png_bytes(spec.figure)
             plt.close(spec.figure)
             path = run.figures_dir / f"{spec.name}.png"
