@@ -43,7 +43,7 @@ from bench.results import (
     read_load_stats,
     write_load_stats,
 )
-from bench.schedule import Arrival, UserSchedule, WallClock, parse_arrival, send_lag_ms
+from bench.schedule import Arrival, UserSchedule, WallClock, global_user_index, parse_arrival, send_lag_ms
 
 if TYPE_CHECKING:
     import numpy as np
@@ -483,11 +483,25 @@ class CellPayloads:
 class Scenario:
     """Everything one load-generating process shares between its users."""
 
-    def __init__(self, config: ScenarioConfig, *, distributed: bool, users_total: int, t0_s: float) -> None:
+    def __init__(
+        self,
+        config: ScenarioConfig,
+        *,
+        distributed: bool,
+        users_total: int,
+        t0_s: float,
+        worker_index: int = 0,
+        workers: int = 1,
+    ) -> None:
         self.config = config
         self.users_total = max(users_total, 1)
         self.t0_s = t0_s  # unix seconds of the test start (the master's clock), for shape steps
+        # This process's place among the load-generating processes: constant arrivals
+        # interleave the users of every process on one slot grid (see user_index).
+        self.workers = max(workers, 1)
+        self.worker_index = max(worker_index, 0)
         self.wall = WallClock()
+        self.epoch_perf_s = t0_s - self.wall.offset_s  # the shared start on this process's perf_counter
         self.warmup_by_cell: dict[str, int] = {}
         self.warnings: list[str] = []
         self.cells = self._build_payloads()
@@ -532,6 +546,10 @@ class Scenario:
 
     def batches_for(self, step: Step | None) -> tuple[tuple[int, int], ...]:
         return ((step.batch, 1),) if step is not None and step.batch is not None else self.config.batches
+
+    def user_index(self, local_index: int) -> int:
+        """A user's index among all users of all processes (its slot on the constant-rate grid)."""
+        return global_user_index(local_index, self.worker_index, self.workers)
 
     def cell_for(self, step: Step | None) -> str:
         return step.label(self.config.cell) if step is not None else self.config.cell
@@ -581,13 +599,16 @@ class Scenario:
 @dataclass
 class UserState:
     rng: random.Random
+    index: int = 0  # this user's spawn order within its process (0, 1, ...)
     schedule: UserSchedule | None = None
     schedule_key: tuple[Any, ...] = ()
 
 
 def new_user_state(scenario: Scenario) -> UserState:
     scenario.user_seq += 1
-    return UserState(rng=random.Random(hash((os.getpid(), scenario.user_seq, time.time_ns()))))
+    return UserState(
+        rng=random.Random(hash((os.getpid(), scenario.user_seq, time.time_ns()))), index=scenario.user_seq - 1
+    )
 
 
 def _choose(scenario: Scenario, state: UserState, step: Step | None) -> CellPayloads:
@@ -610,7 +631,13 @@ def _intended_send(
         return None
     key = (arrival, scenario.users_total)
     if state.schedule is None or state.schedule_key != key:
-        state.schedule = UserSchedule(arrival, scenario.users_total, seed=state.rng.getrandbits(64))
+        state.schedule = UserSchedule(
+            arrival,
+            scenario.users_total,
+            seed=state.rng.getrandbits(64),
+            user_index=scenario.user_index(state.index),
+            epoch_s=scenario.epoch_perf_s,
+        )
         state.schedule_key = key
     intended = state.schedule.next_send()
     wait = state.schedule.wait_s(intended)
@@ -768,6 +795,7 @@ def on_test_start(environment: Any) -> None:
         # user's share of --rate) and the start time (shape steps advance on every worker alike).
         options.tfsbench_users = int(runner.target_user_count or getattr(options, "num_users", 1) or 1)
         options.tfsbench_t0 = time.time()
+        options.tfsbench_workers = int(getattr(runner, "worker_count", 1) or 1) if is_master(runner) else 1
     if is_master(runner):
         return
     close_scenario(environment)
@@ -778,6 +806,8 @@ def on_test_start(environment: Any) -> None:
             distributed=is_worker(runner),
             users_total=int(getattr(options, "tfsbench_users", 0) or runner.target_user_count or 1),
             t0_s=float(getattr(options, "tfsbench_t0", 0.0) or time.time()),
+            worker_index=int(getattr(runner, "worker_index", 0) or 0) if is_worker(runner) else 0,
+            workers=int(getattr(options, "tfsbench_workers", 1) or 1) if is_worker(runner) else 1,
         )
     except (BenchError, ResultsError) as exc:
         log.error("tfsbench: %s", exc)

@@ -13,21 +13,25 @@ Three models (``--arrival``):
 ``constant`` / ``poisson``
     Open model: a target total request rate (``--rate``, requests/s across all users and
     processes) is split evenly, each user gets ``rate / users``. Each user owns a schedule of
-    *intended* send times, evenly spaced (``constant``, with a random phase per user so users do
-    not fire in lock step) or with exponential gaps (``poisson``, the arrivals of many
-    independent clients). Latency counts from the intended send time, so when the server stalls
-    the requests that should have gone out meanwhile show the wait as latency, and a send that
-    starts more than :data:`LATE_TOLERANCE_MS` after its intended time is counted as late. Use
-    ``constant`` for capacity probes and SLO checks at a known load (least noise), ``poisson``
-    for realistic queueing at that load (bursts make p99 higher than ``constant`` at the same
-    rate). Give enough users: a user sends one request at a time, so ``users`` must exceed
-    ``rate x expected latency``; otherwise sends queue behind their own user, show up as
-    late sends and growing latency, and the run says so.
+    *intended* send times: ``constant`` puts user ``k`` of ``N`` on the slots
+    ``epoch + k/rate + j*N/rate`` of one shared grid, so the users' sends interleave into one
+    evenly spaced stream at ``rate`` (a random phase per user would bunch sends together every
+    cycle, and a single-queue server would then queue below its capacity); ``poisson`` gives
+    each user independent exponential gaps, whose sum is again a Poisson stream at ``rate``
+    (the arrivals of many independent clients). Latency counts from the intended send time,
+    so when the server stalls the requests that should have gone out meanwhile show the wait
+    as latency, and a send that starts more than :data:`LATE_TOLERANCE_MS` after its intended
+    time is counted as late. Use ``constant`` for capacity probes and SLO checks at a known
+    load (least noise), ``poisson`` for realistic queueing at that load (bursts make p99
+    higher than ``constant`` at the same rate). Give enough users: a user sends one request
+    at a time, so ``users`` must exceed ``rate x expected latency``; otherwise sends queue
+    behind their own user, show up as late sends and growing latency, and the run says so.
 
 Usage::
 
-    arrival = parse_arrival("poisson", rate="200")      # 200 req/s in total
-    schedule = UserSchedule(arrival, users=20, seed=7)  # this user: 10 req/s
+    arrival = parse_arrival("constant", rate="200")     # 200 req/s in total
+    # user 3 of 20 (10 req/s each), on the slot grid every user and process shares from t0
+    schedule = UserSchedule(arrival, users=20, user_index=3, epoch_s=t0)  # t0: perf_counter s
     intended = schedule.next_send()                     # perf_counter seconds
     ...sleep until intended, send, measure latency from intended...
     lag_ms = send_lag_ms(intended, time.perf_counter())
@@ -111,6 +115,16 @@ def _optional_float(value: float | str | None, flag: str) -> float | None:
 class UserSchedule:
     """Intended send times of one user in an open model, on the ``clock`` timeline (seconds).
 
+    ``constant``: user ``user_index`` of ``users`` sends on the slots
+    ``epoch_s + (user_index mod users) / rate + j * users / rate`` (``rate`` the total), so
+    ``users`` schedules with indexes ``0..users-1`` and one ``epoch_s`` merge into sends exactly
+    ``1/rate`` apart. A user that starts late (spawn ramp, warm-up) begins at its first slot
+    not before ``start_s`` instead of catching up. Without a ``user_index`` (not known) the
+    phase within one interval is random, which keeps users apart on average only.
+
+    ``poisson``: independent exponential gaps from ``start_s`` at the user's share; the merged
+    stream of many such users is Poisson at the total rate, so no index or epoch is needed.
+
     The schedule never waits for replies: if the user falls behind, the next intended time is
     already in the past, the send starts late, and that lag is part of the measured latency.
     """
@@ -122,6 +136,8 @@ class UserSchedule:
         seed: int | None = None,
         start_s: float | None = None,
         clock: Callable[[], float] = time.perf_counter,
+        user_index: int | None = None,
+        epoch_s: float | None = None,
     ) -> None:
         if not arrival.is_open:
             raise ConfigError("a send schedule needs an open arrival model")
@@ -131,26 +147,45 @@ class UserSchedule:
         self._rng = random.Random(seed)
         self._clock = clock
         begin = clock() if start_s is None else start_s
-        # Constant: a random phase within one interval keeps users from firing in lock step.
-        # Poisson: the first gap is exponential like every other (memoryless).
-        self._next_s = (
-            begin + self._gap_s() if arrival.model == "poisson" else begin + self._rng.random() * self.interval_s
-        )
-
-    def _gap_s(self) -> float:
-        if self.arrival.model == "poisson":
-            return self._rng.expovariate(self.rate_per_s)
-        return self.interval_s
+        if arrival.model == "poisson":
+            # The first gap is exponential like every other (memoryless).
+            self._next_s = begin + self._rng.expovariate(self.rate_per_s)
+            return
+        if user_index is None:
+            self._origin_s = begin + self._rng.random() * self.interval_s
+            self._slot = 0
+        else:
+            grid_s = begin if epoch_s is None else epoch_s
+            self._origin_s = grid_s + (user_index % max(users, 1)) * self.interval_s / max(users, 1)
+            # The first own slot at or after begin; slots are counted, not summed, so the
+            # grid does not drift apart between users over a long run.
+            self._slot = max(0, math.ceil((begin - self._origin_s) / self.interval_s - 1e-9))
+        self._next_s = self._origin_s + self._slot * self.interval_s
 
     def next_send(self) -> float:
         """The next intended send time (clock seconds); advances the schedule."""
         intended = self._next_s
-        self._next_s = intended + self._gap_s()
+        if self.arrival.model == "poisson":
+            self._next_s = intended + self._rng.expovariate(self.rate_per_s)
+        else:
+            self._slot += 1
+            self._next_s = self._origin_s + self._slot * self.interval_s
         return intended
 
     def wait_s(self, intended_s: float) -> float:
         """Seconds to sleep until ``intended_s`` (0 when it is already due or past)."""
         return max(0.0, intended_s - self._clock())
+
+
+def global_user_index(local_index: int, worker_index: int = 0, workers: int = 1) -> int:
+    """A user's index among the users of all load-generating processes (its constant-rate slot).
+
+    Locust deals users out to its workers in turn, so with equal shares the users of worker
+    ``w`` of ``W`` (in spawn order ``0, 1, ...``) get ``w, w+W, w+2W, ...``: every index once,
+    and the merged sends are evenly spaced. With unequal shares (users not a multiple of
+    workers) a few slots pair up: still far closer to constant than random phases.
+    """
+    return local_index * max(workers, 1) + max(worker_index, 0)
 
 
 def send_lag_ms(intended_s: float, actual_s: float) -> float:
