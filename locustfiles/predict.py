@@ -7,7 +7,8 @@
 Options (also in the web UI and ``--help``, and as TFSBENCH_* variables): --model-name,
 --model-version, --signature-name, --batch-sizes, --encodings, --images, --pool-size, --warmup,
 --arrival closed|poisson|constant, --rate, --think-time, --records, --cell, --encode-inline,
---shape-steps, --step-time. The logic lives in bench/load.py.
+--shape-steps, --step-time. The logic lives in bench/load.py, the options in
+bench/scenario_options.py.
 """
 
 from __future__ import annotations
@@ -16,12 +17,12 @@ import gevent
 from locust import FastHttpUser, LoadTestShape, events, task
 from locust.exception import StopUser
 
-from bench import load
+from bench import load, scenario_options
 
 
 @events.init_command_line_parser.add_listener
 def _add_arguments(parser, **_kwargs):
-    load.add_arguments(parser)
+    scenario_options.add_arguments(parser)
 
 
 @events.init.add_listener

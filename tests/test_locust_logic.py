@@ -1,4 +1,4 @@
-"""bench.load without Locust: option parsing, response checks, worker file naming and merging."""
+"""The predict scenario without Locust: option parsing, response checks, worker file naming and merging."""
 
 from __future__ import annotations
 
@@ -10,18 +10,11 @@ import orjson
 import pytest
 
 from bench.errors import ConfigError
-from bench.load import (
-    Step,
-    check_predict_response,
-    config_from_options,
-    main,
-    merge_parts,
-    parse_steps,
-    part_files,
-    prediction_count,
-    records_path_for,
-)
+from bench.load import main
+from bench.predict_response import check_predict_response, prediction_count
+from bench.record_parts import merge_parts, part_files, records_path_for
 from bench.results import LoadStats, RecordWriter, RequestRecord, read_load_stats, read_records, write_load_stats
+from bench.scenario_options import Step, config_from_options, parse_steps
 from bench.schedule import Arrival
 
 
