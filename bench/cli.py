@@ -517,11 +517,18 @@ def _add_demo(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--users", type=argtypes.positive_int, default=4, metavar="N", help="concurrent users (default 4)")
     p.add_argument(
+        "--requests",
+        type=argtypes.positive_int,
+        default=300,
+        metavar="N",
+        help="a cell ends after N recorded requests (default 300) ...",
+    )
+    p.add_argument(
         "--duration",
         type=argtypes.duration_s,
-        default=6.0,
+        default=20.0,
         metavar="TIME",
-        help="per cell (default 6s: about 2 minutes in all)",
+        help="... or after TIME, whichever comes first (default 20s: about 2 minutes in all)",
     )
     p.set_defaults(handler=_handler("bench.demo", "run_demo"))
 

@@ -282,7 +282,8 @@ def fig_error_rate(summary: pd.DataFrame) -> Figure:
 
 
 def fig_latency_split(summary: pd.DataFrame) -> Figure:
-    """Client encode | wire + HTTP + parse outside the model | model runtime, per cell (means, ms)."""
+    """Per cell (means, ms): wire + HTTP | server outside the model run | model runtime, stacked to the
+    client latency; the client's pooled encode time as a separate thin bar."""
     s = summary[summary["server_latency_mean_ms"].notna()].copy()
     has_batch = "server_batch_size_mean" in s and bool(s["server_batch_size_mean"].notna().any())
     height = max(3.0, 0.3 * len(s) + 1.5)
@@ -300,12 +301,10 @@ def fig_latency_split(summary: pd.DataFrame) -> Figure:
     runtime = runtime.fillna(0).clip(upper=server)
     wire = (client_mean - server).clip(lower=0)
     labels = s["cell"].astype(str)
+    y = np.arange(len(s), dtype=float)
     left = np.zeros(len(s))
     has_runtime = bool(runtime.gt(0).any())
-    parts = [
-        (encode, "client encode (pre-request)", "#9467bd"),
-        (wire, "wire + HTTP + client (client latency - server latency)", "#ff7f0e"),
-    ]
+    parts = [(wire, "wire + HTTP + client (client latency - server latency)", "#ff7f0e")]
     if has_runtime:
         parts += [
             (server - runtime, "server outside the model run (parse, serialize, queue)", "#1f77b4"),
@@ -314,22 +313,38 @@ def fig_latency_split(summary: pd.DataFrame) -> Figure:
     else:
         parts.append((server, "server request latency (no runtime metric exported)", "#1f77b4"))
     for values, name, color in parts:
-        ax.barh(labels, values, left=left, label=name, color=color)
+        ax.barh(y - 0.1, values, left=left, height=0.6, label=name, color=color)
         left = left + values.to_numpy()
+    # The payload pool encodes bodies before the timed request: a thin bar of its own under the
+    # latency stack, not a segment of it (stacked, it would double a b64-png cell's apparent latency).
+    ax.barh(
+        y + 0.32,
+        encode,
+        height=0.22,
+        color="#9467bd",
+        alpha=0.55,
+        hatch="///",
+        edgecolor="#6a3d9a",
+        linewidth=0,
+        label="client encode (pooled, before the timed request: not part of the latency)",
+    )
+    ax.set_yticks(y, labels)
+    ax.set_xlim(left=0)
     ax.invert_yaxis()
     ax.set_xlabel("time per request (ms, means)")
     ax.set_title("Where the time goes: client vs server (Prometheus)")
-    ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.12), ncol=2, frameon=False)
+    # Under the whole figure, with room kept for it: below the axes it ran into the x label.
+    fig.legend(*ax.get_legend_handles_labels(), fontsize=7, loc="lower center", ncol=2, frameon=False)
     ax.grid(True, axis="x", alpha=0.3)
     if ax2 is not None:
-        ax2.barh(labels, s["server_batch_size_mean"].fillna(0), color="#8c564b", label="server batch (mean)")
-        ax2.scatter(s["batch"], labels, marker="|", s=200, color="black", label="client batch")
-        ax2.invert_yaxis()
+        ax2.barh(y, s["server_batch_size_mean"].fillna(0), color="#8c564b", label="server batch (mean)")
+        ax2.scatter(s["batch"], y, marker="|", s=200, color="black", label="client batch")
+        ax2.set_ylim(ax.get_ylim())  # same rows as the latency bars (already top-down)
+        ax2.set_yticks(y, [])
         ax2.set_xlabel("images per model run")
         ax2.set_title("Server batch size")
         ax2.legend(fontsize=7)
-        ax2.set_yticklabels([])
-    fig.tight_layout()
+    fig.tight_layout(rect=(0, 0.45 / height, 1, 1))
     return fig
 
 
@@ -387,8 +402,9 @@ SPLIT_FIGURE = (
     "latency_split_client_server",
     "Client vs server time",
     "Client latency split with the server's own Prometheus histograms (deltas around each cell): "
-    "client encode, wire + HTTP, server time (outside the model run and the run itself where the server "
-    "exports runtime latency); and, with server-side batching on, the batch sizes the server actually ran. "
+    "wire + HTTP, server time (outside the model run and the run itself where the server "
+    "exports runtime latency), with the client's encode time (done before the request) as a thin hatched bar; "
+    "and, with server-side batching on, the batch sizes the server actually ran. "
     "The server's figures include the cell's warm-up requests, so cells with few requests can show more "
     "server time than client time.",
     lambda d: fig_latency_split(d.summary),

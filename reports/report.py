@@ -216,7 +216,9 @@ def render_html(data: RunData, figures: list[tuple[str, str, str, bytes]], extra
 <p class="sub">Percentiles from every recorded request (failed ones included: a timeout is latency a user saw;
 warm-up requests excluded). Trust: client CPU share, late sends (open model), warm-up requests excluded, sample
 count. Red rows: client saturated or behind schedule, so those numbers measure the load generator; yellow
-rows: the server saturated (offered rate not achieved while the client had CPU to spare).</p>
+rows: the server saturated (offered rate not achieved while the client had CPU to spare). Server columns come
+from the server's own Prometheus histograms over the whole cell (warm-up requests included, p99 interpolated
+inside buckets 1.8x wide), so they can exceed the client's.</p>
 {summary_table_html(data.summary)}
 <h2>Figures</h2>
 {figs}
