@@ -4,7 +4,7 @@
     locust -f locustfiles/predict.py --host http://127.0.0.1:8501 --headless -u 8 -t 30s \
         --batch-sizes 1,16 --encodings row-orjson,b64-png --records runs/x/requests.csv
 
-Options (also in the web UI and ``--help``, and as TFSBENCH_* variables): --model-name,
+Options (also in the web UI, in ``python locustfiles/predict.py --help``, and as TFSBENCH_* variables): --model-name,
 --model-version, --signature-name, --batch-sizes, --encodings, --images, --pool-size, --warmup,
 --arrival closed|poisson|constant, --rate, --think-time, --records, --cell, --encode-inline,
 --shape-steps, --step-time. The logic lives in bench/load.py, the options in
