@@ -573,6 +573,12 @@ def run_docker(args: argparse.Namespace, out: Callable[[str], None] = print) -> 
         return 0
     spec = spec_from_args(args)
     if args.dry_run:
+        # The command may be meant for another machine, so a model directory that cannot be
+        # served here is a warning, not an error.
+        try:
+            check_model_dir(spec.model_base_path)
+        except ConfigError as exc:
+            print(f"tfsbench docker: warning: {exc}", file=sys.stderr)
         out(format_command(docker_run_command(spec)))
         return 0
     if spec.monitoring_config_file is not None:

@@ -149,6 +149,16 @@ def test_monitoring_config_turns_on_prometheus() -> None:
     assert 'path: "/monitoring/prometheus/metrics"' in text
 
 
+def test_dry_run_warns_about_a_model_dir_it_cannot_serve(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    not_exported = tmp_path / "classifier"
+    not_exported.mkdir()
+    assert main(["docker", "up", "--dry-run", "--model-base-path", str(not_exported)]) == 0
+    captured = capsys.readouterr()
+    assert captured.out.startswith("docker run ")
+    assert "warning:" in captured.err
+    assert "no numeric version directory" in captured.err
+
+
 def test_dry_run_prints_the_exact_command_without_docker(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
