@@ -29,12 +29,15 @@ SAT_STYLE = {"s": 160, "facecolors": "none", "edgecolors": "red", "linewidths": 
 
 @dataclass(frozen=True)
 class FigureSpec:
-    """One figure of the report: file stem, title and a sentence on how to read it."""
+    """One figure of the report: file stem, title and a sentence on how to read it.
+
+    ``figure`` is None when there is nothing to draw; ``caption`` then is the line the page shows instead.
+    """
 
     name: str
     title: str
     caption: str
-    figure: Figure
+    figure: Figure | None
 
 
 def encoding_colors(encodings: list[str]) -> dict[str, tuple]:
@@ -419,9 +422,24 @@ PER_BATCH_LINE_FIGURES = frozenset(
 )
 
 
+ERROR_FIGURE = "error_rate_per_cell"
+NO_ERRORS = "No errors in any cell."
+
+
+def has_errors(summary: pd.DataFrame) -> bool:
+    return "errors" in summary and bool(summary["errors"].fillna(0).sum() > 0)
+
+
 def make_figures(data: RunData) -> list[FigureSpec]:
     """All figures for one run, in report order (the client/server split only with server metrics;
-    on a capacity run, none of the per-batch-size line figures)."""
+    on a capacity run, none of the per-batch-size line figures). With no error anywhere the
+    error-rate figure (a column of empty bars) is a figure-less spec saying so."""
     table = [f for f in FIGURES if not (data.is_capacity and f[0] in PER_BATCH_LINE_FIGURES)]
     table += [SPLIT_FIGURE] if data.has_server_metrics else []
-    return [FigureSpec(name, title, caption, fn(data)) for name, title, caption, fn in table]
+    errors = has_errors(data.summary)
+    return [
+        FigureSpec(name, title, caption, fn(data))
+        if name != ERROR_FIGURE or errors
+        else FigureSpec(name, title, NO_ERRORS, None)
+        for name, title, caption, fn in table
+    ]

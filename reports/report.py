@@ -45,6 +45,7 @@ figure{margin:18px 0}figure img{max-width:100%;border:1px solid #eee}
 figcaption{color:#555;font-size:.9em}
 .meta td{text-align:left;white-space:normal;word-break:break-all}
 .scroll{overflow-x:auto}
+p.none{font-weight:600;color:#1e7e34}
 """
 
 SUMMARY_DISPLAY: tuple[tuple[str, str, str], ...] = (
@@ -187,7 +188,7 @@ def banners_html(data: RunData) -> str:
     return "\n".join(out)
 
 
-def render_html(data: RunData, figures: list[tuple[str, str, str, bytes]], extra_html: str = "") -> str:
+def render_html(data: RunData, figures: list[tuple[str, str, str, bytes | None]], extra_html: str = "") -> str:
     run = data.run
     target = run.target
     config = run.meta.get("config") or {}
@@ -203,6 +204,8 @@ def render_html(data: RunData, figures: list[tuple[str, str, str, bytes]], extra
         f'<figure id="fig-{name}"><h3>{html.escape(title)}</h3>'
         f'<img alt="{html.escape(title)}" src="data:image/png;base64,{base64.b64encode(png).decode("ascii")}">'
         f"<figcaption>{html.escape(caption)}</figcaption></figure>"
+        if png is not None
+        else f'<p class="none" id="fig-{name}">{html.escape(caption)}</p>'
         for name, title, caption, png in figures
     )
     return f"""<!DOCTYPE html>
@@ -241,14 +244,17 @@ def build_report(run_path: Path) -> ReportResult:
     try:
         run.figures_dir.mkdir(exist_ok=True)
         data.summary.to_csv(run.summary_path, index=False, float_format="%.10g")
-        rendered: list[tuple[str, str, str, bytes]] = []
+        rendered: list[tuple[str, str, str, bytes | None]] = []
         paths: list[Path] = []
         specs = make_figures(data)
-        made = {spec.name for spec in specs}
+        made = {spec.name for spec in specs if spec.figure is not None}
         for name, *_ in (*FIGURES, SPLIT_FIGURE):
             if name not in made:  # left by an earlier report of this run: not this report's figure
                 (run.figures_dir / f"{name}.png").unlink(missing_ok=True)
         for spec in specs:
+            if spec.figure is None:  # nothing to draw: the page says so in one line
+                rendered.append((spec.name, spec.title, spec.caption, None))
+                continue
             png = _png_bytes(spec.figure)
             plt.close(spec.figure)
             path = run.figures_dir / f"{spec.name}.png"

@@ -37,6 +37,7 @@ def write_run(
     server_batch_metric: bool = True,
     seed: int = 0,
     scale: float = 1.0,
+    errors: bool = True,
 ) -> Path:
     """A run dir with requests.csv (RecordWriter rows) and meta.json cells, like a sweep writes."""
     rng = np.random.default_rng(seed)
@@ -49,7 +50,7 @@ def write_run(
                 cell = runs.cell_name(batch, enc)
                 base_ms = scale * (2.0 + 0.8 * batch * (3 if enc == "b64-png" else 1))
                 for i in range(requests_per_cell):
-                    failed = i % 25 == 24
+                    failed = errors and i % 25 == 24
                     latency = float(base_ms * rng.lognormal(0.0, 0.3))
                     writer.write(
                         RequestRecord(
@@ -161,6 +162,26 @@ def test_html_is_self_contained_with_every_figure(tmp_path: Path) -> None:
     assert "b16-b64-png" in page
     assert 'id="incomplete"' not in page
     assert "client saturated" in page
+    assert "No errors in any cell." not in page  # every cell here has 2 failed requests
+
+
+def test_no_error_figure_when_no_cell_has_errors(tmp_path: Path) -> None:
+    from reports.figures import ERROR_FIGURE, NO_ERRORS
+
+    run_dir = write_run(tmp_path, errors=False)
+    stale = run_dir / runs.FIGURES_DIR / f"{ERROR_FIGURE}.png"
+    stale.parent.mkdir(exist_ok=True)
+    stale.write_bytes(b"left by an earlier report")
+    result = build_report(run_dir)
+    page = result.html_path.read_text()
+    assert (pd.read_csv(result.summary_path)["errors"] == 0).all()
+    # A column of empty bars says less than one line: the line is there, the figure and its PNG are not.
+    assert re.search(rf'<p class="none" id="fig-{ERROR_FIGURE}">{NO_ERRORS}</p>', page)
+    assert page.count(NO_ERRORS) == 1
+    assert not stale.exists()
+    assert ERROR_FIGURE not in {p.stem for p in result.figure_paths}
+    assert len(_embedded_pngs(page)) == len(FIGURES) - 1 == len(result.figure_paths)
+    assert "Error rate per cell" not in page
 
 
 def test_report_on_an_incomplete_run_with_server_metrics(tmp_path: Path) -> None:

@@ -16,7 +16,7 @@ import pandas as pd
 
 from bench import runs
 from bench.results import RecordWriter, RequestRecord
-from reports.figures import FIGURES, PER_BATCH_LINE_FIGURES
+from reports.figures import ERROR_FIGURE, FIGURES, NO_ERRORS, PER_BATCH_LINE_FIGURES
 from reports.report import build_report
 
 # cell -> (offered req/s, achieved req/s, share of sends late, client CPU %)
@@ -130,7 +130,9 @@ def test_capacity_run_report_orders_cells_and_labels_saturation_by_cause(tmp_pat
     # The per-batch-size lines would zig-zag through every probe: left out; the rest stays.
     written = {p.stem for p in result.figure_paths}
     assert not written & PER_BATCH_LINE_FIGURES
-    assert written == {name for name, *_ in FIGURES} - PER_BATCH_LINE_FIGURES
+    # No probe here failed a request: one line instead of the error-rate figure.
+    assert written == {name for name, *_ in FIGURES} - PER_BATCH_LINE_FIGURES - {ERROR_FIGURE}
+    assert NO_ERRORS in page
     assert {p.stem for p in (run_dir / runs.FIGURES_DIR).glob("*.png")} == written
     for name in PER_BATCH_LINE_FIGURES:
         assert f'id="fig-{name}"' not in page
