@@ -82,6 +82,18 @@ def _run_export(args: argparse.Namespace) -> int:
 
 
 def _add_serve(sub: argparse._SubParsersAction) -> None:
+    def flag_bool(text: str) -> bool:
+        # tensorflow_model_server's flag syntax: --flag, --flag=true, --flag=false (also 1/0, t/f, yes/no).
+        value = text.strip().lower()
+        if value in ("true", "1", "t", "yes"):
+            return True
+        if value in ("false", "0", "f", "no"):
+            return False
+        raise argparse.ArgumentTypeError(f"invalid boolean value {text!r} (true or false)")
+
+    def add_bool(name: str, help: str) -> None:
+        p.add_argument(name, type=flag_bool, nargs="?", const=True, default=False, metavar="true|false", help=help)
+
     p = sub.add_parser(
         "serve",
         help="run the embedded TF-Serving-compatible REST server",
@@ -125,7 +137,7 @@ def _add_serve(sub: argparse._SubParsersAction) -> None:
         metavar="S",
         help="rescan interval for new versions (default 1)",
     )
-    p.add_argument("--enable_batching", action="store_true", help="merge concurrent predict calls into one model call")
+    add_bool("--enable_batching", "merge concurrent predict calls into one model call (default false)")
     p.add_argument(
         "--batching_parameters_file", type=Path, default=None, metavar="FILE", help="text-format BatchingParameters"
     )
@@ -136,7 +148,7 @@ def _add_serve(sub: argparse._SubParsersAction) -> None:
         metavar="FILE",
         help="text-format MonitoringConfig (Prometheus)",
     )
-    p.add_argument("--rest_api_enable_cors_support", action="store_true", help="add CORS headers")
+    add_bool("--rest_api_enable_cors_support", "add CORS headers (default false)")
     p.add_argument(
         "--rest_api_max_body_bytes",
         type=argtypes.positive_int,

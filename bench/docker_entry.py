@@ -99,7 +99,8 @@ def serve_options() -> dict[str, bool]:
     for action in serve._actions:
         for option in action.option_strings:
             if option.startswith("--") and option != "--help":
-                options[option[2:]] = action.nargs == 0
+                # Switches: store_true (nargs 0) or serve's TF-style booleans (--flag[=true|false]).
+                options[option[2:]] = action.nargs == 0 or (action.nargs == "?" and action.const is True)
     return options
 
 
