@@ -39,6 +39,8 @@ table{border-collapse:collapse;font-size:11.5px;margin:8px 0}
 th,td{border:1px solid #ddd;padding:2px 5px;text-align:right;white-space:nowrap}
 th{background:#f3f3f3;position:sticky;top:0}
 td.l,th.l{text-align:left}
+th{white-space:normal;vertical-align:bottom}
+td.trust{white-space:normal;min-width:9em;max-width:20em}
 tr.sat td{background:#fde2e1}tr.srv td{background:#fff8e1}
 td.trust-ok{color:#1e7e34}td.trust-bad{color:#b3261e;font-weight:600}td.trust-note{color:#8a6d00}
 figure{margin:18px 0}figure img{max-width:100%;border:1px solid #eee}
@@ -48,6 +50,8 @@ figcaption{color:#555;font-size:.9em}
 p.none{font-weight:600;color:#1e7e34}
 """
 
+# The summary is two tables so that neither scrolls sideways on a ~1400 px page: what was measured
+# (with the trust verdict, which colours the row), then the inputs of that verdict and the server's view.
 SUMMARY_DISPLAY: tuple[tuple[str, str, str], ...] = (
     # column, header, format
     ("cell", "cell", "s"),
@@ -65,12 +69,17 @@ SUMMARY_DISPLAY: tuple[tuple[str, str, str], ...] = (
     ("max_ms", "max ms", ".2f"),
     ("payload_bytes_mean", "body bytes", ",.0f"),
     ("encode_us_mean", "encode µs", ".0f"),
-    ("server_latency_mean_ms", "server mean ms", ".2f"),
-    ("server_latency_p99_ms", "server p99 ms", ".2f"),
-    ("server_batch_size_mean", "server batch", ".1f"),
+)
+DETAIL_DISPLAY: tuple[tuple[str, str, str], ...] = (
+    ("cell", "cell", "s"),
     ("client_cpu_pct", "client CPU %", ".0f"),
     ("late_sends", "late sends", "d"),
     ("warmup_excluded", "warm-up excl.", "d"),
+    ("latency_mean_ms", "client mean ms", ".2f"),
+    ("server_latency_mean_ms", "server mean ms", ".2f"),
+    ("server_runtime_mean_ms", "model run mean ms", ".2f"),
+    ("server_latency_p99_ms", "server p99 ms", ".2f"),
+    ("server_batch_size_mean", "server batch", ".1f"),
 )
 
 
@@ -97,8 +106,10 @@ def _fmt(value: Any, spec: str) -> str:
         return str(value)
 
 
-def summary_table_html(summary: pd.DataFrame) -> str:
-    cols = [c for c in SUMMARY_DISPLAY if c[0] in summary.columns]
+def summary_table_html(
+    summary: pd.DataFrame, display: tuple[tuple[str, str, str], ...] = SUMMARY_DISPLAY, table_id: str = "summary"
+) -> str:
+    cols = [c for c in display if c[0] in summary.columns and summary[c[0]].notna().any()]
     head = "".join(f'<th class="{"l" if f == "s" else ""}">{html.escape(h)}</th>' for _, h, f in cols)
     rows = []
     for _, r in summary.iterrows():
@@ -106,11 +117,15 @@ def summary_table_html(summary: pd.DataFrame) -> str:
         for col, _, spec in cols:
             cls = "l" if spec == "s" else ""
             if col == "trust":
-                cls += " trust-bad" if r.get("saturated") else (" trust-ok" if r[col] == "ok" else " trust-note")
+                cls += (
+                    " trust trust-bad"
+                    if r.get("saturated")
+                    else (" trust trust-ok" if r[col] == "ok" else " trust trust-note")
+                )
             cells.append(f'<td class="{cls.strip()}">{html.escape(_fmt(r[col], spec))}</td>')
         row_class = "sat" if r.get("saturated") else ("srv" if r.get("server_saturated") else "")
         rows.append(f'<tr class="{row_class}">{"".join(cells)}</tr>')
-    return f'<div class="scroll"><table id="summary"><tr>{head}</tr>{"".join(rows)}</table></div>'
+    return f'<div class="scroll"><table id="{table_id}"><tr>{head}</tr>{"".join(rows)}</table></div>'
 
 
 def meta_table_html(data: RunData) -> str:
@@ -219,10 +234,13 @@ def render_html(data: RunData, figures: list[tuple[str, str, str, bytes | None]]
 <p class="sub">Percentiles from every recorded request (failed ones included: a timeout is latency a user saw;
 warm-up requests excluded). Trust: client CPU share, late sends (open model), warm-up requests excluded, sample
 count. Red rows: client saturated or behind schedule, so those numbers measure the load generator; yellow
-rows: the server saturated (offered rate not achieved while the client had CPU to spare). Server columns come
-from the server's own Prometheus histograms over the whole cell (warm-up requests included, p99 interpolated
-inside buckets 1.8x wide), so they can exceed the client's.</p>
+rows: the server saturated (offered rate not achieved while the client had CPU to spare). The second table
+holds what the trust verdict is made of and, where the target exports Prometheus metrics, the server's own
+view: its columns come from the server's histograms over the whole cell (warm-up requests included, p99
+interpolated inside buckets 1.8x wide), so they can exceed the client's.</p>
 {summary_table_html(data.summary)}
+<h3 id="summary-detail-head">Trust inputs and server view per cell</h3>
+{summary_table_html(data.summary, DETAIL_DISPLAY, "summary-detail")}
 <h2>Figures</h2>
 {figs}
 <h2>Cells as run</h2>

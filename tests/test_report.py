@@ -320,3 +320,48 @@ def test_report_renders_in_headless_chromium(tmp_path: Path) -> None:
     )
     assert dom.returncode == 0
     assert dom.stdout.count("<img") == len(FIGURES) + 1
+
+
+# Writes, per table wrapper, "<table id>:<content width>/<visible width>" into the DOM for --dump-dom.
+FIT_PROBE = (
+    "<script>document.body.dataset.fit=[...document.querySelectorAll('div.scroll')]"
+    ".map(d=>d.firstElementChild.id+':'+d.scrollWidth+'/'+d.clientWidth).join(' ')</script></body>"
+)
+
+
+@pytest.mark.skipif(chromium() is None, reason="chromium is not installed (apt-get install chromium)")
+def test_summary_tables_fit_a_1400px_page_without_scrolling(tmp_path: Path) -> None:
+    run_dir = write_run(tmp_path, saturated_cell="b16-b64-png", server_metrics=True)
+    page = build_report(run_dir).html_path.read_text()
+    for table_id in ("summary", "summary-detail"):
+        assert f'<table id="{table_id}">' in page
+    # The long "client saturated ... client fell behind" verdict is in the table and wraps inside its cell.
+    assert re.search(r'<td class="l trust trust-bad">client saturated', page)
+    probe = tmp_path / "probe.html"
+    probe.write_text(page.replace("</body>", FIT_PROBE))
+    dom = subprocess.run(
+        [
+            chromium(),
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--disable-sync",
+            "--no-first-run",
+            f"--user-data-dir={tmp_path / 'profile'}",
+            "--window-size=1400,3000",
+            "--dump-dom",
+            probe.resolve().as_uri(),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=90,
+    )
+    assert dom.returncode == 0, dom.stderr[-2000:]
+    fit = re.search(r'data-fit="([^"]*)"', dom.stdout)
+    assert fit, "the page's script did not run"
+    widths = {k: tuple(map(int, v.split("/"))) for k, v in (x.rsplit(":", 1) for x in fit[1].split())}
+    for table_id in ("summary", "summary-detail"):
+        content, visible = widths[table_id]
+        assert 0 < content <= visible, f"{table_id} is {content} px wide in a {visible} px box: it scrolls"
