@@ -117,6 +117,13 @@ def _add_serve(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--model_config_file", type=Path, default=None, metavar="FILE", help="text-format ModelServerConfig")
     p.add_argument(
+        "--model_config_file_poll_wait_seconds",
+        type=int,
+        default=0,
+        metavar="S",
+        help="re-read --model_config_file every S seconds and apply changes (default 0: read once)",
+    )
+    p.add_argument(
         "--rest_api_num_threads",
         type=argtypes.positive_int,
         default=None,

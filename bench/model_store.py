@@ -7,7 +7,10 @@ Mirrors tensorflow/serving's ServerCore as far as the REST API can see it:
   version (AVAILABLE only after it is loaded and warmed up) and then unloads the old one
   (UNLOADING -> END, still listed by the status API);
 * ``--model_config_file``: a text-format ``ModelServerConfig`` (several models,
-  ``model_version_policy`` latest/all/specific, ``version_labels``);
+  ``model_version_policy`` latest/all/specific, ``version_labels``); with
+  ``--model_config_file_poll_wait_seconds`` > 0 it is re-read at that interval and changes are
+  applied (models added or removed, policies and labels changed); a file that fails to parse or
+  to apply is logged and the config in force is kept (``Server::PollFilesystemAndReloadConfig``);
 * lookups raise ``JsonTensorError`` with the reference's NOT_FOUND / INVALID_ARGUMENT texts.
 
 TensorFlow is imported lazily, the first time a SavedModel is loaded.
@@ -332,6 +335,7 @@ class VersionStatus:
 class _Model:
     def __init__(self, config: ModelConfig) -> None:
         self.config = config
+        self.active = True  # False once a config reload removed the model (its status rows stay)
         self.loaded: dict[int, LoadedVersion] = {}
         self.status: dict[int, VersionStatus] = {}
 
@@ -349,7 +353,8 @@ class ModelStore:
     """Loads, serves and polls models; thread-safe lookups for the request handlers.
 
     ``loader(name, version, path)`` builds a ``LoadedVersion`` (tests may pass their own).
-    ``on_loaded(loaded)`` is called after each successful load (the server hooks batching in).
+    ``config_file`` with ``config_poll_wait_s`` > 0: the config file is re-read at that interval
+    (``start_polling``) and applied with ``reload_config``.
     """
 
     def __init__(
@@ -357,13 +362,23 @@ class ModelStore:
         configs: list[ModelConfig],
         poll_wait_s: float = 1.0,
         loader: Callable[[str, int, Path], LoadedVersion] = LoadedVersion,
+        *,
+        config_file: Path | None = None,
+        config_poll_wait_s: float = 0.0,
     ) -> None:
         self._models = {c.name: _Model(c) for c in configs}
+        self._retired: dict[str, _Model] = {}  # removed by a reload: status API still lists them
         self._lock = threading.RLock()
+        # One poll at a time (file system or config): a poll that computed its aspired versions
+        # before a reload must not load a version the reload has just unloaded.
+        self._poll_lock = threading.Lock()
         self._poll_wait_s = poll_wait_s
         self._loader = loader
+        self._config_file = config_file
+        self._config_poll_wait_s = config_poll_wait_s
+        self._applied = list(configs)  # what the config file said when last applied
         self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
+        self._threads: list[threading.Thread] = []
 
     @property
     def model_names(self) -> list[str]:
@@ -373,10 +388,66 @@ class ModelStore:
 
     def poll_once(self) -> None:
         """Scan every base path; load newly aspired versions, then unload the others."""
-        for model in self._models.values():
-            self._poll_model(model)
+        with self._poll_lock:
+            with self._lock:
+                models = list(self._models.values())
+            for model in models:
+                self._poll_model(model)
+
+    # -- config reload ------------------------------------------------------------------------
+
+    def reload_config(self, configs: list[ModelConfig]) -> None:
+        """``ServerCore::ReloadConfig``: apply a new model list (add, remove, change policy/labels).
+
+        Removed models unload (UNLOADING -> END; the status API still lists them); new ones and
+        changed policies are polled at once. Raises ``ConfigError`` (nothing applied) for a
+        config that cannot be applied.
+        """
+        with self._poll_lock:
+            with self._lock:
+                names = {c.name for c in configs}
+                if len(names) != len(configs):
+                    raise ConfigError("duplicate model names")
+                models: dict[str, _Model] = {}
+                for config in configs:
+                    model = self._models.get(config.name) or self._retired.pop(config.name, None) or _Model(config)
+                    model.config, model.active = config, True
+                    models[config.name] = model
+                for name in [n for n in self._models if n not in names]:
+                    gone = self._models[name]
+                    gone.active = False
+                    self._retired[name] = gone
+                self._models = models
+                self._applied = list(configs)
+            for model in models.values():
+                self._poll_model(model)
+            for model in list(self._retired.values()):
+                self._poll_model(model)  # not aspired any more: unloads what it had
+        log.info("Finished reloading config")
+
+    def poll_config_once(self) -> bool:
+        """Re-read the config file; apply it if it changed. False (and logged) when it could not be
+        read or applied: the config in force stays, as ``PollFilesystemAndReloadConfig`` does."""
+        if self._config_file is None:
+            return False
+        try:
+            configs = parse_model_server_config(self._config_file)
+        except ConfigError as exc:
+            log.error("Failed to read ModelServerConfig file: %s", exc)
+            return False
+        with self._lock:
+            if configs == self._applied:
+                return True
+        try:
+            self.reload_config(configs)
+        except ConfigError as exc:
+            log.error("PollFilesystemAndReloadConfig failed to ReloadConfig: %s", exc)
+            return False
+        return True
 
     def _aspired(self, model: _Model) -> list[int]:
+        if not model.active:
+            return []
         found = _scan_versions(model.config.base_path)
         kind, arg = model.config.policy
         if kind == "all":
@@ -387,7 +458,7 @@ class ModelStore:
 
     def _poll_model(self, model: _Model) -> None:
         aspired = self._aspired(model)
-        if not aspired and not model.loaded and not model.status:
+        if model.active and not aspired and not model.loaded and not model.status:
             log.warning(
                 "No versions of servable %s found under base path %s", model.config.name, model.config.base_path
             )
@@ -410,6 +481,9 @@ class ModelStore:
             gc.collect()
             gc.freeze()
             with self._lock:
+                if not model.active:  # removed by a reload while loading
+                    model.status[version] = VersionStatus(version, "END")
+                    continue
                 model.loaded[version] = loaded
                 model.status[version] = VersionStatus(version, "AVAILABLE")
             log.info("Successfully loaded servable version {name: %s version: %d}", model.config.name, version)
@@ -421,24 +495,40 @@ class ModelStore:
                 log.info("Unloaded servable version {name: %s version: %d}", model.config.name, version)
 
     def start_polling(self) -> None:
-        """Poll the file system every ``poll_wait_s`` seconds in a daemon thread (if > 0)."""
-        if self._poll_wait_s <= 0 or self._thread is not None:
+        """Poll the file system every ``poll_wait_s`` seconds and the config file every
+        ``config_poll_wait_s`` seconds, each in a daemon thread (those > 0)."""
+        if self._threads:
             return
 
-        def loop() -> None:
-            while not self._stop.wait(self._poll_wait_s):
+        def loop(wait_s: float, poll: Callable[[], object], what: str) -> None:
+            while not self._stop.wait(wait_s):
                 try:
-                    self.poll_once()
-                except Exception:  # the poller must survive a bad directory
-                    log.exception("version poll failed")
+                    poll()
+                except Exception:  # the poller must survive a bad directory or config
+                    log.exception("%s poll failed", what)
 
-        self._thread = threading.Thread(target=loop, name="tfsbench-version-poll", daemon=True)
-        self._thread.start()
+        if self._poll_wait_s > 0:
+            self._threads.append(
+                threading.Thread(
+                    target=loop, args=(self._poll_wait_s, self.poll_once, "version"), name="tfsbench-version-poll"
+                )
+            )
+        if self._config_file is not None and self._config_poll_wait_s > 0:
+            self._threads.append(
+                threading.Thread(
+                    target=loop,
+                    args=(self._config_poll_wait_s, self.poll_config_once, "config"),
+                    name="tfsbench-config-poll",
+                )
+            )
+        for thread in self._threads:
+            thread.daemon = True
+            thread.start()
 
     def stop(self) -> None:
         self._stop.set()
-        if self._thread is not None:
-            self._thread.join(timeout=5)
+        for thread in self._threads:
+            thread.join(timeout=5)
 
     # -- lookups ------------------------------------------------------------------------------
 
@@ -461,7 +551,7 @@ class ModelStore:
     def status(self, name: str, version: int | None = None) -> list[VersionStatus]:
         """``GetModelStatus``: version states, highest first (a label is ignored upstream)."""
         with self._lock:
-            model = self._models.get(name)
+            model = self._models.get(name) or self._retired.get(name)
             rows = sorted((model.status.values() if model else []), key=lambda s: -s.version)
             if version is not None:
                 rows = [r for r in rows if r.version == version]

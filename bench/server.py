@@ -58,6 +58,8 @@ class ServerOptions:
     num_threads: int = 4 * (os.cpu_count() or 1)
     timeout_ms: int = 30000
     poll_wait_s: float = 1.0
+    config_file: Path | None = None  # re-read every config_poll_wait_s seconds when that is > 0
+    config_poll_wait_s: float = 0.0
     batching: BatchingParameters | None = None
     prometheus_path: str | None = None
     cors: bool = False
@@ -292,6 +294,7 @@ class EmbeddedServer:
         if options is None:
             if model_config_file is not None:
                 models = tuple(parse_model_server_config(Path(model_config_file)))
+                overrides.setdefault("config_file", Path(model_config_file))
             elif model_base_path is not None:
                 models = (ModelConfig(model_name, Path(model_base_path)),)
             else:
@@ -299,7 +302,12 @@ class EmbeddedServer:
             options = ServerOptions(models=models, host=host, port=port, **overrides)  # type: ignore[arg-type]
         self.options = options
         self.metrics = Metrics()
-        self.store = ModelStore(list(options.models), poll_wait_s=options.poll_wait_s)
+        self.store = ModelStore(
+            list(options.models),
+            poll_wait_s=options.poll_wait_s,
+            config_file=options.config_file,
+            config_poll_wait_s=options.config_poll_wait_s,
+        )
         self._batchers: dict[tuple[str, int], Batcher] = {}
         self._batchers_lock = threading.Lock()
         self.api = RestApi(
@@ -442,6 +450,8 @@ def options_from_args(args: argparse.Namespace) -> ServerOptions:
         num_threads=args.rest_api_num_threads or 4 * (os.cpu_count() or 1),
         timeout_ms=args.rest_api_timeout_in_ms,
         poll_wait_s=float(args.file_system_poll_wait_seconds),
+        config_file=args.model_config_file,
+        config_poll_wait_s=float(getattr(args, "model_config_file_poll_wait_seconds", 0) or 0),
         batching=batching,
         prometheus_path=prometheus,
         cors=args.rest_api_enable_cors_support,

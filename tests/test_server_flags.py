@@ -1,12 +1,16 @@
 """`tfsbench serve` flags in tensorflow_model_server's syntax, over real HTTP on loopback:
-booleans as ``--flag``/``--flag=true``/``--flag=false``."""
+booleans as ``--flag``/``--flag=true``/``--flag=false``; the config file re-read while serving."""
 
 from __future__ import annotations
 
 import http.client
 import json
+import logging
+import shutil
 import subprocess
 import sys
+import threading
+import time
 from pathlib import Path
 
 import orjson
@@ -75,3 +79,117 @@ def test_bad_boolean_value_is_one_line_and_exit_2(flag: str) -> None:
     assert len(errors) == 1, done.stderr
     assert "invalid boolean value" in errors[0]
     assert "Traceback" not in done.stderr
+
+
+# --- --model_config_file_poll_wait_seconds -----------------------------------------------------
+
+
+def copy_version(src: Path, base: Path, version: int) -> None:
+    tmp = base / f".tmp-{version}"
+    shutil.copytree(src, tmp)
+    tmp.rename(base / str(version))
+
+
+def write_config(path: Path, *entries: str) -> None:
+    """Replace the config file atomically: the poller never reads half a file."""
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text("model_config_list {\n" + "\n".join(entries) + "\n}\n")
+    tmp.replace(path)
+
+
+def entry(name: str, base: Path, extra: str = "") -> str:
+    return f'config {{ name: "{name}" base_path: "{base}" model_platform: "tensorflow" {extra} }}'
+
+
+def wait_for(check, what: str, timeout_s: float = 90.0):
+    """Poll ``check()`` until it returns a truthy value; fail naming ``what`` after the deadline."""
+    deadline = time.monotonic() + timeout_s
+    last = None
+    while time.monotonic() < deadline:
+        last = check()
+        if last:
+            return last
+        time.sleep(0.1)
+    raise AssertionError(f"timed out waiting for {what}; last: {last!r}")
+
+
+def states(port: int, name: str) -> list[tuple[str, str]]:
+    status, _, body = call(port, "GET", f"/v1/models/{name}")
+    if status != 200:
+        return []
+    return [(s["version"], s["state"]) for s in json.loads(body)["model_version_status"]]
+
+
+def labelled_version(port: int, name: str, label: str) -> str | None:
+    status, _, body = call(port, "GET", f"/v1/models/{name}/labels/{label}/metadata")
+    return json.loads(body)["model_spec"]["version"] if status == 200 else None
+
+
+PREDICT_ONE = orjson.dumps({"instances": [[[[0, 0, 0]] * 128] * 128]})
+
+
+def test_config_file_is_reread_and_applied(tmp_path, model_base_path, caplog) -> None:
+    two = tmp_path / "two"
+    two.mkdir()
+    for version in (1, 2):
+        copy_version(model_base_path / "1", two, version)
+    config = tmp_path / "models.config"
+    pinned = "model_version_policy { specific { versions: 1 versions: 2 } }"
+    write_config(config, entry("classifier", two, pinned))
+    caplog.set_level(logging.INFO, logger="tfsbench.serve")
+    args = build_parser().parse_args(
+        ["serve", "--rest_api_port=0", f"--model_config_file={config}", "--model_config_file_poll_wait_seconds=1"]
+    )
+    options = options_from_args(args)
+    assert (options.config_file, options.config_poll_wait_s) == (config, 1.0)
+    with EmbeddedServer(options=options) as server:
+        port = server.port
+        assert states(port, "classifier") == [("2", "AVAILABLE"), ("1", "AVAILABLE")]
+        assert labelled_version(port, "classifier", "stable") is None
+        assert call(port, "GET", "/v1/models/second")[0] == 404
+
+        # A label on a loaded version and a second model, added while serving.
+        labelled = pinned + " version_labels { key: 'stable' value: 2 }"
+        write_config(config, entry("classifier", two, labelled), entry("second", model_base_path))
+        wait_for(lambda: states(port, "second") == [("1", "AVAILABLE")], "the second model")
+        assert wait_for(lambda: labelled_version(port, "classifier", "stable"), "the label") == "2"
+        status, _, reply = call(port, "POST", "/v1/models/second:predict", PREDICT_ONE)
+        assert status == 200, reply
+        status, _, reply = call(port, "POST", M + "/labels/stable:predict", PREDICT_ONE)
+        assert status == 200, reply
+
+        # A config that does not parse is logged; the one in force stays.
+        config.write_text("model_config_list { config { name: 'broken' ")
+        wait_for(
+            lambda: any("Failed to read ModelServerConfig file" in r.getMessage() for r in caplog.records),
+            "the parse error in the log",
+        )
+        assert labelled_version(port, "classifier", "stable") == "2"
+        assert states(port, "second") == [("1", "AVAILABLE")]
+
+        # The second model removed and the first back to the default policy (latest only): the
+        # removed model's versions end but stay listed; the label is gone with the config.
+        write_config(config, entry("classifier", two))
+        wait_for(lambda: states(port, "second") == [("1", "END")], "the second model to unload")
+        wait_for(lambda: states(port, "classifier") == [("2", "AVAILABLE"), ("1", "END")], "version 1 to unload")
+        status, _, reply = call(port, "POST", "/v1/models/second:predict", PREDICT_ONE)
+        assert (status, json.loads(reply)) == (404, {"error": "Servable not found for request: Latest(second)"})
+        status, _, reply = call(port, "GET", M + "/labels/stable/metadata")
+        assert (status, json.loads(reply)) == (400, {"error": "Unrecognized servable version label: stable"})
+
+        # Added back: its versions load again.
+        write_config(config, entry("classifier", two), entry("second", model_base_path))
+        wait_for(lambda: states(port, "second") == [("1", "AVAILABLE")], "the second model to come back")
+
+
+def test_config_file_read_once_without_poll_flag(tmp_path, model_base_path) -> None:
+    config = tmp_path / "models.config"
+    write_config(config, entry("classifier", model_base_path))
+    with EmbeddedServer(model_config_file=config, port=0, poll_wait_s=0) as server:
+        assert server.options.config_poll_wait_s == 0
+        write_config(config, entry("classifier", model_base_path), entry("second", model_base_path))
+        # Read once: no config poller runs; applying by hand is the only way a change arrives.
+        assert not [t for t in threading.enumerate() if t.name == "tfsbench-config-poll"]
+        assert call(server.port, "GET", "/v1/models/second")[0] == 404
+        assert server.store.poll_config_once() is True
+        assert states(server.port, "second") == [("1", "AVAILABLE")]
