@@ -5,6 +5,8 @@ Ratios are B/A: latency ratio < 1 and throughput ratio > 1 mean B is better. Pri
 and writes ``compare.html`` (self-contained, overlay figures embedded) plus ``compare.csv``
 into ``--out`` (default: ``RUN_B/compare-<run A id>/``). Warns, on stderr and in the page,
 when the machines or server kinds differ: timings from different hosts rarely compare.
+Two capacity runs (both with capacity.csv) compare their capacity answers instead
+(reports.compare_capacity); a capacity run against a sweep says so and compares cells as above.
 """
 
 from __future__ import annotations
@@ -43,8 +45,9 @@ def comparison_table(a: RunData, b: RunData) -> pd.DataFrame:
     return out.sort_values(["batch", "encoding"], kind="stable").reset_index(drop=True)
 
 
-def warnings_for(a: RunData, b: RunData) -> list[str]:
-    """Reasons the two runs may not be comparable."""
+def warnings_for(a: RunData, b: RunData, per_cell: bool = True) -> list[str]:
+    """Reasons the two runs may not be comparable (``per_cell=False``: machine, server and
+    completeness only, for capacity runs whose probe cells are not what is compared)."""
     notes = []
     if a.run.machine_id != b.run.machine_id:
         notes.append(f"different machines: A {a.run.machine_id}; B {b.run.machine_id}")
@@ -53,9 +56,13 @@ def warnings_for(a: RunData, b: RunData) -> list[str]:
     for label, d in (("A", a), ("B", b)):
         if d.run.incomplete:
             notes.append(f"run {label} ({d.run.run_id}) is incomplete: {d.run.incomplete_reason}")
+        if not per_cell:
+            continue
         sat = d.summary[d.summary["saturated"].astype(bool)]
         if not sat.empty:
             notes.append(f"run {label} has client-saturated cells: {', '.join(sat['cell'].astype(str))}")
+    if not per_cell:
+        return notes
     only_a = set(zip(a.summary["batch"], a.summary["encoding"], strict=True)) - set(
         zip(b.summary["batch"], b.summary["encoding"], strict=True)
     )
@@ -167,10 +174,22 @@ def run_compare(args: argparse.Namespace) -> int:
 
     import matplotlib.pyplot as plt
 
+    from reports.compare_capacity import has_capacity
+
     a = load_run_data(args.run_a)
     b = load_run_data(args.run_b)
+    capacity = {label: has_capacity(d.run) for label, d in (("A", a), ("B", b))}
+    if all(capacity.values()):
+        return _run_capacity_compare(a, b, args.out)
+    notes = []
+    if any(capacity.values()):
+        which = "A" if capacity["A"] else "B"
+        notes.append(
+            f"only run {which} is a capacity run (has capacity.csv): comparing the (batch, encoding) cells of "
+            "both runs, each probe of the capacity run against the other run's cell"
+        )
     table = comparison_table(a, b)
-    notes = warnings_for(a, b)
+    notes += warnings_for(a, b)
     for note in notes:
         print(f"warning: {note}", file=sys.stderr)
     print(f"A = {a.run.run_id}   B = {b.run.run_id}   (ratios B/A)")
@@ -187,6 +206,50 @@ def run_compare(args: argparse.Namespace) -> int:
             pngs.append((name, title, buf.getvalue()))
         table.to_csv(out / "compare.csv", index=False, float_format="%.10g")
         (out / "compare.html").write_text(render_html(a, b, table, notes, pngs), encoding="utf-8")
+    except OSError as exc:
+        raise ResultsError(f"cannot write the comparison into {out}: {exc.strerror or exc}") from exc
+    print(f"compare: {out / 'compare.html'}")
+    return 0
+
+
+def _write_figure(fig, path: Path) -> bytes:
+    import io
+
+    import matplotlib.pyplot as plt
+
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png")
+    plt.close(fig)
+    path.write_bytes(buf.getvalue())
+    return buf.getvalue()
+
+
+def _run_capacity_compare(a: RunData, b: RunData, out: Path | None) -> int:
+    """Both runs are capacity searches: compare their capacity.csv answers, overlay their curves."""
+    from reports.compare_capacity import (
+        capacity_comparison_table,
+        capacity_notes,
+        fig_capacity_overlay,
+        format_capacity_table,
+        read_capacity,
+        render_capacity_html,
+    )
+
+    cap_a, cap_b = read_capacity(a.run), read_capacity(b.run)
+    table = capacity_comparison_table(cap_a, cap_b)
+    notes = warnings_for(a, b, per_cell=False) + capacity_notes(a, b, cap_a, cap_b)
+    for note in notes:
+        print(f"warning: {note}", file=sys.stderr)
+    print(f"A = {a.run.run_id}   B = {b.run.run_id}   (capacity runs: capacity.csv compared, ratios B/A)")
+    print(format_capacity_table(table))
+    out = out or (b.run.path / f"compare-{a.run.run_id}")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        name = "overlay_capacity"
+        png = _write_figure(fig_capacity_overlay(a, b, cap_a, cap_b), out / f"{name}.png")
+        table.to_csv(out / "compare.csv", index=False, float_format="%.10g")
+        page = render_capacity_html(a, b, table, notes, [(name, "Capacity curves, A vs B", png)])
+        (out / "compare.html").write_text(page, encoding="utf-8")
     except OSError as exc:
         raise ResultsError(f"cannot write the comparison into {out}: {exc.strerror or exc}") from exc
     print(f"compare: {out / 'compare.html'}")
