@@ -156,6 +156,11 @@ def _add_serve(sub: argparse._SubParsersAction) -> None:
         help="text-format MonitoringConfig (Prometheus)",
     )
     add_bool("--rest_api_enable_cors_support", "add CORS headers (default false)")
+    add_bool(
+        "--allow_version_labels_for_unavailable_models",
+        "let version_labels name versions not loaded yet; without it every label fails at start-up, "
+        "as in tensorflow_model_server (default false)",
+    )
     p.add_argument(
         "--rest_api_max_body_bytes",
         type=argtypes.positive_int,

@@ -11,6 +11,10 @@ Mirrors tensorflow/serving's ServerCore as far as the REST API can see it:
   ``--model_config_file_poll_wait_seconds`` > 0 it is re-read at that interval and changes are
   applied (models added or removed, policies and labels changed); a file that fails to parse or
   to apply is logged and the config in force is kept (``Server::PollFilesystemAndReloadConfig``);
+* version labels are checked before any version of a new config loads
+  (``ServerCore::UpdateModelVersionLabelMap``): a label must name an AVAILABLE version, so at
+  start-up every label fails unless ``--allow_version_labels_for_unavailable_models``, which
+  lets a label name any version except when it moves an existing label;
 * lookups raise ``JsonTensorError`` with the reference's NOT_FOUND / INVALID_ARGUMENT texts.
 
 TensorFlow is imported lazily, the first time a SavedModel is loaded.
@@ -354,7 +358,9 @@ class ModelStore:
 
     ``loader(name, version, path)`` builds a ``LoadedVersion`` (tests may pass their own).
     ``config_file`` with ``config_poll_wait_s`` > 0: the config file is re-read at that interval
-    (``start_polling``) and applied with ``reload_config``.
+    (``start_polling``) and applied with ``reload_config``. ``allow_unavailable_labels``:
+    ``--allow_version_labels_for_unavailable_models``. Raises ``ConfigError`` when a label of
+    ``configs`` names a version that is not loaded yet (all of them, without the flag).
     """
 
     def __init__(
@@ -365,8 +371,9 @@ class ModelStore:
         *,
         config_file: Path | None = None,
         config_poll_wait_s: float = 0.0,
+        allow_unavailable_labels: bool = False,
     ) -> None:
-        self._models = {c.name: _Model(c) for c in configs}
+        self._models: dict[str, _Model] = {}  # filled once the labels passed the check
         self._retired: dict[str, _Model] = {}  # removed by a reload: status API still lists them
         self._lock = threading.RLock()
         # One poll at a time (file system or config): a poll that computed its aspired versions
@@ -379,6 +386,15 @@ class ModelStore:
         self._applied = list(configs)  # what the config file said when last applied
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
+        self._allow_unavailable_labels = allow_unavailable_labels
+        try:
+            self._check_labels(configs)
+        except ConfigError as exc:
+            raise ConfigError(
+                f"{exc} (labels are checked before any version loads; "
+                "--allow_version_labels_for_unavailable_models lets them name versions still to load)"
+            ) from None
+        self._models = {c.name: _Model(c) for c in configs}
 
     @property
     def model_names(self) -> list[str]:
@@ -408,6 +424,7 @@ class ModelStore:
                 names = {c.name for c in configs}
                 if len(names) != len(configs):
                     raise ConfigError("duplicate model names")
+                self._check_labels(configs)
                 models: dict[str, _Model] = {}
                 for config in configs:
                     model = self._models.get(config.name) or self._retired.pop(config.name, None) or _Model(config)
@@ -424,6 +441,23 @@ class ModelStore:
             for model in list(self._retired.values()):
                 self._poll_model(model)  # not aspired any more: unloads what it had
         log.info("Finished reloading config")
+
+    def _check_labels(self, configs: list[ModelConfig]) -> None:
+        """``UpdateModelVersionLabelMap``: each label must name an AVAILABLE version, unless the
+        flag allows it (not for moving an existing label to another version)."""
+        with self._lock:
+            for config in configs:
+                model = self._models.get(config.name)
+                current = model.config.labels if model is not None else {}
+                for label, version in config.labels.items():
+                    if self._allow_unavailable_labels and current.get(label, version) == version:
+                        continue
+                    state = model.status.get(version) if model is not None else None
+                    if state is None or state.state != "AVAILABLE":
+                        raise ConfigError(
+                            f"FAILED_PRECONDITION: Request to assign label to version {version} of model "
+                            f"{config.name}, which is not currently available for inference"
+                        )
 
     def poll_config_once(self) -> bool:
         """Re-read the config file; apply it if it changed. False (and logged) when it could not be

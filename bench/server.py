@@ -60,6 +60,7 @@ class ServerOptions:
     poll_wait_s: float = 1.0
     config_file: Path | None = None  # re-read every config_poll_wait_s seconds when that is > 0
     config_poll_wait_s: float = 0.0
+    allow_unavailable_labels: bool = False  # --allow_version_labels_for_unavailable_models
     batching: BatchingParameters | None = None
     prometheus_path: str | None = None
     cors: bool = False
@@ -307,6 +308,7 @@ class EmbeddedServer:
             poll_wait_s=options.poll_wait_s,
             config_file=options.config_file,
             config_poll_wait_s=options.config_poll_wait_s,
+            allow_unavailable_labels=options.allow_unavailable_labels,
         )
         self._batchers: dict[tuple[str, int], Batcher] = {}
         self._batchers_lock = threading.Lock()
@@ -452,6 +454,7 @@ def options_from_args(args: argparse.Namespace) -> ServerOptions:
         poll_wait_s=float(args.file_system_poll_wait_seconds),
         config_file=args.model_config_file,
         config_poll_wait_s=float(getattr(args, "model_config_file_poll_wait_seconds", 0) or 0),
+        allow_unavailable_labels=bool(getattr(args, "allow_version_labels_for_unavailable_models", False)),
         batching=batching,
         prometheus_path=prometheus,
         cors=args.rest_api_enable_cors_support,

@@ -188,7 +188,8 @@ def test_config_file_labels_and_version_polling(tmp_path, model_base_path) -> No
         }}
         """
     )
-    with EmbeddedServer(model_config_file=config, port=0, poll_wait_s=0.2) as server:
+    # Labels are checked before any version loads (tensorflow/serving): at start-up they need the flag.
+    with EmbeddedServer(model_config_file=config, port=0, poll_wait_s=0.2, allow_unavailable_labels=True) as server:
         status = json.loads(call(server.port, "GET", M)[2])["model_version_status"]
         assert [(s["version"], s["state"]) for s in status] == [("2", "AVAILABLE"), ("1", "AVAILABLE")]
         body = orjson.dumps({"instances": images(1, 3).tolist()})

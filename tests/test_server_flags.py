@@ -17,6 +17,7 @@ import orjson
 import pytest
 
 from bench.cli import build_parser
+from bench.errors import ConfigError
 from bench.server import EmbeddedServer, options_from_args
 
 M = "/v1/models/classifier"
@@ -193,3 +194,117 @@ def test_config_file_read_once_without_poll_flag(tmp_path, model_base_path) -> N
         assert call(server.port, "GET", "/v1/models/second")[0] == 404
         assert server.store.poll_config_once() is True
         assert states(server.port, "second") == [("1", "AVAILABLE")]
+
+
+# --- --allow_version_labels_for_unavailable_models ---------------------------------------------
+
+NOT_AVAILABLE = (
+    "FAILED_PRECONDITION: Request to assign label to version {v} of model {m}, "
+    "which is not currently available for inference"
+)
+
+
+def test_labels_at_start_up_need_the_flag(tmp_path, model_base_path) -> None:
+    config = tmp_path / "models.config"
+    write_config(config, entry("classifier", model_base_path, "version_labels { key: 'stable' value: 1 }"))
+    # tensorflow/serving checks labels before loading anything: even version 1, which exists, fails.
+    done = subprocess.run(
+        [sys.executable, "-m", "bench", "serve", "--rest_api_port=0", f"--model_config_file={config}"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=REPO,
+    )
+    assert done.returncode == 2, done.stderr
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1, done.stderr
+    assert NOT_AVAILABLE.format(v=1, m="classifier") in lines[0]
+    assert "--allow_version_labels_for_unavailable_models" in lines[0]
+    with pytest.raises(ConfigError, match=NOT_AVAILABLE.format(v=1, m="classifier")):
+        EmbeddedServer(model_config_file=config, port=0)
+
+
+def test_flag_lets_a_label_name_a_version_still_to_load(tmp_path, model_base_path) -> None:
+    base = tmp_path / "classifier"
+    base.mkdir()
+    copy_version(model_base_path / "1", base, 1)
+    config = tmp_path / "models.config"
+    labels = "model_version_policy { all {} } version_labels { key: 'stable' value: 1 } "
+    write_config(config, entry("classifier", base, labels + "version_labels { key: 'canary' value: 3 }"))
+    args = build_parser().parse_args(
+        [
+            "serve",
+            "--rest_api_port=0",
+            f"--model_config_file={config}",
+            "--file_system_poll_wait_seconds=1",
+            "--allow_version_labels_for_unavailable_models=true",
+        ]
+    )
+    with EmbeddedServer(options=options_from_args(args)) as server:
+        port = server.port
+        assert labelled_version(port, "classifier", "stable") == "1"
+        # The label is known, its version is not loaded: the lookup's NOT_FOUND, not a label error.
+        status, _, reply = call(port, "POST", M + "/labels/canary:predict", PREDICT_ONE)
+        assert (status, json.loads(reply)) == (
+            404,
+            {"error": "Servable not found for request: Specific(classifier, 3)"},
+        )
+        copy_version(model_base_path / "1", base, 3)
+        assert wait_for(lambda: labelled_version(port, "classifier", "canary"), "version 3 to load") == "3"
+        status, _, reply = call(port, "POST", M + "/labels/canary:predict", PREDICT_ONE)
+        assert status == 200, reply
+
+
+def test_reload_rejects_labels_on_unavailable_versions_and_keeps_the_config(tmp_path, model_base_path, caplog) -> None:
+    base = tmp_path / "classifier"
+    base.mkdir()
+    for version in (1, 2):
+        copy_version(model_base_path / "1", base, version)
+    config = tmp_path / "models.config"
+    only_1 = "model_version_policy { specific { versions: 1 } }"
+    both = "model_version_policy { specific { versions: 1 versions: 2 } }"
+    write_config(config, entry("classifier", base, only_1))
+    caplog.set_level(logging.INFO, logger="tfsbench.serve")
+    with EmbeddedServer(model_config_file=config, port=0, poll_wait_s=0, config_poll_wait_s=0.2) as server:
+        port = server.port
+        # Loading version 2 and labelling it in one change: refused, nothing of it applied.
+        write_config(config, entry("classifier", base, both + " version_labels { key: 'canary' value: 2 }"))
+        refused = "PollFilesystemAndReloadConfig failed to ReloadConfig: " + NOT_AVAILABLE.format(v=2, m="classifier")
+        wait_for(lambda: any(r.getMessage() == refused for r in caplog.records), "the refusal in the log")
+        assert states(port, "classifier") == [("1", "AVAILABLE")]
+        assert labelled_version(port, "classifier", "canary") is None
+        # In two steps it works: load version 2, then label it.
+        write_config(config, entry("classifier", base, both))
+        wait_for(lambda: states(port, "classifier") == [("2", "AVAILABLE"), ("1", "AVAILABLE")], "version 2")
+        write_config(config, entry("classifier", base, both + " version_labels { key: 'canary' value: 2 }"))
+        assert wait_for(lambda: labelled_version(port, "classifier", "canary"), "the label") == "2"
+
+
+def test_flag_does_not_let_a_label_move_to_an_unavailable_version(tmp_path, model_base_path, caplog) -> None:
+    config = tmp_path / "models.config"
+    write_config(config, entry("classifier", model_base_path, "version_labels { key: 'stable' value: 1 }"))
+    caplog.set_level(logging.INFO, logger="tfsbench.serve")
+    with EmbeddedServer(
+        model_config_file=config, port=0, poll_wait_s=0, config_poll_wait_s=0.2, allow_unavailable_labels=True
+    ) as server:
+        port = server.port
+        assert labelled_version(port, "classifier", "stable") == "1"
+        write_config(config, entry("classifier", model_base_path, "version_labels { key: 'stable' value: 5 }"))
+        refused = "PollFilesystemAndReloadConfig failed to ReloadConfig: " + NOT_AVAILABLE.format(v=5, m="classifier")
+        wait_for(lambda: any(r.getMessage() == refused for r in caplog.records), "the refusal in the log")
+        assert labelled_version(port, "classifier", "stable") == "1"
+        # A new label may name a missing version: only moving an existing one needs availability.
+        write_config(
+            config,
+            entry(
+                "classifier",
+                model_base_path,
+                "version_labels { key: 'stable' value: 1 } version_labels { key: 'next' value: 5 }",
+            ),
+        )
+        wait_for(lambda: call(port, "GET", M + "/labels/next/metadata")[0] == 404, "the new label")
+        status, _, reply = call(port, "GET", M + "/labels/next/metadata")
+        assert (status, json.loads(reply)) == (
+            404,
+            {"error": "Servable not found for request: Specific(classifier, 5)"},
+        )
