@@ -601,3 +601,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print(f"tfsbench {args.command}: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:
+        # `tfsbench compare A B | head` closed our stdout: not an error of ours. Point stdout at
+        # /dev/null so the interpreter's final flush does not raise again.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 141
