@@ -496,14 +496,72 @@ def on_test_stop(environment: Any) -> None:
     scenario = getattr(environment, SCENARIO_ATTR, None)
     if scenario is not None:
         scenario.on_cpu_sample(final=True)
-        scenario.save_load_stats(finished=True)
+        # A worker's file is finished only when it closes: after its final stats went to the
+        # master, so the master never merges a part whose requests it has not counted yet.
+        scenario.save_load_stats(finished=not is_worker(environment.runner))
+
+
+def stop_users(environment: Any, wait_s: float = MERGE_WAIT_S) -> None:
+    """Stop this process's users the way Locust's own stop does, if they still run.
+
+    On SIGTERM or Ctrl-C Locust fires ``quitting`` while users still run and stops them only
+    afterwards: with ``--stop-timeout`` the requests in flight then complete and Locust counts
+    them. Stopping here first (``--stop-timeout`` applies: finish or be killed) lets those
+    requests reach the records while the writer is still open, so rows equal Locust's count.
+    A killed user's request fires no request event, so it is neither counted nor recorded.
+    """
+    import gevent
+    from locust.runners import STATE_CLEANUP, STATE_RUNNING, STATE_SPAWNING, STATE_STOPPING
+
+    runner = environment.runner
+    if runner is None or is_master(runner):
+        return
+    if runner.state in (STATE_RUNNING, STATE_SPAWNING):
+        runner.stop()
+        if is_worker(runner):
+            # Interrupted directly (Ctrl-C reaches every process of the group): send the final
+            # stats now, before Locust's own quitting listener tells the master this worker quit.
+            try:
+                runner._send_stats()
+            except Exception as exc:  # the master may be gone already; the records are kept anyway
+                log.warning("tfsbench: final stats not sent to the master: %s", exc)
+    deadline = time.monotonic() + wait_s
+    while runner.state in (STATE_CLEANUP, STATE_STOPPING) and time.monotonic() < deadline:
+        gevent.sleep(0.05)  # another greenlet is stopping the users; let it finish
+
+
+def quit_workers(environment: Any, wait_s: float = MERGE_WAIT_S) -> None:
+    """Master: tell the workers to quit, and wait until each has reported back.
+
+    A worker answering ``quit`` stops its users (in-flight requests complete), sends its final
+    stats, closes its records and then tells the master it quit, in that order on one
+    connection; so once no worker is left, the master has counted every recorded request.
+    Locust's own quit waits only 0.5 s for the final stats. The wait ends early when the
+    master's message loop is gone (after a --run-time stop, Locust's quit already ran).
+    """
+    import gevent
+    from locust.rpc import Message
+
+    runner = environment.runner
+    clients = list(runner.clients.all)
+    for client in clients:
+        runner.server.send_to_client(Message("quit", None, client.id))
+    deadline = time.monotonic() + wait_s
+    while clients and runner.clients.all and len(runner.greenlet) and time.monotonic() < deadline:
+        gevent.sleep(0.1)
 
 
 def on_quitting(environment: Any) -> None:
-    """Close this process's records; the master merges its workers' files."""
+    """Stop users still running, close this process's records; the master merges its workers' files.
+
+    Registered from the locustfile's init listener, so it runs before the runner's own
+    ``quitting`` listener (Locust fires ``quitting`` in reverse order of registration).
+    """
+    stop_users(environment)
     close_scenario(environment)
     if not is_master(environment.runner):
         return
+    quit_workers(environment)
     try:
         config = config_from_options(environment.parsed_options)
     except BenchError:

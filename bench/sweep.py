@@ -230,7 +230,9 @@ def locust_command(config: SweepConfig, cell: CellResult, cell_dir: Path) -> lis
         cmd += ["--pool-size", str(config.pool_size)]
     if config.processes > 1:
         # Locust's default master port (5557) would join parallel sweeps' workers to one master.
-        cmd += ["--processes", str(config.processes), "--master-bind-port", str(free_port())]
+        # The forked workers connect to --master-port, the master listens on --master-bind-port.
+        port = str(free_port())
+        cmd += ["--processes", str(config.processes), "--master-port", port, "--master-bind-port", port]
     return cmd
 
 
@@ -240,6 +242,13 @@ def _count_rows(path: Path) -> int:
             return max(0, sum(chunk.count(b"\n") for chunk in iter(lambda: f.read(1 << 20), b"")) - 1)
     except OSError:
         return 0
+
+
+def _records_files(records: Path) -> list[Path]:
+    """The cell's records file and, with --processes, its workers' files (merged when Locust quits)."""
+    from bench.record_parts import part_files
+
+    return [p for p in (records, *part_files(records)) if p.is_file()]
 
 
 def _locust_counts(cell_dir: Path) -> tuple[int | None, int | None]:
@@ -285,10 +294,11 @@ def run_cell(config: SweepConfig, cell: CellResult, cell_dir: Path, log_file: Pa
             time.sleep(POLL_S)
             now = time.monotonic()
             cpu_s = _tree_cpu_s(psutil, proc.pid)
-            if cpu_s is not None and records.exists():  # load has started: rows are arriving
+            files = _records_files(records)
+            if cpu_s is not None and files:  # load has started: rows are arriving
                 cpu_last = (now, cpu_s)
                 cpu_first = cpu_first or cpu_last
-            if config.requests and _count_rows(records) >= config.requests:
+            if config.requests and sum(_count_rows(f) for f in files) >= config.requests:
                 _stop(proc)
                 break
             if now >= next_health:

@@ -34,6 +34,12 @@ def _on_init(environment, **_kwargs):
         # Every request of ours becomes one records row (bench.results), warm-up excluded.
         load.on_request(getattr(environment, load.SCENARIO_ATTR, None), response_time, exception, context)
 
+    # Added here, after the runner's own quitting listener, so it fires before that one: users
+    # stop and the records close before Locust stops the users and quits the workers itself.
+    @environment.events.quitting.add_listener
+    def _on_quitting(environment, **_kwargs):
+        load.on_quitting(environment)
+
 
 @events.test_start.add_listener
 def _on_test_start(environment, **_kwargs):
@@ -43,11 +49,6 @@ def _on_test_start(environment, **_kwargs):
 @events.test_stop.add_listener
 def _on_test_stop(environment, **_kwargs):
     load.on_test_stop(environment)
-
-
-@events.quitting.add_listener
-def _on_quitting(environment, **_kwargs):
-    load.on_quitting(environment)
 
 
 class PredictUser(FastHttpUser):
