@@ -13,23 +13,11 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from bench.fast_decode import try_fast_decode
-from bench.json_tensor import REFERENCE_SIGNATURES, InputSpec, JsonTensorError, decode_predict_body
+from bench.json_tensor import REFERENCE_SIGNATURES, InputSpec
+from tests.decode_helpers import dense, outcome
 
 DIGIT_NAME = {"x2": InputSpec("x2", "uint8", (None, 2))}  # digits in the key must not read as values
 TWO_INPUTS = {"a": InputSpec("a", "uint8", (None,)), "b": InputSpec("b", "uint8", (None,))}
-
-
-def outcome(body: bytes, fast: bool, inputs=REFERENCE_SIGNATURES) -> tuple:
-    try:
-        decoded = decode_predict_body(body, inputs, fast=fast)
-    except JsonTensorError as exc:
-        return ("error", exc.code, exc.message)
-    tensors = {k: (v.dtype.str, v.shape, v.tobytes()) for k, v in decoded.tensors.items()}
-    return ("ok", decoded.row_format, decoded.signature_name, tensors)
-
-
-def dense(shape: tuple[int, ...], seed: int) -> np.ndarray:
-    return np.random.default_rng(seed).integers(0, 1000, size=shape)
 
 
 def wrap(images: np.ndarray, form: str, name: str = "examples") -> dict:

@@ -22,6 +22,7 @@ from bench.json_tensor import (
     parse_classify_regress_body,
 )
 from bench.server_rapidjson import JsonParseError, debug_string, loads
+from tests.decode_helpers import dense, outcome
 
 SMALL = {"x": InputSpec("x", "uint8", (None, 2))}
 TWO = {"a": InputSpec("a", "uint8", (None,)), "b": InputSpec("b", "float", (None,))}
@@ -260,19 +261,6 @@ def test_response_encoding() -> None:
 
 
 # -- fast path agrees with the general path ------------------------------------------------------
-
-
-def outcome(body: bytes, fast: bool) -> tuple:
-    try:
-        decoded = decode_predict_body(body, REFERENCE_SIGNATURES, fast=fast)
-    except JsonTensorError as exc:
-        return ("error", exc.code, exc.message)
-    tensors = {k: (v.dtype.str, v.shape, v.tobytes()) for k, v in decoded.tensors.items()}
-    return ("ok", decoded.row_format, decoded.signature_name, tensors)
-
-
-def dense(shape: tuple[int, ...], seed: int) -> np.ndarray:
-    return np.random.default_rng(seed).integers(0, 1000, size=shape)
 
 
 HAND_PICKED = [
