@@ -30,7 +30,7 @@ from typing import Any
 
 import orjson
 
-from tests.loopback_servers import QuietServer, count_rows
+from tests.loopback_servers import BackgroundServer, count_rows
 
 _PREDICTION = {"classes": 3, "probabilities": [0.1] * 10}
 _STATUS = {
@@ -44,7 +44,7 @@ _METADATA = {
 }
 
 
-class ServiceModelServer:
+class ServiceModelServer(BackgroundServer):
     """A threaded stdlib HTTP server with a known service model; a context manager yielding itself."""
 
     def __init__(
@@ -58,13 +58,7 @@ class ServiceModelServer:
         self._arrivals: deque[float] = deque()
         self._lock = threading.Lock()
         self._free_at = 0.0  # monotonic time at which the single server finishes its queue
-        self._httpd = QuietServer(("127.0.0.1", 0), self._handler_class())
-        self._thread = threading.Thread(target=self._httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
-
-    @property
-    def url(self) -> str:
-        host, port = self._httpd.server_address[:2]
-        return f"http://{host}:{port}"
+        self._bind()
 
     def service_s(self, batch: int) -> float:
         return self.fixed_s + self.per_image_s * batch
@@ -72,15 +66,6 @@ class ServiceModelServer:
     def capacity_rps(self, batch: int) -> float:
         """The analytic capacity: one request at a time, each taking :meth:`service_s`."""
         return 1.0 / self.service_s(batch)
-
-    def __enter__(self) -> ServiceModelServer:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._httpd.shutdown()
-        self._httpd.server_close()
-        self._thread.join(timeout=5)
 
     def _overloaded(self) -> bool:
         """Count this arrival; True when more than ``error_above_rps`` arrived in the last second."""

@@ -26,7 +26,7 @@ import sys
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any
+from typing import Any, Self
 
 import orjson
 
@@ -58,7 +58,35 @@ class QuietServer(ThreadingHTTPServer):
             super().handle_error(request, client_address)
 
 
-class LoopbackServer:
+class BackgroundServer:
+    """A QuietServer on 127.0.0.1:0 served from a daemon thread; a context manager yielding itself.
+
+    Subclasses set their state, then call ``_bind()``, and provide ``_handler_class()``.
+    """
+
+    def _bind(self) -> None:
+        self._httpd = QuietServer(("127.0.0.1", 0), self._handler_class())
+        self._thread = threading.Thread(target=self._httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
+
+    def _handler_class(self) -> type[BaseHTTPRequestHandler]:
+        raise NotImplementedError
+
+    @property
+    def url(self) -> str:
+        host, port = self._httpd.server_address[:2]
+        return f"http://{host}:{port}"
+
+    def __enter__(self) -> Self:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._httpd.shutdown()
+        self._httpd.server_close()
+        self._thread.join(timeout=5)
+
+
+class LoopbackServer(BackgroundServer):
     """A threaded stdlib HTTP server with injected timing; a context manager yielding itself."""
 
     def __init__(
@@ -82,22 +110,7 @@ class LoopbackServer:
         self._lock = threading.Lock()
         self._service_lock = threading.Lock()
         self._stall_until = 0.0
-        self._httpd = QuietServer(("127.0.0.1", 0), self._handler_class())
-        self._thread = threading.Thread(target=self._httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
-
-    @property
-    def url(self) -> str:
-        host, port = self._httpd.server_address[:2]
-        return f"http://{host}:{port}"
-
-    def __enter__(self) -> LoopbackServer:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._httpd.shutdown()
-        self._httpd.server_close()
-        self._thread.join(timeout=5)
+        self._bind()
 
     def _arrive(self) -> None:
         with self._lock:
