@@ -7,4 +7,10 @@ and they import it lazily.
 
 from __future__ import annotations
 
+from pathlib import Path
+
 __version__ = "0.1.0"
+
+# The checkout holding bench/, locustfiles/ and docker/ (an editable install runs from it).
+SOURCE_ROOT = Path(__file__).resolve().parent.parent
+LOCUSTFILE = SOURCE_ROOT / "locustfiles" / "predict.py"

@@ -168,12 +168,12 @@ def _add_serve(sub: argparse._SubParsersAction) -> None:
         metavar="BYTES",
         help="refuse larger request bodies with 413 (default 536870912; not a tensorflow_model_server flag)",
     )
-    p.set_defaults(handler=_handler("bench.server", "run_serve"))
+    p.set_defaults(handler=_handler("bench.serving.server", "run_serve"))
 
 
 def _add_docker(sub: argparse._SubParsersAction) -> None:
-    # bench.docker imports only the standard library: cheap enough for its validators.
-    from bench.docker import DEFAULT_IMAGE, DEFAULT_NAME, STANDIN_TAG, validate_memory, validate_name
+    # bench.docker.launcher imports only the standard library: cheap enough for its validators.
+    from bench.docker.launcher import DEFAULT_IMAGE, DEFAULT_NAME, STANDIN_TAG, validate_memory, validate_name
 
     p = sub.add_parser(
         "docker",
@@ -251,7 +251,7 @@ def _add_docker(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--rebuild", action="store_true", help="build-standin: rebuild even if the tag exists")
     p.add_argument("--dry-run", action="store_true", help="print the docker command instead of running it")
-    p.set_defaults(handler=_handler("bench.docker", "run_docker"))
+    p.set_defaults(handler=_handler("bench.docker.launcher", "run_docker"))
 
 
 def _add_codecs(sub: argparse._SubParsersAction) -> None:
@@ -282,7 +282,7 @@ def _add_codecs(sub: argparse._SubParsersAction) -> None:
         metavar="N",
         help="timed calls per cell, median reported (default 5; slow cells stop after ~3 s)",
     )
-    p.set_defaults(handler=_handler("bench.codecs_bench", "run_codecs"))
+    p.set_defaults(handler=_handler("bench.commands.codecs", "run_codecs"))
 
 
 def _add_scenario_options(p: argparse.ArgumentParser, per: str) -> None:
@@ -398,7 +398,7 @@ def _add_sweep(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--no-report", dest="report", action="store_false", help="skip building report.html at the end")
     p.add_argument("--out", type=Path, default=Path("runs"), metavar="DIR", help="runs directory (default runs)")
-    p.set_defaults(handler=_handler("bench.sweep", "run_sweep"))
+    p.set_defaults(handler=_handler("bench.commands.sweep", "run_sweep"))
 
 
 def _add_report(sub: argparse._SubParsersAction) -> None:
@@ -520,7 +520,7 @@ def _add_capacity(sub: argparse._SubParsersAction) -> None:
     _add_scenario_options(p, per="probe")
     p.add_argument("--no-report", dest="report", action="store_false", help="skip building report.html at the end")
     p.add_argument("--out", type=Path, default=Path("runs"), metavar="DIR", help="runs directory (default runs)")
-    p.set_defaults(handler=_handler("bench.capacity", "run_capacity"))
+    p.set_defaults(handler=_handler("bench.commands.capacity_search", "run_capacity"))
 
 
 def _add_demo(sub: argparse._SubParsersAction) -> None:
@@ -554,7 +554,7 @@ def _add_demo(sub: argparse._SubParsersAction) -> None:
         metavar="TIME",
         help="... or after TIME, whichever comes first (default 20s: about 2 minutes in all)",
     )
-    p.set_defaults(handler=_handler("bench.demo", "run_demo"))
+    p.set_defaults(handler=_handler("bench.commands.demo", "run_demo"))
 
 
 def build_parser() -> argparse.ArgumentParser:

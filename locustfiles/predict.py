@@ -17,7 +17,8 @@ import gevent
 from locust import FastHttpUser, LoadTestShape, events, task
 from locust.exception import StopUser
 
-from bench import load, scenario_options
+from bench.scenario import events as load
+from bench.scenario import options as scenario_options
 
 
 @events.init_command_line_parser.add_listener
@@ -31,7 +32,7 @@ def _on_init(environment, **_kwargs):
 
     @environment.events.request.add_listener
     def _on_request(response_time, exception, context, **_kwargs):
-        # Every request of ours becomes one records row (bench.results), warm-up excluded.
+        # Every request of ours becomes one records row (bench.store.records), warm-up excluded.
         load.on_request(getattr(environment, load.SCENARIO_ATTR, None), response_time, exception, context)
 
     # Added here, after the runner's own quitting listener, so it fires before that one: users

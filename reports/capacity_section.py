@@ -32,9 +32,11 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import FuncFormatter
 
 from bench.errors import ResultsError
-from bench.runs import Run
+from bench.store.runs import Run
 
-CAPACITY_FILE = "capacity.csv"  # bench.capacity.CAPACITY_FILE (kept apart: reports never import the runner)
+CAPACITY_FILE = (
+    "capacity.csv"  # bench.commands.capacity_search.CAPACITY_FILE (kept apart: reports never import the runner)
+)
 PROBES_FILE = "probes.csv"
 FIGURE_NAME = "capacity"
 DPI = 100

@@ -22,7 +22,7 @@ import pandas as pd
 from matplotlib.figure import Figure
 
 from bench.errors import ResultsError
-from bench.runs import Run
+from bench.store.runs import Run
 from reports.capacity_section import CAPACITY_FILE, PROBES_FILE, _read_csv, _slo
 from reports.data import RunData
 

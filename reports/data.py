@@ -1,6 +1,6 @@
 """Load a run for reporting: raw records, the per-cell summary, and each cell's trust verdict.
 
-Percentiles always come from the raw per-request rows (``bench.results.summarize``), never from
+Percentiles always come from the raw per-request rows (``bench.store.records.summarize``), never from
 Locust's rounded buckets. The sweep's per-cell facts in meta.json (client CPU share, late sends,
 warm-up count, Locust's own request count, server-side Prometheus deltas) are joined onto the
 summary here, so the report and ``summary.csv`` show the same trust columns.
@@ -17,7 +17,7 @@ import numpy as np
 import pandas as pd
 
 from bench.errors import ResultsError
-from bench.runs import Run, load_run
+from bench.store.runs import Run, load_run
 
 # A Locust process (one gevent loop) above this CPU share is the bottleneck itself: its
 # latencies include its own queueing, so the cell measures the client, not the server.
@@ -109,7 +109,7 @@ def cell_record_files(cell_dir: Path) -> list[Path]:
 
 def read_run_records(run: Run) -> pd.DataFrame:
     """All rows of requests.csv, plus cells' files not merged yet; an empty frame if none."""
-    from bench.results import read_records
+    from bench.store.records import read_records
 
     paths = [run.requests_path] if run.requests_path.is_file() else []
     merged = {str(c.get("cell")) for c in run.cells if c.get("merged")}
@@ -221,7 +221,7 @@ def add_trust(summary: pd.DataFrame, run: Run) -> pd.DataFrame:
 
 def summarize_run(run: Run, records: pd.DataFrame) -> pd.DataFrame:
     """The summary.csv frame: contract columns from the raw rows, then trust and server columns."""
-    from bench.results import summarize
+    from bench.store.records import summarize
 
     if records.empty:
         raise ResultsError(f"{run.path} has no recorded requests yet (requests.csv is empty or missing)")

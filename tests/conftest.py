@@ -38,7 +38,7 @@ def model_base_path(models_dir: Path) -> Path:
 def embedded_server(model_base_path: Path):
     """The real embedded REST server for the tiny model on an ephemeral loopback port
     (``.url``, ``.port``, ``.metrics``); model name ``classifier``."""
-    from bench.server import EmbeddedServer
+    from bench.serving.server import EmbeddedServer
 
     with EmbeddedServer(model_base_path=model_base_path, model_name=MODEL_NAME, port=0) as server:
         yield server

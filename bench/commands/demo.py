@@ -1,0 +1,156 @@
+"""``tfsbench demo``: the whole loop on the embedded server, in one command (``make demo``).
+
+export (if missing) -> serve on a free loopback port, Prometheus on -> short sweep -> report -> stop.
+
+The default grid (batch 1, 4, 16, 64 x row-orjson, row-fast, b64-png, 4 users) takes about two
+minutes on a 2-core machine. Each cell stops at ``--requests`` recorded requests (default 300) or
+after ``--duration`` (default 20 s), whichever comes first: fast small-batch cells end in a couple
+of seconds, so the time goes to the large batches, which need it for a p99 worth reading (a flat
+6 s per cell left batch 64 with 12-25 requests). Nothing is faked: if a piece is missing (no
+embedded server, no locustfile), the demo says which and stops with exit code 1.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import importlib.util
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+from bench.errors import BenchError, ServerError
+from bench.ports import free_port
+
+MODEL_NAME = "classifier"
+DEMO_BATCH_SIZES = (1, 4, 16, 64)
+DEMO_ENCODINGS = ("row-orjson", "row-fast", "b64-png")
+SERVER_START_TIMEOUT_S = 180.0
+
+
+def ensure_model(models: Path) -> Path:
+    """Export the tiny reference model into ``models/classifier/1`` unless a version exists."""
+    from export import export_model
+
+    base = models / MODEL_NAME
+    versions = [p for p in base.iterdir() if p.name.isdigit()] if base.is_dir() else []
+    if versions:
+        print(f"[demo] using the existing model in {base} (versions: {', '.join(sorted(p.name for p in versions))})")
+        return base
+    print(f"[demo] exporting the reference model to {base}/1 ...")
+    print(export_model(models, model_name=MODEL_NAME, version=1, size="tiny").summary())
+    return base
+
+
+@dataclass(frozen=True)
+class RunningServer:
+    url: str
+    process: subprocess.Popen
+    log_path: Path
+
+
+def wait_until_available(url: str, process: subprocess.Popen, timeout_s: float, log_path: Path) -> None:
+    """Poll the model status until a version is AVAILABLE; ServerError if the server exits or never is."""
+    import requests
+
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            tail = log_path.read_text(encoding="utf-8", errors="replace").strip().splitlines()[-3:]
+            raise ServerError(f"the embedded server exited with code {process.returncode}: {' | '.join(tail)}")
+        try:
+            status = requests.get(f"{url}/v1/models/{MODEL_NAME}", timeout=2).json()
+            if any(v.get("state") == "AVAILABLE" for v in status.get("model_version_status", [])):
+                return
+        except (requests.RequestException, ValueError):
+            pass
+        time.sleep(0.5)
+    raise ServerError(f"the embedded server at {url} had no AVAILABLE model after {timeout_s:.0f} s (log: {log_path})")
+
+
+@contextlib.contextmanager
+def embedded_server(model_base_path: Path, workdir: Path) -> Iterator[RunningServer]:
+    """``tfsbench serve`` as a child process on a free loopback port, Prometheus on; stopped on exit."""
+    port = free_port()
+    monitoring = workdir / "monitoring.config"
+    monitoring.write_text('prometheus_config {\n  enable: true\n  path: "/monitoring/prometheus/metrics"\n}\n')
+    log_path = workdir / "server.log"
+    cmd = [
+        sys.executable, "-m", "bench", "serve", "--rest_api_port", str(port), "--rest_api_host", "127.0.0.1",
+        "--model_name", MODEL_NAME, "--model_base_path", str(model_base_path.resolve()),
+        "--monitoring_config_file", str(monitoring),
+    ]  # fmt: skip
+    with log_path.open("wb") as log:
+        process = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        wait_until_available(url, process, SERVER_START_TIMEOUT_S, log_path)
+        yield RunningServer(url, process, log_path)
+    finally:
+        if process.poll() is None:
+            process.terminate()
+            try:
+                process.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait(timeout=10)
+
+
+def missing_pieces() -> list[str]:
+    """Parts of the loop that are not installed in this checkout yet."""
+    root = Path(__file__).resolve().parent.parent
+    missing = []
+    if importlib.util.find_spec("bench.serving.server") is None:
+        missing.append("the embedded server (bench/server.py)")
+    if not (root / "locustfiles" / "predict.py").is_file():
+        missing.append("the Locust scenario (locustfiles/predict.py)")
+    for module, what in (("bench.scenario.events", "bench/load.py"), ("bench.payloads.encodings", "bench/codecs.py")):
+        if importlib.util.find_spec(module) is None:
+            missing.append(what)
+    return missing
+
+
+def run_demo(args: argparse.Namespace) -> int:
+    from bench.commands.sweep import SweepConfig, run_sweep_config
+    from reports.report import build_report
+
+    t0 = time.monotonic()
+    base = ensure_model(args.models)
+    missing = missing_pieces()
+    if missing:
+        raise BenchError(f"demo cannot run the sweep: not built yet: {', '.join(missing)}; the model is in {base}")
+    config = SweepConfig(
+        host="",
+        batch_sizes=tuple(args.batch_sizes),
+        encodings=tuple(args.encodings),
+        users=args.users,
+        duration_s=args.duration,
+        requests=args.requests,
+        warmup=2,
+        model_name=MODEL_NAME,
+        server_kind="embedded",
+    )
+    with tempfile.TemporaryDirectory(prefix="tfsbench-demo-") as tmp:
+        print("[demo] starting the embedded server (tfsbench serve) on a free loopback port ...")
+        with embedded_server(base, Path(tmp)) as server:
+            print(
+                f"[demo] serving {MODEL_NAME} at {server.url}; Prometheus at {server.url}/monitoring/prometheus/metrics"
+            )
+            n = len(config.batch_sizes) * len(config.encodings)
+            print(
+                f"[demo] sweep: {n} cells, each {config.requests} requests or {config.duration_s:g} s, "
+                f"{config.users} users (closed model) ..."
+            )
+            run_dir = run_sweep_config(SweepConfig(**{**config.__dict__, "host": server.url}), args.out)
+        print("[demo] server stopped")
+    result = build_report(run_dir)
+    print(f"[demo] done in {time.monotonic() - t0:.0f} s")
+    print(f"[demo] report: {result.html_path}")
+    print(f"[demo] summary: {result.summary_path}")
+    if result.incomplete:
+        raise BenchError(f"the demo's run is incomplete (see {result.html_path}); the report shows what was recorded")
+    return 0

@@ -1,0 +1,656 @@
+"""TensorFlow-free JSON <-> tensor conversion with tensorflow/serving's exact rules and messages.
+
+This is a port of ``tensorflow_serving/util/json_tensor.cc`` (see the reference
+``shared/docs/tf-serving-rest-api.md`` §5): predict bodies in row (``instances``) and columnar
+(``inputs``) format, named and unnamed instances, ``{"b64": ...}`` strings, the shape taken from
+the first entry at every level, uint8 values wrapping like TF's ``int_val`` cast, and the order in
+which errors are found. It is used by the embedded server and, without TensorFlow, by
+``tfsbench codecs`` to time server-side decoding::
+
+    decoded = decode_predict_body(body, REFERENCE_SIGNATURES)   # or one signature's inputs
+    decoded.tensors["examples"]      # np.ndarray uint8 [batch, 128, 128, 3]
+
+Hot bodies (uint8 images) go through ``bench.serving.fast_decode`` first, which reads the digits straight
+from the bytes with numpy; anything it is not sure about comes back here, so acceptance and
+error texts never depend on which path ran.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import math
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+
+import numpy as np
+
+from bench.serving.rapidjson import JsonParseError, debug_string, escape_string, json_type_name, loads
+
+__all__ = [
+    "REFERENCE_SIGNATURES",
+    "DecodedPredict",
+    "InputSpec",
+    "JsonTensorError",
+    "decode_predict_body",
+    "encode_error",
+    "encode_predict_response",
+    "format_float",
+    "parse_classify_regress_body",
+    "parse_request_json",
+]
+
+DEFAULT_SIGNATURE = "serving_default"
+
+
+@dataclass(frozen=True)
+class InputSpec:
+    """One signature input: its key, TF short dtype name (``uint8``, ``string``, ``float``...)
+    and declared shape (``None`` for unknown dimensions)."""
+
+    name: str
+    dtype: str
+    shape: tuple[int | None, ...]
+
+
+REFERENCE_SIGNATURES: dict[str, dict[str, InputSpec]] = {
+    "serving_default": {"examples": InputSpec("examples", "uint8", (None, 128, 128, 3))},
+    "serving_bytes": {"image_bytes": InputSpec("image_bytes", "string", (None,))},
+}
+
+# Canonical status code -> HTTP status (http_server.cc ToHTTPStatusCode).
+HTTP_STATUS = {
+    "OK": 200,
+    "CANCELLED": 499,
+    "UNKNOWN": 500,
+    "INVALID_ARGUMENT": 400,
+    "DEADLINE_EXCEEDED": 504,
+    "NOT_FOUND": 404,
+    "ALREADY_EXISTS": 409,
+    "PERMISSION_DENIED": 403,
+    "RESOURCE_EXHAUSTED": 429,
+    "FAILED_PRECONDITION": 400,
+    "ABORTED": 409,
+    "OUT_OF_RANGE": 400,
+    "UNIMPLEMENTED": 501,
+    "INTERNAL": 500,
+    "UNAVAILABLE": 503,
+    "DATA_LOSS": 500,
+    "UNAUTHENTICATED": 401,
+}
+
+
+class JsonTensorError(Exception):
+    """A request error: canonical ``code`` (``INVALID_ARGUMENT``...) and tensorflow/serving's
+    ``message`` (what goes into ``{"error": ...}``)."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+
+    @property
+    def http_status(self) -> int:
+        return HTTP_STATUS.get(self.code, 500)
+
+    def status_string(self) -> str:
+        """absl ``Status::ToString()``: what a wrapping error message embeds."""
+        return f"{self.code}: {self.message}"
+
+
+def _invalid(message: str) -> JsonTensorError:
+    return JsonTensorError("INVALID_ARGUMENT", message)
+
+
+@dataclass
+class DecodedPredict:
+    """A decoded predict request: input tensors, request format and signature name
+    (``""`` when the body names none, meaning ``serving_default``)."""
+
+    tensors: dict[str, np.ndarray]
+    row_format: bool
+    signature_name: str = ""
+
+
+# TF short dtype name -> numpy dtype of the tensor we build.
+_NUMPY = {
+    "uint8": np.uint8,
+    "int8": np.int8,
+    "int16": np.int16,
+    "int32": np.int32,
+    "int64": np.int64,
+    "uint32": np.uint32,
+    "uint64": np.uint64,
+    "float": np.float32,
+    "double": np.float64,
+    "bool": np.bool_,
+    "string": object,
+}
+_INT32_TYPES = frozenset(("uint8", "int8", "int16", "int32"))
+
+Signatures = Mapping[str, Mapping[str, InputSpec]]
+Resolver = Callable[[str], Mapping[str, InputSpec]]
+
+
+# -- parsing the document ---------------------------------------------------------------------
+
+
+def parse_request_json(body: bytes) -> dict:
+    """``ParseJson``: the body as a JSON object, or the reference's parse/``Is not object`` error."""
+    if not body:
+        raise _invalid("JSON Parse error: The document is empty")
+    try:
+        doc = loads(body)
+    except JsonParseError as exc:
+        raise _invalid(f"JSON Parse error: {exc}") from None
+    if not isinstance(doc, dict):
+        raise _invalid(f"JSON Value: {debug_string(doc)} Is not object")
+    return doc
+
+
+def _signature_name(doc: dict) -> str:
+    if "signature_name" in doc:
+        name = doc["signature_name"]
+        if not isinstance(name, str):
+            raise _invalid(
+                f"JSON Value: {debug_string(doc)} not formatted correctly. 'signature_name' key must be a string value."
+            )
+        return name
+    return ""
+
+
+def resolve_inputs(
+    inputs: Signatures | Mapping[str, InputSpec] | Resolver, signature_name: str
+) -> Mapping[str, InputSpec]:
+    """The input map for ``signature_name`` from a resolver, a signatures map or one input map."""
+    if callable(inputs):
+        return inputs(signature_name)
+    values = list(inputs.values())
+    if values and isinstance(values[0], InputSpec):
+        return inputs  # type: ignore[return-value]
+    name = signature_name or DEFAULT_SIGNATURE
+    if name not in inputs:
+        raise _invalid(f'Serving signature name: "{name}" not found in signature def')
+    return inputs[name]  # type: ignore[return-value]
+
+
+def decode_predict_body(
+    body: bytes,
+    inputs: Signatures | Mapping[str, InputSpec] | Resolver,
+    *,
+    fast: bool = True,
+) -> DecodedPredict:
+    """Decode a ``:predict`` body into numpy tensors, exactly as tensorflow/serving accepts it.
+
+    ``inputs`` is one signature's input map, a map of signature name -> input map (unknown
+    ``signature_name`` -> the reference's error), or a callable ``resolve(signature_name)``
+    that may raise ``JsonTensorError`` (the server's model/version/signature lookup).
+    ``fast=False`` skips the numpy fast path (for tests and benchmarks).
+    Raises ``JsonTensorError`` with the reference's code and message.
+    """
+    if fast:
+        from bench.serving.fast_decode import try_fast_decode
+
+        decoded = try_fast_decode(body, inputs)
+        if decoded is not None:
+            return decoded
+    doc = parse_request_json(body)
+    signature_name = _signature_name(doc)
+    tensorinfo = resolve_inputs(inputs, signature_name)
+    if not tensorinfo:
+        raise _invalid(f"Failed to get input map for signature: {signature_name or 'DEFAULT'}")
+    has_instances, has_inputs = "instances" in doc, "inputs" in doc
+    if has_instances and has_inputs:
+        raise _invalid(
+            f"JSON Value: {debug_string(doc)} Not formatted correctly expecting only one of 'inputs' or "
+            "'instances' keys to exist "
+        )
+    if has_instances:
+        instances = doc["instances"]
+        if not isinstance(instances, list):
+            raise _invalid(f"JSON Value: {debug_string(doc)} Expecting 'instances' to be an list/array")
+        if not instances:
+            raise _invalid(f"JSON Value: {debug_string(doc)} No values in 'instances' array")
+        return DecodedPredict(_from_instances(instances, tensorinfo), True, signature_name)
+    if has_inputs:
+        return DecodedPredict(_from_inputs(doc["inputs"], tensorinfo), False, signature_name)
+    raise _invalid("Missing 'inputs' or 'instances' key")
+
+
+def _is_b64_object(value: object) -> bool:
+    return isinstance(value, dict) and len(value) == 1 and isinstance(value.get("b64"), str)
+
+
+def _is_element_object(value: object) -> bool:
+    return isinstance(value, dict) and not _is_b64_object(value)
+
+
+class _Accumulator:
+    """Per-input values and the first element's size and shape (``AddInstanceItem``'s maps)."""
+
+    def __init__(self, spec: InputSpec) -> None:
+        self.spec = spec
+        self.parts: list[np.ndarray] = []
+        self.size: int | None = None
+        self.shape: tuple[int, ...] = ()
+
+
+def _from_instances(instances: list, tensorinfo: Mapping[str, InputSpec]) -> dict[str, np.ndarray]:
+    names = sorted(tensorinfo)
+    if not isinstance(instances[0], dict) and len(tensorinfo) > 1:
+        raise _invalid(
+            "instances is a plain list, but expecting list of objects as multiple input tensors "
+            "required as per tensorinfo_map"
+        )
+    named = _is_element_object(instances[0])
+    accumulators: dict[str, _Accumulator] = {}
+    for index, element in enumerate(instances):
+        if named:
+            if not _is_element_object(element):
+                raise _invalid(f"Expecting object but got list at item {index} of input list")
+            for key, item in element.items():
+                try:
+                    _add_instance_item(item, key, tensorinfo, accumulators)
+                except JsonTensorError as exc:
+                    raise _invalid(
+                        f"Failed to process element: {index} key: {key} of 'instances' list. "
+                        f"Error: {exc.status_string()}"
+                    ) from None
+            if set(element) != set(names):
+                raise _invalid(
+                    f"Failed to process element: {index} of 'instances' list. JSON object: "
+                    f"{debug_string(element)} keys must be equal to: {','.join(names)}"
+                )
+        else:
+            if _is_element_object(element):
+                raise _invalid(f"Expecting value/list but got object at item {index} of input list")
+            try:
+                _add_instance_item(element, names[0], tensorinfo, accumulators)
+            except JsonTensorError as exc:
+                raise _invalid(
+                    f"Failed to process element: {index} of 'instances' list. Error: {exc.status_string()}"
+                ) from None
+    tensors = {}
+    for name, acc in accumulators.items():
+        values = np.concatenate(acc.parts) if len(acc.parts) > 1 else acc.parts[0]
+        tensors[name] = values.reshape((len(instances), *acc.shape))
+    return tensors
+
+
+def _add_instance_item(
+    item: object, name: str, tensorinfo: Mapping[str, InputSpec], accumulators: dict[str, _Accumulator]
+) -> None:
+    if name not in tensorinfo:
+        raise _invalid(f"JSON object: does not have named input: {name}")
+    acc = accumulators.get(name)
+    if acc is None:
+        acc = accumulators[name] = _Accumulator(tensorinfo[name])
+    shape = _dense_shape(item)
+    values = _fill_tensor(item, shape, acc.spec.dtype)
+    size = values.size
+    if acc.size is None:
+        acc.size, acc.shape = size, shape
+    elif acc.size != size:
+        raise _invalid(f"Expecting tensor size: {acc.size} but got: {size}")
+    elif acc.shape != shape:
+        raise _invalid(f"Expecting shape {_shape_text(acc.shape)} but got: {_shape_text(shape)}")
+    acc.parts.append(values.reshape(-1))
+
+
+def _from_inputs(value: object, tensorinfo: Mapping[str, InputSpec]) -> dict[str, np.ndarray]:
+    if not isinstance(value, dict) or _is_b64_object(value):
+        if len(tensorinfo) > 1:
+            raise _invalid(
+                "inputs is a plain value/list, but expecting an object as multiple input tensors "
+                "required as per tensorinfo_map"
+            )
+        name = next(iter(tensorinfo))
+        shape = _dense_shape(value)
+        return {name: _fill_tensor(value, shape, tensorinfo[name].dtype).reshape(shape)}
+    tensors = {}
+    for name in sorted(tensorinfo):
+        if name not in value:
+            raise _invalid(f"Missing named input: {name} in 'inputs' object.")
+        shape = _dense_shape(value[name])
+        tensors[name] = _fill_tensor(value[name], shape, tensorinfo[name].dtype).reshape(shape)
+    return tensors
+
+
+def _shape_text(shape: tuple[int, ...]) -> str:
+    return "[" + ",".join(str(d) for d in shape) + "]"
+
+
+def _dense_shape(value: object) -> tuple[int, ...]:
+    """``GetDenseTensorShape``: list lengths along the first entry at every level."""
+    dims = []
+    while isinstance(value, list):
+        dims.append(len(value))
+        if not value:
+            break
+        value = value[0]
+    return tuple(dims)
+
+
+def _fill_tensor(value: object, shape: tuple[int, ...], dtype: str) -> np.ndarray:
+    """``FillTensorProto`` for one value: flat numpy values, or the first error in DOM order."""
+    fast = _fill_numeric_fast(value, shape, dtype)
+    if fast is not None:
+        return fast
+    leaves: list = []
+    rank = len(shape)
+    # Iterative depth-first walk in document order (deep nesting must not hit the recursion limit).
+    stack: list[tuple[object, int]] = [(value, 0)]
+    while stack:
+        val, level = stack.pop()
+        if not isinstance(val, list):
+            if level != rank:
+                raise _invalid(
+                    f"JSON Value: {debug_string(val)} found at incorrect level: {level + 1} "
+                    f"in the JSON DOM. Expected at level: {rank}"
+                )
+            leaves.append(_convert_value(val, dtype))
+            continue
+        if level >= rank:
+            raise _invalid(f"Encountered list at unexpected level: {level} expected < {rank}")
+        if len(val) != shape[level]:
+            raise _invalid(
+                f"Encountered list at unexpected size: {len(val)} at level: {level} expected size: {shape[level]}"
+            )
+        stack.extend((item, level + 1) for item in reversed(val))
+    return _leaves_to_array(leaves, dtype)
+
+
+def _fill_numeric_fast(value: object, shape: tuple[int, ...], dtype: str) -> np.ndarray | None:
+    """Whole-array conversion when numpy proves the value is dense and type-clean, else None.
+
+    ``np.array`` yields an int64 array of exactly ``shape`` only if every list has its first
+    entry's length and every leaf is an int (or bool, which we rule out by type-checking).
+    """
+    if (dtype not in _INT32_TYPES and dtype not in ("int64", "float", "double")) or not shape:
+        return None
+    try:
+        arr = np.array(value)
+    except (ValueError, TypeError, OverflowError):
+        return None
+    if arr.shape != shape or arr.dtype.kind not in "if":
+        return None
+    if arr.dtype.kind == "i":
+        if _contains_bool(value, len(shape)):
+            return None
+        if dtype in _INT32_TYPES:
+            if arr.size and (arr.min() < -(2**31) or arr.max() > 2**31 - 1):
+                return None
+            return arr.astype(np.int64).astype(_NUMPY[dtype]).reshape(-1)
+        return arr.astype(_NUMPY[dtype]).reshape(-1)
+    if dtype in ("float", "double"):
+        if _contains_bool(value, len(shape)):
+            return None
+        return arr.astype(_NUMPY[dtype]).reshape(-1)
+    return None
+
+
+def _contains_bool(value: object, rank: int) -> bool:
+    """Whether any leaf is a bool (numpy would silently turn True into 1)."""
+    rows: list = [value]
+    for _ in range(rank - 1):
+        rows = [item for row in rows for item in row]
+    return any(type(x) is bool for row in rows for x in row)
+
+
+def _leaves_to_array(leaves: list, dtype: str) -> np.ndarray:
+    if dtype == "string":
+        out = np.empty(len(leaves), dtype=object)
+        out[:] = leaves
+        return out
+    if dtype in _INT32_TYPES:
+        return np.array(leaves, dtype=np.int64).astype(_NUMPY[dtype])
+    return np.array(leaves, dtype=_NUMPY[dtype])
+
+
+def _type_error(value: object, dtype: str) -> JsonTensorError:
+    return _invalid(f"JSON Value: {debug_string(value)} Type: {json_type_name(value)} is not of expected type: {dtype}")
+
+
+def _convert_value(value: object, dtype: str) -> object:
+    """``AddValueToTensor`` (plus the object / b64 case of ``FillTensorProto``)."""
+    if isinstance(value, dict):
+        if dtype != "string":
+            raise _type_error(value, dtype)
+        if not _is_b64_object(value):
+            raise _invalid(f"JSON Value: {debug_string(value)} not formatted correctly for base64 data")
+        return _b64decode(value["b64"])
+    is_int = isinstance(value, int) and not isinstance(value, bool)
+    if dtype in _INT32_TYPES:
+        if not (is_int and -(2**31) <= value < 2**31):  # type: ignore[operator]
+            raise _type_error(value, dtype)
+        return value
+    if dtype in ("float", "double"):
+        if not (is_int or isinstance(value, float)):
+            raise _type_error(value, dtype)
+        return value
+    if dtype == "string":
+        if not isinstance(value, str):
+            raise _type_error(value, dtype)
+        return value.encode("utf-8", "surrogateescape")
+    if dtype == "int64":
+        if not (is_int and -(2**63) <= value < 2**63):  # type: ignore[operator]
+            raise _type_error(value, dtype)
+        return value
+    if dtype == "bool":
+        if not isinstance(value, bool):
+            raise _type_error(value, dtype)
+        return value
+    if dtype == "uint32":
+        if not (is_int and 0 <= value < 2**32):  # type: ignore[operator]
+            raise _type_error(value, dtype)
+        return value
+    if dtype == "uint64":
+        if not (is_int and 0 <= value < 2**64):  # type: ignore[operator]
+            raise _type_error(value, dtype)
+        return value
+    raise JsonTensorError("UNIMPLEMENTED", f"Conversion of JSON Value: {debug_string(value)} to type: {dtype}")
+
+
+def _b64decode(text: str) -> bytes:
+    """absl ``Base64Unescape``: standard alphabet, padding optional, whitespace not allowed."""
+    data = text.encode("utf-8", "surrogateescape")
+    stripped = data.rstrip(b"=")
+    if len(data) - len(stripped) > 2 or len(stripped) % 4 == 1:
+        raise _invalid("Unable to base64 decode")
+    try:
+        return base64.b64decode(stripped + b"=" * (-len(stripped) % 4), validate=True)
+    except (binascii.Error, ValueError):
+        raise _invalid("Unable to base64 decode") from None
+
+
+# -- classify / regress bodies ----------------------------------------------------------------
+
+
+def parse_classify_regress_body(body: bytes) -> str:
+    """Check a ``:classify``/``:regress`` body as ``FillClassifyRegressRequestFromJson`` does.
+
+    Returns the signature name; raises the reference's format errors (which come before the
+    model lookup). Feature conversion itself is left to the (absent) classification service.
+    """
+    doc = parse_request_json(body)
+    signature_name = _signature_name(doc)
+    if "context" in doc:
+        _check_example(doc["context"])
+    if "examples" not in doc:
+        raise _invalid(
+            f"JSON Value: {debug_string(doc)} When method is classify, key 'examples' is expected and was not found"
+        )
+    examples = doc["examples"]
+    if not isinstance(examples, list):
+        raise _invalid(f"JSON Value: {debug_string(doc)} Expecting 'examples' value to be an list/array")
+    if not examples:
+        raise _invalid(f"JSON Value: {debug_string(doc)} 'examples' value is an empty array")
+    for example in examples:
+        _check_example(example)
+    return signature_name
+
+
+def _check_example(value: object) -> None:
+    if not isinstance(value, dict):
+        raise _invalid(f"Example must be JSON object but got JSON {json_type_name(value)}")
+    for name, content in value.items():
+        kind = None
+        for item in content if isinstance(content, list) else [content]:
+            kind = _feature_kind(name, item, kind)
+
+
+def _feature_kind(name: str, item: object, kind: str | None) -> str:
+    """``AddValueToFeature``: the feature list kind this value needs, checked against ``kind``."""
+    if item is None or isinstance(item, list) or (isinstance(item, dict) and not _is_b64_object(item)):
+        raise _invalid(f"Feature: {name} has element with unexpected JSON type: {json_type_name(item)}")
+    if isinstance(item, bool):
+        needed = "int64"
+    elif isinstance(item, (dict, str)):
+        needed = "bytes"
+    elif isinstance(item, float):
+        needed = "float"
+    else:
+        needed = "int64"
+    if kind is not None and kind != needed:
+        raise _invalid(f"Unexpected element type in feature: {name} expecting type: {kind}")
+    if isinstance(item, dict):
+        _b64decode(item["b64"])
+    if needed == "int64" and not isinstance(item, bool) and item >= 2**63:  # type: ignore[operator]
+        raise _invalid(f"Feature: {name} has uint64 element. Only int64 is supported.")
+    return needed
+
+
+# -- responses --------------------------------------------------------------------------------
+
+
+def format_float(value: float, double: bool = False) -> str:
+    """``WriteDecimal``: ``%g`` if it round-trips, else 9 (float) / 17 (double) digits; ``.0`` added
+    to whole numbers; ``NaN``, ``Infinity``, ``-Infinity``."""
+    if math.isnan(value):
+        return "NaN"
+    if math.isinf(value):
+        return "-Infinity" if value < 0 else "Infinity"
+    text = f"{value:g}"
+    back = float(text) if double else float(np.float32(float(text)))
+    if back != value:
+        text = f"{value:.17g}" if double else f"{value:.9g}"
+    if "." not in text and "e" not in text:
+        text += ".0"
+    return text
+
+
+def _scalar_texts(flat: np.ndarray, name: str) -> list[str]:
+    kind = flat.dtype
+    if kind == np.float32:
+        return [format_float(v) for v in flat.tolist()]
+    if kind == np.float64:
+        return [format_float(v, double=True) for v in flat.tolist()]
+    if kind == np.bool_:
+        return ["true" if v else "false" for v in flat.tolist()]
+    if kind.kind in "iu":
+        return [str(v) for v in flat.tolist()]
+    as_bytes = name.endswith("_bytes")
+    texts = []
+    for v in flat.tolist():
+        raw = v if isinstance(v, bytes) else str(v).encode()
+        if as_bytes:
+            texts.append('{"b64": ' + escape_string(base64.b64encode(raw).decode()) + "}")
+        else:
+            texts.append(escape_string(raw.decode("utf-8", "replace")))
+    return texts
+
+
+class _PrettyOut:
+    """rapidjson ``PrettyWriter`` output for tensors (4-space indent), as ``MakeJsonFromTensors``."""
+
+    def __init__(self) -> None:
+        self.parts: list[str] = []
+
+    def tensor(self, texts: list[str], shape: tuple[int, ...], depth: int, single_line: bool, start: int = 0) -> int:
+        """Write a nested list of ``texts`` for ``shape``; returns the next flat offset."""
+        if not shape:
+            self.parts.append(texts[start])
+            return start + 1
+        if single_line:
+            self.parts.append(self._single(texts, shape, start))
+            return start + int(np.prod(shape))
+        pad = "\n" + " " * (4 * (depth + 1))
+        self.parts.append("[")
+        for i in range(shape[0]):
+            if i:
+                self.parts.append(",")
+            self.parts.append(pad)
+            start = self.tensor(texts, shape[1:], depth + 1, False, start)
+        if shape[0]:
+            self.parts.append("\n" + " " * (4 * depth))
+        self.parts.append("]")
+        return start
+
+    def _single(self, texts: list[str], shape: tuple[int, ...], start: int) -> str:
+        if len(shape) == 1:
+            return "[" + ", ".join(texts[start : start + shape[0]]) + "]"
+        step = int(np.prod(shape[1:]))
+        return "[" + ", ".join(self._single(texts, shape[1:], start + i * step) for i in range(shape[0])) + "]"
+
+
+def encode_predict_response(outputs: Mapping[str, np.ndarray], row_format: bool) -> bytes:
+    """``MakeJsonFromTensors``: ``{"predictions": ...}`` (row) or ``{"outputs": ...}`` (columnar).
+
+    Raises ``JsonTensorError`` for the row-format batch checks (rank-0 output, batch size < 1,
+    outputs of different batch sizes).
+    """
+    if not outputs:
+        raise _invalid("Cannot convert empty tensor map to JSON")
+    names = sorted(outputs)
+    arrays = {name: np.asarray(outputs[name]) for name in names}
+    texts = {name: _scalar_texts(arrays[name].reshape(-1), name) for name in names}
+    out = _PrettyOut()
+    if row_format:
+        batch = 0
+        for name in names:
+            shape = arrays[name].shape
+            if not shape:
+                raise _invalid(f"Tensor name: {name} has no shape information ")
+            if shape[0] < 1:
+                raise _invalid(f"Tensor name: {name} has invalid batch size: {shape[0]}")
+            if batch and shape[0] != batch:
+                raise _invalid(f"Tensor name: {name} has inconsistent batch size: {shape[0]} expecting: {batch}")
+            batch = shape[0]
+        out.parts.append('{\n    "predictions": [')
+        if len(names) == 1:
+            # tensorflow/serving switches to single-line arrays before each row's prefix, so
+            # single-output rows share one line: [[...], [...]\n    ]
+            name = names[0]
+            shape = arrays[name].shape[1:]
+            size = int(np.prod(shape))
+            for row in range(batch):
+                out.parts.append(", " if row else "")
+                out.tensor(texts[name], shape, 0, True, row * size)
+        else:
+            for row in range(batch):
+                out.parts.append(("," if row else "") + "\n        {")
+                for k, name in enumerate(names):
+                    shape = arrays[name].shape[1:]
+                    size = int(np.prod(shape))
+                    out.parts.append(("," if k else "") + "\n            " + escape_string(name) + ": ")
+                    out.tensor(texts[name], shape, 0, True, row * size)
+                out.parts.append("\n        }")
+        out.parts.append("\n    ]\n}")
+    else:
+        out.parts.append('{\n    "outputs": ')
+        if len(names) > 1:
+            out.parts.append("{")
+            for k, name in enumerate(names):
+                out.parts.append(("," if k else "") + "\n        " + escape_string(name) + ": ")
+                out.tensor(texts[name], arrays[name].shape, 2, False)
+            out.parts.append("\n    }")
+        else:
+            out.tensor(texts[names[0]], arrays[names[0]].shape, 1, False)
+        out.parts.append("\n}")
+    return "".join(out.parts).encode("utf-8", "replace")
+
+
+def encode_error(message: str) -> bytes:
+    """``MakeJsonFromStatus``: ``{"error": "<message>"}`` pretty-printed; always valid UTF-8 JSON."""
+    text = message.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
+    return ('{\n    "error": ' + escape_string(text) + "\n}").encode()

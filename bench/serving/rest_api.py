@@ -1,0 +1,267 @@
+"""tensorflow/serving's REST API as a transport-free function: (method, path, headers, body) -> reply.
+
+Routing, status codes and bodies follow ``shared/docs/tf-serving-rest-api.md`` §2-§8 (ported
+from ``http_server.cc``, ``http_rest_api_handler.cc`` and ``http_rest_api_util.cc``). The HTTP
+layer (``bench.serving.server``) only reads requests and writes replies.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import threading
+import time
+import urllib.parse
+from collections.abc import Callable, Mapping
+from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import TimeoutError as FutureTimeout
+from dataclasses import dataclass
+
+import numpy as np
+
+from bench.serving.json_tensor import (
+    JsonTensorError,
+    decode_predict_body,
+    encode_error,
+    encode_predict_response,
+    parse_classify_regress_body,
+)
+from bench.serving.metrics import RUNTIME_LATENCY, Metrics
+from bench.serving.model_store import DEFAULT_SIGNATURE, LoadedVersion, ModelStore
+
+__all__ = ["Reply", "RestApi"]
+
+_FLAGS = re.IGNORECASE | re.ASCII | re.DOTALL
+_V1 = re.compile(r"/v1/.*", _FLAGS)
+_VERSION_OR_LABEL = r"(?:(?:/versions/([0-9]+))|(?:/labels/([^/:]+)))?"
+_PREDICT = re.compile(r"/v1/models/([^/:]+)" + _VERSION_OR_LABEL + r":(classify|regress|predict)", _FLAGS)
+_STATUS = re.compile(r"/v1/models(?:/([^/:]+))?" + _VERSION_OR_LABEL + r"(?:/(metadata))?", _FLAGS)
+_ORIGIN = re.compile(r"https?://")
+
+JSON_HEADERS = (("Content-Type", "application/json"),)
+CORS_HEADERS = (
+    ("Access-Control-Allow-Origin", "*"),
+    ("Access-Control-Allow-Methods", "POST, GET"),
+    ("Access-Control-Allow-Headers", "Content-Type"),
+)
+# libevent's evhttp_send_error page, what tensorflow/serving answers outside /v1/.
+NOT_FOUND_HTML = b"<HTML><HEAD>\n<TITLE>404 Not Found</TITLE>\n</HEAD><BODY>\n<H1>Not Found</H1>\n</BODY></HTML>\n"
+
+
+@dataclass(frozen=True)
+class Reply:
+    """An HTTP reply: status, headers, body."""
+
+    status: int
+    headers: tuple[tuple[str, str], ...]
+    body: bytes
+
+
+class _EmptyBodyError(Exception):
+    """Errors tensorflow/serving returns before its JSON error wrapper runs (empty body)."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.error = JsonTensorError(code, message)
+
+
+def _decode_arg(text: str) -> str:
+    """curl_easy_unescape: percent-decoding that never fails (bad escapes stay as they are)."""
+    return urllib.parse.unquote_to_bytes(text).decode("utf-8", "surrogateescape")
+
+
+class RestApi:
+    """The REST handler. ``runner(loaded, signature, tensors)`` runs a model (batching hooks in
+    there); ``timeout_ms`` > 0 bounds each model run (DEADLINE_EXCEEDED -> 504)."""
+
+    def __init__(
+        self,
+        store: ModelStore,
+        metrics: Metrics,
+        *,
+        timeout_ms: int = 30000,
+        cors: bool = False,
+        prometheus_path: str | None = None,
+        runner: Callable[[LoadedVersion, str, Mapping[str, np.ndarray]], dict[str, np.ndarray]] | None = None,
+        run_threads: int = 8,
+        decode_slots: int = os.cpu_count() or 1,
+    ) -> None:
+        self.store = store
+        self.metrics = metrics
+        self.timeout_ms = timeout_ms
+        self.cors = cors
+        self.prometheus_path = prometheus_path
+        self._runner = runner or (lambda loaded, sig, tensors: loaded.run(sig, tensors))
+        self._executor = ThreadPoolExecutor(max_workers=run_threads, thread_name_prefix="tfsbench-run")
+        # Body decoding is numpy passes over multi-MB buffers (the GIL is mostly released): more
+        # concurrent decodes than cores only thrash caches and hold more temporaries at once.
+        self._decode_slots = threading.BoundedSemaphore(max(decode_slots, 1))
+
+    def close(self) -> None:
+        self._executor.shutdown(wait=True)
+
+    # -- entry point ----------------------------------------------------------------------------
+
+    def handle(self, method: str, path: str, headers: Mapping[str, str], body: bytes) -> Reply:
+        """Answer one request. Never raises for anything a client can send."""
+        if self.prometheus_path is not None and path.split("?", 1)[0] == self.prometheus_path:
+            return self._prometheus(path)
+        if not _V1.fullmatch(path):
+            return Reply(404, (("Content-Type", "text/html"),), NOT_FOUND_HTML)
+        started = time.perf_counter()
+        extra = CORS_HEADERS if self.cors else ()
+        if method == "OPTIONS":
+            ok = _ORIGIN.search(headers.get("Origin", "") or "") is not None
+            code = "OK" if ok else "FAILED_PRECONDITION"
+            self.metrics.inc(":tensorflow:serving:request_count", {"model_name": "", "status": code})
+            return Reply(200 if ok else 400, extra, b"")
+        model_name, api = "", ""
+        try:
+            model_name, api, output = self._process(method, path, body)
+            status, code = 200, "OK"
+        except _EmptyBodyError as exc:
+            status, code, output = exc.error.http_status, exc.error.code, b""
+        except JsonTensorError as exc:
+            status, code, output = exc.http_status, exc.code, encode_error(exc.message)
+            model_name = getattr(exc, "model_name", model_name)
+        if status == 200:
+            self.metrics.observe(
+                ":tensorflow:serving:request_latency",
+                (time.perf_counter() - started) * 1e6,
+                {"model_name": model_name, "API": api, "entrypoint": "REST"},
+            )
+        self.metrics.inc(":tensorflow:serving:request_count", {"model_name": model_name, "status": code})
+        return Reply(status, JSON_HEADERS + extra, output)
+
+    def _prometheus(self, path: str) -> Reply:
+        headers = (("Content-Type", "text/plain"),)
+        if path != self.prometheus_path:
+            return Reply(400, headers, f"Unexpected path: {path}. Should be {self.prometheus_path}".encode())
+        return Reply(200, headers, self.metrics.render().encode())
+
+    # -- ProcessRequest -------------------------------------------------------------------------
+
+    def _process(self, method: str, path: str, body: bytes) -> tuple[str, str, bytes]:
+        """Returns (model name, API, response body); raises JsonTensorError / _EmptyBodyError."""
+        match = None
+        if method == "POST":
+            match = _PREDICT.fullmatch(path)
+        elif method == "GET":
+            match = _STATUS.fullmatch(path)
+        malformed = JsonTensorError("INVALID_ARGUMENT", f"Malformed request: {method} {path}")
+        if match is None:
+            raise malformed
+        raw_name, raw_version, raw_label, verb = match.groups()
+        name = _decode_arg(raw_name) if raw_name else ""
+        version = None
+        if raw_version:
+            version = int(raw_version)
+            if version >= 2**63:
+                raise _EmptyBodyError("INVALID_ARGUMENT", f"Failed to convert version: {raw_version} to numeric.")
+        label = _decode_arg(raw_label) if raw_label else None
+        try:
+            if method == "POST":
+                if verb == "predict":
+                    return name, verb, self._predict(name, version, label, body)
+                if verb in ("classify", "regress"):
+                    return name, verb, self._classify_regress(verb, name, version, label, body)
+                raise malformed  # verbs compare case-sensitively: ":PREDICT" dispatches nothing
+            if not name:
+                raise JsonTensorError("INVALID_ARGUMENT", "Missing model name in request.")
+            if verb == "metadata":
+                return name, "", self._metadata(name, version, label)
+            return name, "", self._status(name, version)
+        except JsonTensorError as exc:
+            exc.model_name = name  # type: ignore[attr-defined]
+            raise
+
+    def _predict(self, name: str, version: int | None, label: str | None, body: bytes) -> bytes:
+        found: list[LoadedVersion] = []
+
+        def resolve(signature_name: str) -> Mapping:
+            loaded = self.store.lookup(name, version, label)
+            found[:] = [loaded]
+            return loaded.signature_inputs(signature_name)
+
+        with self._decode_slots:
+            decoded = decode_predict_body(body, resolve)
+        loaded = found[0]
+        signature = decoded.signature_name or DEFAULT_SIGNATURE
+        outputs = self._run_with_deadline(loaded, signature, decoded.tensors)
+        return encode_predict_response(outputs, decoded.row_format)
+
+    def _run_with_deadline(self, loaded: LoadedVersion, signature: str, tensors: Mapping[str, np.ndarray]) -> dict:
+        for key, value in tensors.items():
+            if value.ndim > 254:
+                raise JsonTensorError("INVALID_ARGUMENT", f"tensor parsing error: {key}")
+        if self.timeout_ms <= 0:
+            outputs, runtime_us = self._timed_run(loaded, signature, tensors)
+        else:
+            future = self._executor.submit(self._timed_run, loaded, signature, tensors)
+            try:
+                outputs, runtime_us = future.result(timeout=self.timeout_ms / 1000.0)
+            except FutureTimeout:
+                future.cancel()
+                raise JsonTensorError("DEADLINE_EXCEEDED", "Deadline Exceeded") from None
+        # tensorflow/serving's RunPredict records the Session::Run wall time (a batching session's
+        # Run includes its queueing) only when the run succeeded, as API "Predict", runtime "TF1".
+        self.metrics.observe(
+            RUNTIME_LATENCY, runtime_us, {"model_name": loaded.name, "API": "Predict", "runtime": "TF1"}
+        )
+        return outputs
+
+    def _timed_run(
+        self, loaded: LoadedVersion, signature: str, tensors: Mapping[str, np.ndarray]
+    ) -> tuple[dict, float]:
+        """The runner's outputs and its wall time (microseconds), timed where it runs."""
+        started = time.perf_counter()
+        outputs = self._runner(loaded, signature, tensors)
+        return outputs, (time.perf_counter() - started) * 1e6
+
+    def _classify_regress(self, verb: str, name: str, version: int | None, label: str | None, body: bytes) -> bytes:
+        signature_name = parse_classify_regress_body(body) or DEFAULT_SIGNATURE
+        loaded = self.store.lookup(name, version, label)
+        if signature_name not in loaded.inputs:
+            raise JsonTensorError("INVALID_ARGUMENT", f"No signature was found with the name: {signature_name}")
+        # PreProcessClassification / PreProcessRegression on the signature (method name check off,
+        # as tensorflow_model_server's default).
+        if len(loaded.inputs[signature_name]) != 1:
+            raise JsonTensorError("INVALID_ARGUMENT", "Expected one input Tensor.")
+        outputs = loaded.output_counts.get(signature_name, 0)
+        if verb == "classify" and outputs not in (1, 2):
+            raise JsonTensorError("INVALID_ARGUMENT", f"Expected one or two output Tensors, found {outputs}")
+        if verb == "regress" and outputs != 1:
+            raise JsonTensorError("INVALID_ARGUMENT", "Expected one output Tensor.")
+        if "inputs" not in loaded.inputs[signature_name]:
+            kind = "classification" if verb == "classify" else "regression"
+            raise JsonTensorError(
+                "INVALID_ARGUMENT",
+                f"No {kind} inputs found in SignatureDef: {loaded.signature_text.get(signature_name, '')}",
+            )
+        raise JsonTensorError("UNIMPLEMENTED", f"The embedded server does not run {verb} signatures")
+
+    def _status(self, name: str, version: int | None) -> bytes:
+        rows = self.store.status(name, version)
+        doc = {
+            "model_version_status": [
+                {
+                    "version": str(r.version),
+                    "state": r.state,
+                    "status": {"error_code": r.error_code, "error_message": r.error_message},
+                }
+                for r in rows
+            ]
+        }
+        return json.dumps(doc, indent=1).encode()
+
+    def _metadata(self, name: str, version: int | None, label: str | None) -> bytes:
+        loaded = self.store.lookup(name, version, label)
+        spec = {"name": name, "signature_name": "", "version": str(loaded.version)}
+        text = (
+            "{\n"
+            f'"model_spec":{json.dumps(spec, indent=1)},\n'
+            f'"metadata": {{"signature_def": {json.dumps(loaded.signature_map_json, indent=1)}}}\n'
+            "}\n"
+        )
+        return text.encode()

@@ -1,0 +1,152 @@
+"""tfsbench report on a capacity run: natural cell order, no per-batch line figures, trust by cause.
+
+The run directory is written like ``tfsbench capacity`` leaves it (meta.json command "capacity",
+one cell per probe named ``b16-row-orjson@42.5rps``), with real RecordWriter rows whose send
+times, send lags and client CPU shares make each probe's story: on schedule, the server falling
+behind the offered rate, the client out of CPU, or late sends the data cannot pin on either side.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from bench.store import runs
+from bench.store.records import RecordWriter, RequestRecord
+from reports.figures import ERROR_FIGURE, FIGURES, NO_ERRORS, PER_BATCH_LINE_FIGURES
+from reports.report import build_report
+
+# cell -> (offered req/s, achieved req/s, share of sends late, client CPU %)
+PROBES = {
+    "b1-row-orjson@160rps": (160.0, 160.0, 0.0, 12.0),
+    "b1-row-orjson@20rps": (20.0, 20.0, 0.0, 3.0),
+    "b1-row-orjson@640rps": (640.0, 300.0, 0.9, 21.0),  # server past its capacity
+    "b1-row-orjson@10rps": (10.0, 10.0, 0.0, 2.0),
+    "b16-row-orjson@80rps": (80.0, 80.0, 0.2, 10.0),  # late but the rate was kept: cause unknown
+    "b16-row-orjson@45rps": (45.0, 44.0, 0.3, 97.0),  # client out of CPU
+    "b16-row-orjson@41.25rps#9": (41.25, 41.25, 0.0, 9.0),  # a repeated rate gets "#n"
+    "b4-row-orjson@100rps": (100.0, 100.0, 0.0, 8.0),
+}
+NATURAL_ORDER = [
+    "b1-row-orjson@10rps",
+    "b1-row-orjson@20rps",
+    "b1-row-orjson@160rps",
+    "b1-row-orjson@640rps",
+    "b4-row-orjson@100rps",
+    "b16-row-orjson@41.25rps#9",
+    "b16-row-orjson@45rps",
+    "b16-row-orjson@80rps",
+]
+
+
+def write_capacity_run(out: Path, requests_per_probe: int = 150) -> Path:
+    run_dir = runs.new_run_dir(out)
+    cells = []
+    t = 1_700_000_000.0
+    with RecordWriter(run_dir / runs.REQUESTS_FILE) as writer:
+        for cell, (offered, achieved, late_share, cpu) in PROBES.items():
+            batch = int(re.match(r"b(\d+)-", cell)[1])
+            late_every = round(1 / late_share) if late_share else 0
+            for i in range(requests_per_probe):
+                # A server behind the offered rate builds a backlog; otherwise late sends are stalls.
+                late = late_every and i % late_every == 0
+                lag = (50.0 + i if achieved < offered else 20.0) if late else 0.0
+                writer.write(
+                    RequestRecord(
+                        t_start=t + i / achieved,
+                        latency_ms=5.0 + batch + lag,
+                        status=200,
+                        batch=batch,
+                        encoding="row-orjson",
+                        payload_bytes=200_000 * batch,
+                        encode_us=900.0 * batch,
+                        response_bytes=120 * batch,
+                        cell=cell,
+                        send_lag_ms=lag,
+                    )
+                )
+            t += requests_per_probe / achieved + 1.0
+            cells.append(
+                {
+                    "cell": cell,
+                    "batch": batch,
+                    "encoding": "row-orjson",
+                    "status": "done",
+                    "merged": True,
+                    "locust_requests": requests_per_probe,
+                    "client_cpu_pct": cpu,
+                    "warmup_excluded": 0,
+                }
+            )
+    runs.update_meta(
+        run_dir,
+        command="capacity",
+        config={"batch_sizes": [1, 4, 16], "encodings": ["row-orjson"], "arrival": "constant"},
+        target={"host": "http://127.0.0.1:1", "server_kind": "embedded", "model_name": "classifier"},
+        cells=cells,
+    )
+    return run_dir
+
+
+def test_capacity_run_report_orders_cells_and_labels_saturation_by_cause(tmp_path: Path) -> None:
+    run_dir = write_capacity_run(tmp_path)
+    result = build_report(run_dir)
+    summary = pd.read_csv(result.summary_path)
+    assert summary["cell"].tolist() == NATURAL_ORDER
+    by_cell = summary.set_index("cell")
+    np.testing.assert_allclose(by_cell.loc[NATURAL_ORDER, "offered_rps"], [PROBES[c][0] for c in NATURAL_ORDER])
+
+    server = by_cell.loc["b1-row-orjson@640rps"]
+    assert server["rps"] < 0.5 * 640
+    assert server["trust"] == f"server saturated ({server['rps']:.4g} of 640 req/s, client CPU 21%)"
+    assert bool(server["server_saturated"])
+    assert not bool(server["saturated"])
+    client = by_cell.loc["b16-row-orjson@45rps"]
+    assert bool(client["saturated"])
+    assert "client saturated (CPU 97%)" in client["trust"]
+    assert "client fell behind" in client["trust"]
+    unknown = by_cell.loc["b16-row-orjson@80rps"]
+    assert bool(unknown["saturated"])
+    assert not bool(unknown["server_saturated"])
+    assert unknown["trust"].startswith("behind schedule (30 late sends, client CPU 10%)")
+    on_time = by_cell.drop(["b1-row-orjson@640rps", "b16-row-orjson@45rps", "b16-row-orjson@80rps"])
+    assert (on_time["trust"] == "ok").all()
+    assert not on_time["saturated"].any()
+    assert not on_time["server_saturated"].any()
+
+    page = result.html_path.read_text()
+    banner = re.search(r'<div class="banner warn" id="server-saturated">(.*?)</div>', page)[1]
+    assert "b1-row-orjson@640rps" in banner
+    assert "b16-row-orjson@80rps" not in banner
+    client_banner = re.search(r'<div class="banner warn" id="saturated">(.*?)</div>', page)[1]
+    assert "b16-row-orjson@45rps" in client_banner
+    assert "b1-row-orjson@640rps" not in client_banner
+    table = re.search(r'<table id="summary">(.*?)</table>', page)[1]
+    assert re.findall(r'<td class="l">(b\d+-row-orjson@[^<]+)</td>', table) == NATURAL_ORDER
+
+    # The per-batch-size lines would zig-zag through every probe: left out; the rest stays.
+    written = {p.stem for p in result.figure_paths}
+    assert not written & PER_BATCH_LINE_FIGURES
+    # No probe here failed a request: one line instead of the error-rate figure.
+    assert written == {name for name, *_ in FIGURES} - PER_BATCH_LINE_FIGURES - {ERROR_FIGURE}
+    assert NO_ERRORS in page
+    assert {p.stem for p in (run_dir / runs.FIGURES_DIR).glob("*.png")} == written
+    for name in PER_BATCH_LINE_FIGURES:
+        assert f'id="fig-{name}"' not in page
+
+
+def test_capacity_figures_aggregate_per_batch_and_list_cells_naturally(tmp_path: Path) -> None:
+    from reports.data import load_run_data
+    from reports.figures import fig_encode_cost, fig_error_rate
+
+    data = load_run_data(write_capacity_run(tmp_path, requests_per_probe=60))
+    encode = fig_encode_cost(data.summary)
+    (line,) = encode.axes[0].get_lines()
+    # One point per batch size (not per probe), in batch order.
+    np.testing.assert_allclose(line.get_xdata(), [200_000, 800_000, 3_200_000])
+    np.testing.assert_allclose(line.get_ydata(), [0.9, 3.6, 14.4])
+    errors = fig_error_rate(data.summary)
+    assert [t.get_text() for t in errors.axes[0].get_yticklabels()] == NATURAL_ORDER
