@@ -21,18 +21,14 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from bench import __version__, argtypes
+from bench.api_names import PROMETHEUS_PATH
+from bench.commands.capacity_search import DEFAULT_TOLERANCE
+from bench.docker.launcher import DEFAULT_IMAGE, DEFAULT_NAME, validate_memory, validate_name
+from bench.docker.standin import STANDIN_TAG
 from bench.errors import BenchError
-
-ENCODING_NAMES = (
-    "row-orjson",
-    "row-json",
-    "columnar-orjson",
-    "row-named-orjson",
-    "row-fast",
-    "row-orjson-gzip",
-    "b64-png",
-    "b64-jpeg",
-)
+from bench.payloads.encodings import ENCODING_NAMES
+from bench.serving.flags import add_serve_arguments
+from export.saved_model import DEFAULT_SEED, export_model
 
 
 def _handler(module: str, function: str) -> Callable[[argparse.Namespace], int]:
@@ -41,6 +37,7 @@ def _handler(module: str, function: str) -> Callable[[argparse.Namespace], int]:
     def run(args: argparse.Namespace) -> int:
         return int(getattr(importlib.import_module(module), function)(args) or 0)
 
+    run.target = (module, function)  # type: ignore[attr-defined]  # read by tests/test_architecture.py
     return run
 
 
@@ -67,8 +64,6 @@ def _add_export(sub: argparse._SubParsersAction) -> None:
 
 
 def _run_export(args: argparse.Namespace) -> int:
-    from export.saved_model import DEFAULT_SEED, export_model
-
     result = export_model(
         args.out,
         model_name=args.model_name,
@@ -82,98 +77,17 @@ def _run_export(args: argparse.Namespace) -> int:
 
 
 def _add_serve(sub: argparse._SubParsersAction) -> None:
-    def flag_bool(text: str) -> bool:
-        # tensorflow_model_server's flag syntax: --flag, --flag=true, --flag=false (also 1/0, t/f, yes/no).
-        value = text.strip().lower()
-        if value in ("true", "1", "t", "yes"):
-            return True
-        if value in ("false", "0", "f", "no"):
-            return False
-        raise argparse.ArgumentTypeError(f"invalid boolean value {text!r} (true or false)")
-
-    def add_bool(name: str, help: str) -> None:
-        p.add_argument(name, type=flag_bool, nargs="?", const=True, default=False, metavar="true|false", help=help)
-
     p = sub.add_parser(
         "serve",
         help="run the embedded TF-Serving-compatible REST server",
         description="Serve SavedModels over tensorflow/serving's REST API. Flags follow "
         "tensorflow_model_server's names and defaults.",
     )
-    p.add_argument(
-        "--port", type=argtypes.port, default=8500, metavar="PORT", help="gRPC port (not served; default 8500)"
-    )
-    p.add_argument(
-        "--rest_api_port",
-        type=argtypes.port,
-        default=8501,
-        metavar="PORT",
-        help="HTTP port (default 8501; 0 picks a free one)",
-    )
-    p.add_argument("--rest_api_host", default="127.0.0.1", metavar="ADDR", help="address to bind (default 127.0.0.1)")
-    p.add_argument("--model_name", default="default", metavar="NAME", help="model name (default: default)")
-    p.add_argument(
-        "--model_base_path", type=Path, default=None, metavar="DIR", help="directory of numeric version dirs"
-    )
-    p.add_argument("--model_config_file", type=Path, default=None, metavar="FILE", help="text-format ModelServerConfig")
-    p.add_argument(
-        "--model_config_file_poll_wait_seconds",
-        type=int,
-        default=0,
-        metavar="S",
-        help="re-read --model_config_file every S seconds and apply changes (default 0: read once)",
-    )
-    p.add_argument(
-        "--rest_api_num_threads",
-        type=argtypes.positive_int,
-        default=None,
-        metavar="N",
-        help="HTTP worker threads (default 4 x CPUs)",
-    )
-    p.add_argument(
-        "--rest_api_timeout_in_ms",
-        type=int,
-        default=30000,
-        metavar="MS",
-        help="per-request deadline; <= 0 means none (default 30000)",
-    )
-    p.add_argument(
-        "--file_system_poll_wait_seconds",
-        type=int,
-        default=1,
-        metavar="S",
-        help="rescan interval for new versions (default 1)",
-    )
-    add_bool("--enable_batching", "merge concurrent predict calls into one model call (default false)")
-    p.add_argument(
-        "--batching_parameters_file", type=Path, default=None, metavar="FILE", help="text-format BatchingParameters"
-    )
-    p.add_argument(
-        "--monitoring_config_file",
-        type=Path,
-        default=None,
-        metavar="FILE",
-        help="text-format MonitoringConfig (Prometheus)",
-    )
-    add_bool("--rest_api_enable_cors_support", "add CORS headers (default false)")
-    add_bool(
-        "--allow_version_labels_for_unavailable_models",
-        "let version_labels name versions not loaded yet; without it every label fails at start-up, "
-        "as in tensorflow_model_server (default false)",
-    )
-    p.add_argument(
-        "--rest_api_max_body_bytes",
-        type=argtypes.positive_int,
-        default=512 * 1024 * 1024,
-        metavar="BYTES",
-        help="refuse larger request bodies with 413 (default 536870912; not a tensorflow_model_server flag)",
-    )
+    add_serve_arguments(p)
     p.set_defaults(handler=_handler("bench.serving.server", "run_serve"))
 
 
 def _add_docker(sub: argparse._SubParsersAction) -> None:
-    # bench.docker.launcher imports only the standard library: cheap enough for its validators.
-    from bench.docker.launcher import DEFAULT_IMAGE, DEFAULT_NAME, STANDIN_TAG, validate_memory, validate_name
 
     p = sub.add_parser(
         "docker",
@@ -251,7 +165,7 @@ def _add_docker(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--rebuild", action="store_true", help="build-standin: rebuild even if the tag exists")
     p.add_argument("--dry-run", action="store_true", help="print the docker command instead of running it")
-    p.set_defaults(handler=_handler("bench.docker.launcher", "run_docker"))
+    p.set_defaults(handler=_handler("bench.commands.docker", "run_docker"))
 
 
 def _add_codecs(sub: argparse._SubParsersAction) -> None:
@@ -386,7 +300,7 @@ def _add_sweep(sub: argparse._SubParsersAction) -> None:
     _add_scenario_options(p, per="cell")
     p.add_argument(
         "--metrics-path",
-        default="/monitoring/prometheus/metrics",
+        default=PROMETHEUS_PATH,
         metavar="PATH",
         help="Prometheus path to scrape around each cell, if served",
     )
@@ -404,7 +318,7 @@ def _add_sweep(sub: argparse._SubParsersAction) -> None:
 def _add_report(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("report", help="build report.html and figures/*.png for a run")
     p.add_argument("run_dir", type=Path, metavar="RUN_DIR", help="e.g. runs/latest")
-    p.set_defaults(handler=_handler("reports.report", "run_report"))
+    p.set_defaults(handler=_handler("bench.commands.report", "run_report"))
 
 
 def _add_compare(sub: argparse._SubParsersAction) -> None:
@@ -418,7 +332,7 @@ def _add_compare(sub: argparse._SubParsersAction) -> None:
         metavar="DIR",
         help="where compare.html/.csv and overlay PNGs go (default RUN_B/compare-<A's run id>)",
     )
-    p.set_defaults(handler=_handler("reports.compare", "run_compare"))
+    p.set_defaults(handler=_handler("bench.commands.report", "run_compare"))
 
 
 def _add_capacity(sub: argparse._SubParsersAction) -> None:
@@ -468,9 +382,9 @@ def _add_capacity(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--tolerance",
         type=argtypes.positive_float,
-        default=0.05,
+        default=DEFAULT_TOLERANCE,
         metavar="F",
-        help="stop bisecting when pass and fail rates are this close (default 0.05)",
+        help=f"stop bisecting when pass and fail rates are this close (default {DEFAULT_TOLERANCE:g})",
     )
     p.add_argument(
         "--max-probes", type=argtypes.positive_int, default=12, metavar="N", help="probes per cell at most (default 12)"
@@ -520,7 +434,7 @@ def _add_capacity(sub: argparse._SubParsersAction) -> None:
     _add_scenario_options(p, per="probe")
     p.add_argument("--no-report", dest="report", action="store_false", help="skip building report.html at the end")
     p.add_argument("--out", type=Path, default=Path("runs"), metavar="DIR", help="runs directory (default runs)")
-    p.set_defaults(handler=_handler("bench.commands.capacity_search", "run_capacity"))
+    p.set_defaults(handler=_handler("bench.commands.capacity", "run_capacity"))
 
 
 def _add_demo(sub: argparse._SubParsersAction) -> None:

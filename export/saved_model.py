@@ -105,9 +105,9 @@ def export_model(
         raise ConfigError(f"{version_dir} already exists; pass --force to overwrite it or choose another --version")
 
     started = time.perf_counter()
-    import tensorflow as tf  # deferred: 5 s and hundreds of MB, wanted only here
+    import tensorflow as tf  # lazy: 5 s and hundreds of MB, wanted only here
 
-    from export.network import ImageClassifier
+    from export.network import ImageClassifier  # lazy: imports TensorFlow
 
     try:
         base.mkdir(parents=True, exist_ok=True)

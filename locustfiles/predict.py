@@ -7,8 +7,8 @@
 Options (also in the web UI, in ``python locustfiles/predict.py --help``, and as TFSBENCH_* variables): --model-name,
 --model-version, --signature-name, --batch-sizes, --encodings, --images, --pool-size, --warmup,
 --arrival closed|poisson|constant, --rate, --think-time, --records, --cell, --encode-inline,
---shape-steps, --step-time. The logic lives in bench/load.py, the options in
-bench/scenario_options.py.
+--shape-steps, --step-time. The logic lives in bench/scenario/: the options in options.py, what
+a user does in predict_user.py, the Locust event wiring in hooks.py.
 """
 
 from __future__ import annotations
@@ -17,39 +17,38 @@ import gevent
 from locust import FastHttpUser, LoadTestShape, events, task
 from locust.exception import StopUser
 
-from bench.scenario import events as load
-from bench.scenario import options as scenario_options
+from bench.scenario import hooks, options, predict_user
 
 
 @events.init_command_line_parser.add_listener
 def _add_arguments(parser, **_kwargs):
-    scenario_options.add_arguments(parser)
+    options.add_arguments(parser)
 
 
 @events.init.add_listener
 def _on_init(environment, **_kwargs):
-    load.on_init(environment)
+    hooks.on_init(environment)
 
     @environment.events.request.add_listener
     def _on_request(response_time, exception, context, **_kwargs):
         # Every request of ours becomes one records row (bench.store.records), warm-up excluded.
-        load.on_request(getattr(environment, load.SCENARIO_ATTR, None), response_time, exception, context)
+        predict_user.on_request(getattr(environment, hooks.SCENARIO_ATTR, None), response_time, exception, context)
 
     # Added here, after the runner's own quitting listener, so it fires before that one: users
     # stop and the records close before Locust stops the users and quits the workers itself.
     @environment.events.quitting.add_listener
     def _on_quitting(environment, **_kwargs):
-        load.on_quitting(environment)
+        hooks.on_quitting(environment)
 
 
 @events.test_start.add_listener
 def _on_test_start(environment, **_kwargs):
-    load.on_test_start(environment)
+    hooks.on_test_start(environment)
 
 
 @events.test_stop.add_listener
 def _on_test_stop(environment, **_kwargs):
-    load.on_test_stop(environment)
+    hooks.on_test_stop(environment)
 
 
 class PredictUser(FastHttpUser):
@@ -62,15 +61,15 @@ class PredictUser(FastHttpUser):
         return scenario.config.arrival.think_time_s if scenario is not None else 0.0
 
     def on_start(self):
-        self.scenario = getattr(self.environment, load.SCENARIO_ATTR, None)
+        self.scenario = getattr(self.environment, hooks.SCENARIO_ATTR, None)
         if self.scenario is None:
             raise StopUser  # bad options: on_test_start logged why
-        self.state = load.new_user_state(self.scenario)
-        load.warm_up(self.host, self.scenario, self.state)
+        self.state = predict_user.new_user_state(self.scenario)
+        predict_user.warm_up(self.host, self.scenario, self.state)
 
     @task
     def predict(self):
-        load.predict_once(self.client, self.scenario, self.state, gevent.sleep)
+        predict_user.predict_once(self.client, self.scenario, self.state, gevent.sleep)
 
 
 class StepShape(LoadTestShape):
@@ -79,7 +78,7 @@ class StepShape(LoadTestShape):
     use_common_options = True
 
     def tick(self):
-        return load.shape_tick(self)
+        return hooks.shape_tick(self)
 
 
 if __name__ == "__main__":

@@ -14,17 +14,10 @@ Usage (``reports.report.build_report`` does this for every run)::
 
 from __future__ import annotations
 
-import base64
 import html
-import io
 import math
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
-
-import matplotlib
-
-matplotlib.use("Agg")
 
 import matplotlib.pyplot as plt
 import pandas as pd
@@ -32,12 +25,9 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import FuncFormatter
 
 from bench.errors import ResultsError
-from bench.store.runs import Run
+from bench.store.runs import CAPACITY_FILE, PROBES_FILE, Run
+from reports.page import fmt, img_tag, png_bytes
 
-CAPACITY_FILE = (
-    "capacity.csv"  # bench.commands.capacity_search.CAPACITY_FILE (kept apart: reports never import the runner)
-)
-PROBES_FILE = "probes.csv"
 FIGURE_NAME = "capacity"
 DPI = 100
 
@@ -50,7 +40,8 @@ class CapacitySection:
     figure_path: Path | None
 
 
-def _read_csv(path: Path) -> pd.DataFrame:
+def read_table(path: Path) -> pd.DataFrame:
+    """A CSV of the run (capacity.csv, probes.csv); empty when the file is; ResultsError when unreadable."""
     try:
         return pd.read_csv(path)
     except pd.errors.EmptyDataError:
@@ -59,7 +50,8 @@ def _read_csv(path: Path) -> pd.DataFrame:
         raise ResultsError(f"cannot read {path}: {exc}") from exc
 
 
-def _slo(run: Run) -> tuple[str, float, float]:
+def run_slo(run: Run) -> tuple[str, float, float]:
+    """(text, percentile, limit in ms) of a capacity run's SLO."""
     slo = run.meta.get("slo") or {}
     config = run.meta.get("config") or {}
     percentile = float(slo.get("percentile", config.get("percentile", 99.0)))
@@ -108,15 +100,6 @@ def fig_capacity(capacity: pd.DataFrame, probes: pd.DataFrame, pct_label: str, l
     return fig
 
 
-def _fmt(value: Any, spec: str) -> str:
-    if value is None or (isinstance(value, float) and math.isnan(value)) or value is pd.NA:
-        return "–"
-    try:
-        return format(int(value), ",") if spec == "d" else format(float(value), spec)
-    except (TypeError, ValueError):
-        return html.escape(str(value))
-
-
 def _table(frame: pd.DataFrame, columns: tuple[tuple[str, str, str], ...], table_id: str) -> str:
     cols = [c for c in columns if c[0] in frame.columns]
     head = "".join(f'<th class="{"l" if f == "s" else ""}">{html.escape(h)}</th>' for _, h, f in cols)
@@ -125,7 +108,7 @@ def _table(frame: pd.DataFrame, columns: tuple[tuple[str, str, str], ...], table
         cells = "".join(
             f'<td class="l">{html.escape(str(r[c]) if not pd.isna(r[c]) else "")}</td>'
             if f == "s"
-            else f"<td>{_fmt(r[c], f)}</td>"
+            else f"<td>{html.escape(fmt(r[c], f))}</td>"
             for c, _, f in cols
         )
         rows.append(f"<tr>{cells}</tr>")
@@ -193,9 +176,9 @@ def capacity_section(run: Run) -> CapacitySection:
     capacity_path = run.path / CAPACITY_FILE
     if not capacity_path.is_file():
         return CapacitySection("", None)
-    capacity = _read_csv(capacity_path)
-    probes = _read_csv(run.path / PROBES_FILE) if (run.path / PROBES_FILE).is_file() else pd.DataFrame()
-    slo_text, percentile, limit_ms = _slo(run)
+    capacity = read_table(capacity_path)
+    probes = read_table(run.path / PROBES_FILE) if (run.path / PROBES_FILE).is_file() else pd.DataFrame()
+    slo_text, percentile, limit_ms = run_slo(run)
     pct_label = f"p{percentile:g}"
     stopped = {(c.get("batch"), c.get("encoding")): c.get("stopped_by") for c in run.meta.get("capacity") or []}
     if not capacity.empty:
@@ -206,10 +189,8 @@ def capacity_section(run: Run) -> CapacitySection:
     img = ""
     if not probes.empty:
         fig = fig_capacity(capacity, probes, pct_label, limit_ms)
-        buf = io.BytesIO()
-        fig.savefig(buf, format="png")
+        png = png_bytes(fig)
         plt.close(fig)
-        png = buf.getvalue()
         figure_path = run.figures_dir / f"{FIGURE_NAME}.png"
         try:
             figure_path.parent.mkdir(exist_ok=True)
@@ -217,8 +198,7 @@ def capacity_section(run: Run) -> CapacitySection:
         except OSError as exc:
             raise ResultsError(f"cannot write {figure_path}: {exc.strerror or exc}") from exc
         img = (
-            f'<figure id="fig-{FIGURE_NAME}"><img alt="throughput vs latency" '
-            f'src="data:image/png;base64,{base64.b64encode(png).decode("ascii")}">'
+            f'<figure id="fig-{FIGURE_NAME}">{img_tag(png, "throughput vs latency")}'
             "<figcaption>One point per probe: the percentile of latency counted from each request's intended "
             "send time, at the probe's offered load. Dots passed, crosses failed (SLO, errors, late sends, or the "
             "server fell behind the offered rate); the star is the highest passing rate, the capacity reported "

@@ -11,16 +11,16 @@ Two capacity runs (both with capacity.csv) compare their capacity answers instea
 
 from __future__ import annotations
 
-import argparse
-import base64
 import html
-import sys
-from pathlib import Path
 
+import matplotlib.pyplot as plt
 import pandas as pd
+from matplotlib.figure import Figure
 
 from bench.errors import ResultsError
-from reports.data import RunData, load_run_data
+from reports.data import RunData
+from reports.figures import batch_axis, encoding_colors, plain_log
+from reports.page import CSS, img_tag
 
 RATIO_COLUMNS = ("p50_ms", "p99_ms", "images_per_s", "rps", "payload_bytes_mean", "encode_us_mean")
 
@@ -71,14 +71,8 @@ def warnings_for(a: RunData, b: RunData, per_cell: bool = True) -> list[str]:
     return notes
 
 
-def overlay_figures(a: RunData, b: RunData) -> list[tuple[str, str, object]]:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    from reports.figures import _batch_axis, _plain_log, encoding_colors
-
+def overlay_figures(a: RunData, b: RunData) -> list[tuple[str, str, Figure]]:
+    """The overlay figures of a comparison: (file stem, title, figure)."""
     encodings = sorted(set(a.summary["encoding"]) | set(b.summary["encoding"]))
     colors = encoding_colors(encodings)
     batches = list(a.summary["batch"]) + list(b.summary["batch"])
@@ -89,9 +83,9 @@ def overlay_figures(a: RunData, b: RunData) -> list[tuple[str, str, object]]:
             for enc, g in d.summary.groupby("encoding"):
                 g = g.sort_values("batch")
                 ax.plot(g["batch"], g[f"{pct}_ms"], style, marker="o", color=colors[enc], label=f"{label}: {enc}")
-        _batch_axis(ax, batches)
+        batch_axis(ax, batches)
         ax.set_yscale("log")
-        _plain_log(ax.yaxis)
+        plain_log(ax.yaxis)
         ax.set_title(f"{pct} latency: A solid, B dashed")
     axes[0].set_ylabel("latency (ms, log scale)")
     axes[0].legend(fontsize=7)
@@ -102,7 +96,7 @@ def overlay_figures(a: RunData, b: RunData) -> list[tuple[str, str, object]]:
         for enc, g in d.summary.groupby("encoding"):
             g = g.sort_values("batch")
             ax.plot(g["batch"], g["images_per_s"], style, marker="o", color=colors[enc], label=f"{label}: {enc}")
-    _batch_axis(ax, batches)
+    batch_axis(ax, batches)
     ax.set_ylabel("throughput (images/s)")
     ax.set_ylim(bottom=0)
     ax.set_title("Throughput: A solid, B dashed")
@@ -132,8 +126,6 @@ def format_table(table: pd.DataFrame) -> str:
 def render_html(
     a: RunData, b: RunData, table: pd.DataFrame, notes: list[str], pngs: list[tuple[str, str, bytes]]
 ) -> str:
-    from reports.report import CSS
-
     def cell(v: object, spec: str = ".2f") -> str:
         if isinstance(v, float):
             return "–" if pd.isna(v) else format(v, spec)
@@ -154,11 +146,7 @@ def render_html(
         sat = "sat" if r["saturated_a"] or r["saturated_b"] else ""
         rows.append(f'<tr class="{sat}">{"".join(vals)}</tr>')
     warn = "".join(f'<div class="banner warn">{html.escape(n)}</div>' for n in notes)
-    figs = "".join(
-        f'<figure id="fig-{n}"><h3>{html.escape(t)}</h3><img alt="{html.escape(t)}" '
-        f'src="data:image/png;base64,{base64.b64encode(p).decode("ascii")}"></figure>'
-        for n, t, p in pngs
-    )
+    figs = "".join(f'<figure id="fig-{n}"><h3>{html.escape(t)}</h3>{img_tag(p, t)}</figure>' for n, t, p in pngs)
     desc = lambda d: f"{d.run.run_id} ({d.run.server_kind}, {d.run.machine_id})"  # noqa: E731
     return f"""<!DOCTYPE html><html lang="en"><head><meta charset="utf-8">
 <title>tfsbench compare {html.escape(a.run.run_id)} vs {html.escape(b.run.run_id)}</title><style>{CSS}</style></head>
@@ -167,90 +155,3 @@ Ratios are B/A: latency below 1 and throughput above 1 mean B is better.</p>{war
 <div class="scroll"><table id="compare"><tr>{"".join(f"<th>{html.escape(h)}</th>" for h in heads)}</tr>
 {"".join(rows)}</table></div>{figs}</body></html>
 """
-
-
-def run_compare(args: argparse.Namespace) -> int:
-    import io
-
-    import matplotlib.pyplot as plt
-
-    from reports.compare_capacity import has_capacity
-
-    a = load_run_data(args.run_a)
-    b = load_run_data(args.run_b)
-    capacity = {label: has_capacity(d.run) for label, d in (("A", a), ("B", b))}
-    if all(capacity.values()):
-        return _run_capacity_compare(a, b, args.out)
-    notes = []
-    if any(capacity.values()):
-        which = "A" if capacity["A"] else "B"
-        notes.append(
-            f"only run {which} is a capacity run (has capacity.csv): comparing the (batch, encoding) cells of "
-            "both runs, each probe of the capacity run against the other run's cell"
-        )
-    table = comparison_table(a, b)
-    notes += warnings_for(a, b)
-    for note in notes:
-        print(f"warning: {note}", file=sys.stderr)
-    print(f"A = {a.run.run_id}   B = {b.run.run_id}   (ratios B/A)")
-    print(format_table(table))
-    out: Path = args.out or (b.run.path / f"compare-{a.run.run_id}")
-    pngs = []
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-        for name, title, fig in overlay_figures(a, b):
-            buf = io.BytesIO()
-            fig.savefig(buf, format="png")
-            plt.close(fig)
-            (out / f"{name}.png").write_bytes(buf.getvalue())
-            pngs.append((name, title, buf.getvalue()))
-        table.to_csv(out / "compare.csv", index=False, float_format="%.10g")
-        (out / "compare.html").write_text(render_html(a, b, table, notes, pngs), encoding="utf-8")
-    except OSError as exc:
-        raise ResultsError(f"cannot write the comparison into {out}: {exc.strerror or exc}") from exc
-    print(f"compare: {out / 'compare.html'}")
-    return 0
-
-
-def _write_figure(fig, path: Path) -> bytes:
-    import io
-
-    import matplotlib.pyplot as plt
-
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png")
-    plt.close(fig)
-    path.write_bytes(buf.getvalue())
-    return buf.getvalue()
-
-
-def _run_capacity_compare(a: RunData, b: RunData, out: Path | None) -> int:
-    """Both runs are capacity searches: compare their capacity.csv answers, overlay their curves."""
-    from reports.compare_capacity import (
-        capacity_comparison_table,
-        capacity_notes,
-        fig_capacity_overlay,
-        format_capacity_table,
-        read_capacity,
-        render_capacity_html,
-    )
-
-    cap_a, cap_b = read_capacity(a.run), read_capacity(b.run)
-    table = capacity_comparison_table(cap_a, cap_b)
-    notes = warnings_for(a, b, per_cell=False) + capacity_notes(a, b, cap_a, cap_b)
-    for note in notes:
-        print(f"warning: {note}", file=sys.stderr)
-    print(f"A = {a.run.run_id}   B = {b.run.run_id}   (capacity runs: capacity.csv compared, ratios B/A)")
-    print(format_capacity_table(table))
-    out = out or (b.run.path / f"compare-{a.run.run_id}")
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-        name = "overlay_capacity"
-        png = _write_figure(fig_capacity_overlay(a, b, cap_a, cap_b), out / f"{name}.png")
-        table.to_csv(out / "compare.csv", index=False, float_format="%.10g")
-        page = render_capacity_html(a, b, table, notes, [(name, "Capacity curves, A vs B", png)])
-        (out / "compare.html").write_text(page, encoding="utf-8")
-    except OSError as exc:
-        raise ResultsError(f"cannot write the comparison into {out}: {exc.strerror or exc}") from exc
-    print(f"compare: {out / 'compare.html'}")
-    return 0

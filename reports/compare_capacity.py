@@ -14,17 +14,19 @@ Usage (``reports.compare.run_compare`` does this when both runs have capacity.cs
 
 from __future__ import annotations
 
-import base64
 import html
 import math
 
+import matplotlib.pyplot as plt
 import pandas as pd
 from matplotlib.figure import Figure
 
 from bench.errors import ResultsError
-from bench.store.runs import Run
-from reports.capacity_section import CAPACITY_FILE, PROBES_FILE, _read_csv, _slo
+from bench.store.runs import CAPACITY_FILE, PROBES_FILE, Run
+from reports.capacity_section import read_table, run_slo
 from reports.data import RunData
+from reports.figures import plain_log
+from reports.page import CSS, fmt, img_tag
 
 KEYS = ["batch", "encoding"]
 # capacity.csv column, short label for the terminal and the page, number format
@@ -42,7 +44,7 @@ def has_capacity(run: Run) -> bool:
 
 def read_capacity(run: Run) -> pd.DataFrame:
     """capacity.csv of ``run`` (ResultsError when it has no row or lacks the contract's columns)."""
-    frame = _read_csv(run.path / CAPACITY_FILE)
+    frame = read_table(run.path / CAPACITY_FILE)
     missing = [c for c in (*KEYS, *(c for c, *_ in CAPACITY_RATIO_COLUMNS)) if c not in frame.columns]
     if frame.empty or missing:
         why = f"lacks {', '.join(missing)}" if missing else "has no row"
@@ -52,7 +54,7 @@ def read_capacity(run: Run) -> pd.DataFrame:
 
 def read_probes(run: Run) -> pd.DataFrame:
     path = run.path / PROBES_FILE
-    return _read_csv(path) if path.is_file() else pd.DataFrame()
+    return read_table(path) if path.is_file() else pd.DataFrame()
 
 
 def capacity_comparison_table(cap_a: pd.DataFrame, cap_b: pd.DataFrame) -> pd.DataFrame:
@@ -76,7 +78,7 @@ def capacity_comparison_table(cap_a: pd.DataFrame, cap_b: pd.DataFrame) -> pd.Da
 def capacity_notes(a: RunData, b: RunData, cap_a: pd.DataFrame, cap_b: pd.DataFrame) -> list[str]:
     """Why the two answers may not compare: SLO, target or headroom differ, cells searched in one only."""
     notes = []
-    slo_a, slo_b = _slo(a.run)[0], _slo(b.run)[0]
+    slo_a, slo_b = run_slo(a.run)[0], run_slo(b.run)[0]
     if slo_a != slo_b:
         notes.append(f"different SLOs: A {slo_a}, B {slo_b} (capacity is the highest rate meeting each run's own)")
     for key, what in (("target_images_per_s", "targets (images/s)"), ("headroom", "headrooms")):
@@ -93,10 +95,6 @@ def capacity_notes(a: RunData, b: RunData, cap_a: pd.DataFrame, cap_b: pd.DataFr
     return notes
 
 
-def _fmt(v: float, spec: str) -> str:
-    return "–" if v is None or (isinstance(v, float) and math.isnan(v)) else format(v, spec)
-
-
 def format_capacity_table(table: pd.DataFrame) -> str:
     """Plain-text table for the terminal."""
     widths = {"max_rps": 9, "max_images_per_s": 10, "latency_ms_at_max": 10, "replicas": 8}
@@ -110,9 +108,7 @@ def format_capacity_table(table: pd.DataFrame) -> str:
         line = f"{int(r['batch']):>5} {r['encoding']!s:<18}"
         for col, _, spec in CAPACITY_RATIO_COLUMNS:
             w = widths[col]
-            line += (
-                f"{_fmt(r[f'{col}_a'], spec):>{w}}{_fmt(r[f'{col}_b'], spec):>{w}}{_fmt(r[f'{col}_ratio'], '.2f'):>6}"
-            )
+            line += f"{fmt(r[f'{col}_a'], spec):>{w}}{fmt(r[f'{col}_b'], spec):>{w}}{fmt(r[f'{col}_ratio'], '.2f'):>6}"
         lines.append(line)
     lines.append("capacity B/A > 1: B serves more within its SLO; replicas B/A < 1: B needs fewer")
     return "\n".join(lines)
@@ -120,10 +116,6 @@ def format_capacity_table(table: pd.DataFrame) -> str:
 
 def fig_capacity_overlay(a: RunData, b: RunData, cap_a: pd.DataFrame, cap_b: pd.DataFrame) -> Figure:
     """Each run's probes: SLO percentile vs offered images/s per (batch, encoding); A solid, B dashed."""
-    import matplotlib.pyplot as plt
-
-    from reports.figures import _plain_log
-
     probes = {"A": read_probes(a.run), "B": read_probes(b.run)}
     caps = {"A": cap_a, "B": cap_b}
     cells = sorted(
@@ -146,16 +138,16 @@ def fig_capacity_overlay(a: RunData, b: RunData, cap_a: pd.DataFrame, cap_b: pd.
         ax.scatter(met["max_images_per_s"], met["latency_ms_at_max"], marker="*", s=220, zorder=4,
                    color=[colors[(bb, e)] for bb, e in zip(met["batch"], met["encoding"], strict=True)],
                    edgecolors="black" if label == "A" else "white", linewidths=0.8)  # fmt: skip
-        slo_text, _, limit_ms = _slo(run_data.run)
-        same_slo = _slo(a.run) == _slo(b.run)
+        slo_text, _, limit_ms = run_slo(run_data.run)
+        same_slo = run_slo(a.run) == run_slo(b.run)
         if not math.isnan(limit_ms) and not (same_slo and label == "B"):  # one line when both share the SLO
             who = "" if same_slo else f"{label}: "
             ax.axhline(limit_ms, color="#d93025", linestyle=style, linewidth=1.0, label=f"{who}SLO {slo_text}")
     ax.scatter([], [], marker="*", s=120, color="grey", edgecolors="black", label="operating point (highest pass)")
     ax.set_xscale("log")
     ax.set_yscale("log")
-    _plain_log(ax.xaxis)
-    _plain_log(ax.yaxis)
+    plain_log(ax.xaxis)
+    plain_log(ax.yaxis)
     ax.set_xlabel("offered load (images/s = requests/s x batch size, log scale)")
     ax.set_ylabel("SLO percentile latency from intended send (ms, log scale)")
     ax.set_title("Capacity curves: A solid, B dashed")
@@ -168,28 +160,25 @@ def fig_capacity_overlay(a: RunData, b: RunData, cap_a: pd.DataFrame, cap_b: pd.
 def render_capacity_html(
     a: RunData, b: RunData, table: pd.DataFrame, notes: list[str], pngs: list[tuple[str, str, bytes]]
 ) -> str:
-    from reports.report import CSS
-
     heads = ["batch", "encoding"] + [f"{h} {s}" for _, h, _ in CAPACITY_RATIO_COLUMNS for s in ("A", "B", "B/A")]
     rows = []
     for _, r in table.iterrows():
         vals = [f"<td>{int(r['batch'])}</td>", f'<td class="l">{html.escape(str(r["encoding"]))}</td>']
         for col, _, spec in CAPACITY_RATIO_COLUMNS:
             vals += [
-                f"<td>{_fmt(r[f'{col}_a'], spec)}</td>",
-                f"<td>{_fmt(r[f'{col}_b'], spec)}</td>",
-                f"<td><b>{_fmt(r[f'{col}_ratio'], '.2f')}</b></td>",
+                f"<td>{html.escape(fmt(r[f'{col}_a'], spec))}</td>",
+                f"<td>{html.escape(fmt(r[f'{col}_b'], spec))}</td>",
+                f"<td><b>{html.escape(fmt(r[f'{col}_ratio'], '.2f'))}</b></td>",
             ]
         rows.append(f"<tr>{''.join(vals)}</tr>")
     warn = "".join(f'<div class="banner warn">{html.escape(n)}</div>' for n in notes)
     figs = "".join(
-        f'<figure id="fig-{n}"><h3>{html.escape(t)}</h3><img alt="{html.escape(t)}" '
-        f'src="data:image/png;base64,{base64.b64encode(p).decode("ascii")}"><figcaption>One point per probe (its SLO '
+        f'<figure id="fig-{n}"><h3>{html.escape(t)}</h3>{img_tag(p, t)}<figcaption>One point per probe (its SLO '
         "percentile at its offered load), stars at each run's capacity; the horizontal lines are the SLOs."
         "</figcaption></figure>"
         for n, t, p in pngs
     )
-    desc = lambda d: f"{d.run.run_id} ({d.run.server_kind}, {d.run.machine_id}, SLO {_slo(d.run)[0]})"  # noqa: E731
+    desc = lambda d: f"{d.run.run_id} ({d.run.server_kind}, {d.run.machine_id}, SLO {run_slo(d.run)[0]})"  # noqa: E731
     return f"""<!DOCTYPE html><html lang="en"><head><meta charset="utf-8">
 <title>tfsbench compare (capacity) {html.escape(a.run.run_id)} vs {html.escape(b.run.run_id)}</title>
 <style>{CSS}</style></head>

@@ -17,13 +17,15 @@ import numpy as np
 import pandas as pd
 
 from bench.errors import ResultsError
+from bench.store.record_parts import cell_record_files
+from bench.store.records import LATE_SHARE_LIMIT, read_records
 from bench.store.runs import Run, load_run
+from bench.store.summary import summarize
 
 # A Locust process (one gevent loop) above this CPU share is the bottleneck itself: its
 # latencies include its own queueing, so the cell measures the client, not the server.
 SATURATED_CPU_PCT = 90.0
-# Open model: more than this share of sends later than scheduled means the generator fell behind.
-SATURATED_LATE_SHARE = 0.05
+# Open model: more than LATE_SHARE_LIMIT of sends later than scheduled means the generator fell behind.
 # Below this many successful samples a p99 is one or two requests: shown, but flagged.
 MIN_SAMPLES_P99 = 100
 # Late sends with the client this far below a core per process and the achieved rate this far
@@ -102,15 +104,8 @@ def _rate_or_inf(cell: str) -> float:
     return float(match.group(1)) if match else float("inf")
 
 
-def cell_record_files(cell_dir: Path) -> list[Path]:
-    """Records files one cell's Locust run wrote (``records*.csv``: one per worker process)."""
-    return sorted(p for p in cell_dir.glob("records*.csv") if p.is_file())
-
-
 def read_run_records(run: Run) -> pd.DataFrame:
     """All rows of requests.csv, plus cells' files not merged yet; an empty frame if none."""
-    from bench.store.records import read_records
-
     paths = [run.requests_path] if run.requests_path.is_file() else []
     merged = {str(c.get("cell")) for c in run.cells if c.get("merged")}
     cells_dir = run.path / "cells"
@@ -161,7 +156,7 @@ def _verdict(row: pd.Series) -> tuple[bool, bool, str]:
         notes.append(f"client saturated (CPU {cpu:.0f}%)")
     late = row.get("late_sends")
     requests = row.get("requests") or 0
-    if late is not None and not pd.isna(late) and requests and late / requests > SATURATED_LATE_SHARE:
+    if late is not None and not pd.isna(late) and requests and late / requests > LATE_SHARE_LIMIT:
         offered = row.get("offered_rps")
         achieved = row.get("rps")
         cpu_low = cpu_known and cpu / procs < LOW_CLIENT_CPU_PCT
@@ -221,8 +216,6 @@ def add_trust(summary: pd.DataFrame, run: Run) -> pd.DataFrame:
 
 def summarize_run(run: Run, records: pd.DataFrame) -> pd.DataFrame:
     """The summary.csv frame: contract columns from the raw rows, then trust and server columns."""
-    from bench.store.records import summarize
-
     if records.empty:
         raise ResultsError(f"{run.path} has no recorded requests yet (requests.csv is empty or missing)")
     summary = summarize(records)

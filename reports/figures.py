@@ -11,15 +11,13 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
-import matplotlib
-
-matplotlib.use("Agg")
-
 import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
+from matplotlib.axes import Axes
+from matplotlib.axis import Axis
 from matplotlib.figure import Figure
-from matplotlib.ticker import FuncFormatter, NullLocator
+from matplotlib.ticker import FixedLocator, FuncFormatter, NullLocator
 
 from reports.data import RunData, ok_rows
 
@@ -40,21 +38,23 @@ class FigureSpec:
     figure: Figure | None
 
 
-def encoding_colors(encodings: list[str]) -> dict[str, tuple]:
+def encoding_colors(encodings: list[str]) -> dict[str, tuple[float, ...]]:
+    """One colour per encoding, the same in every figure."""
     cmap = plt.get_cmap("tab10")
     return {enc: cmap(i % 10) for i, enc in enumerate(sorted(encodings))}
 
 
-def _batch_axis(ax, batches: list[int]) -> None:
+def batch_axis(ax: Axes, batches: list[int]) -> None:
+    """A log2 x axis with one tick per batch size measured."""
     ax.set_xscale("log", base=2)
-    ax.xaxis.set_major_locator(matplotlib.ticker.FixedLocator(sorted(set(batches))))
+    ax.xaxis.set_major_locator(FixedLocator(sorted(set(batches))))
     ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{int(v)}" if v >= 1 else f"{v:g}"))
     ax.xaxis.set_minor_locator(NullLocator())
     ax.set_xlabel("batch size (images per request)")
     ax.grid(True, which="major", alpha=0.3)
 
 
-def _plain_log(axis) -> None:
+def plain_log(axis: Axis) -> None:
     """Log axis with plain numbers (2, 5, 10, 20 ms) instead of 2x10^0."""
     fmt = FuncFormatter(lambda v, _: f"{v:g}")
     axis.set_major_formatter(fmt)
@@ -96,9 +96,9 @@ def fig_latency_percentiles(summary: pd.DataFrame) -> Figure:
         for enc, g in _per_encoding(summary):
             ax.plot(g["batch"], g[f"{pct}_ms"], marker="o", color=colors[enc], label=enc)
             _mark_saturated(ax, g, "batch", f"{pct}_ms")
-        _batch_axis(ax, list(summary["batch"]))
+        batch_axis(ax, list(summary["batch"]))
         ax.set_yscale("log")
-        _plain_log(ax.yaxis)
+        plain_log(ax.yaxis)
         ax.set_title(f"{pct} latency")
     axes[0].set_ylabel("latency (ms, log scale)")
     _legend(axes[0], bool(summary["saturated"].any()))
@@ -125,7 +125,7 @@ def fig_latency_vs_payload(summary: pd.DataFrame) -> Figure:
     ax.plot([], [], marker="^", linestyle=":", color="grey", label="p99 (dotted)")
     ax.set_xscale("log")
     ax.set_yscale("log")
-    _plain_log(ax.yaxis)
+    plain_log(ax.yaxis)
     ax.xaxis.set_major_formatter(FuncFormatter(_bytes_formatter))
     ax.xaxis.set_minor_formatter(FuncFormatter(lambda v, _: ""))
     ax.set_xlabel("request body size (bytes per request, log scale)")
@@ -147,7 +147,7 @@ def fig_throughput(summary: pd.DataFrame) -> Figure:
         for enc, g in _per_encoding(summary):
             ax.plot(g["batch"], g[col], marker="o", color=colors[enc], label=enc)
             _mark_saturated(ax, g, "batch", col)
-        _batch_axis(ax, list(summary["batch"]))
+        batch_axis(ax, list(summary["batch"]))
         ax.set_ylabel(label)
         ax.set_ylim(bottom=0)
     axes[0].set_title("Images per second")
@@ -165,9 +165,9 @@ def fig_latency_per_image(summary: pd.DataFrame) -> Figure:
         ax.plot(g["batch"], g["p50_ms"] / g["batch"], marker="o", color=colors[enc], label=f"{enc} p50")
         ax.plot(g["batch"], g["p99_ms"] / g["batch"], marker="^", linestyle=":", color=colors[enc], alpha=0.7)
     ax.plot([], [], marker="^", linestyle=":", color="grey", label="p99 (dotted)")
-    _batch_axis(ax, list(summary["batch"]))
+    batch_axis(ax, list(summary["batch"]))
     ax.set_yscale("log")
-    _plain_log(ax.yaxis)
+    plain_log(ax.yaxis)
     ax.set_ylabel("latency per image (ms/image, log scale)")
     ax.set_title("Latency per image vs batch size (request latency / batch size)")
     _legend(ax, False)
@@ -206,7 +206,7 @@ def fig_encode_cost(summary: pd.DataFrame) -> Figure:
             )
     ax.set_xscale("log")
     ax.set_yscale("log")
-    _plain_log(ax.yaxis)
+    plain_log(ax.yaxis)
     ax.xaxis.set_major_formatter(FuncFormatter(_bytes_formatter))
     ax.xaxis.set_minor_formatter(FuncFormatter(lambda v, _: ""))
     ax.set_xlabel("request body size (bytes per request, log scale)")
@@ -255,7 +255,7 @@ def fig_latency_over_time(summary: pd.DataFrame, records: pd.DataFrame) -> Figur
         )
         ax.legend(fontsize=8, loc="upper right")
     ax.set_yscale("log")
-    _plain_log(ax.yaxis)
+    plain_log(ax.yaxis)
     ax.set_xlabel("time since the run's first request (s)")
     ax.set_ylabel("latency (ms, log scale)")
     # Room above the axes for the longest rotated cell label (6 pt text at 60 degrees).

@@ -12,43 +12,18 @@ Usage::
 
 from __future__ import annotations
 
-import argparse
-import base64
 import html
-import io
-import math
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
+import matplotlib.pyplot as plt
 import pandas as pd
 
 from bench.errors import ResultsError
+from reports.capacity_section import capacity_section
 from reports.data import SATURATED_CPU_PCT, RunData, load_run_data, meta_items
-
-CSS = """
-body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:24px auto;max-width:1320px;
-color:#222;padding:0 16px}
-h1{font-size:1.5em;margin-bottom:.2em}h2{font-size:1.2em;margin-top:1.6em;border-bottom:1px solid #ddd}
-.sub{color:#555;margin-top:0}
-.banner{padding:10px 14px;border-radius:6px;margin:10px 0;font-weight:600}
-.incomplete{background:#fde2e1;border:1px solid #d93025;color:#8a1c14}
-.embedded{background:#fff4ce;border:1px solid #e0a800;color:#5c4400}
-.warn{background:#fff4ce;border:1px solid #e0a800;color:#5c4400}
-table{border-collapse:collapse;font-size:11.5px;margin:8px 0}
-th,td{border:1px solid #ddd;padding:2px 5px;text-align:right;white-space:nowrap}
-th{background:#f3f3f3;position:sticky;top:0}
-td.l,th.l{text-align:left}
-th{white-space:normal;vertical-align:bottom}
-td.trust{white-space:normal;min-width:9em;max-width:20em}
-tr.sat td{background:#fde2e1}tr.srv td{background:#fff8e1}
-td.trust-ok{color:#1e7e34}td.trust-bad{color:#b3261e;font-weight:600}td.trust-note{color:#8a6d00}
-figure{margin:18px 0}figure img{max-width:100%;border:1px solid #eee}
-figcaption{color:#555;font-size:.9em}
-.meta td{text-align:left;white-space:normal;word-break:break-all}
-.scroll{overflow-x:auto}
-p.none{font-weight:600;color:#1e7e34}
-"""
+from reports.figures import FIGURES, SPLIT_FIGURE, make_figures
+from reports.page import CSS, fmt, img_tag, png_bytes
 
 # The summary is two tables so that neither scrolls sideways on a ~1400 px page: what was measured
 # (with the trust verdict, which colours the row), then the inputs of that verdict and the server's view.
@@ -93,19 +68,6 @@ class ReportResult:
     incomplete: bool
 
 
-def _fmt(value: Any, spec: str) -> str:
-    if value is None or (isinstance(value, float) and math.isnan(value)):
-        return "–"
-    try:
-        if spec == "d":
-            return f"{int(value):,}"
-        if spec == "s":
-            return str(value)
-        return format(float(value), spec)
-    except (TypeError, ValueError):
-        return str(value)
-
-
 def summary_table_html(
     summary: pd.DataFrame, display: tuple[tuple[str, str, str], ...] = SUMMARY_DISPLAY, table_id: str = "summary"
 ) -> str:
@@ -122,7 +84,7 @@ def summary_table_html(
                     if r.get("saturated")
                     else (" trust trust-ok" if r[col] == "ok" else " trust trust-note")
                 )
-            cells.append(f'<td class="{cls.strip()}">{html.escape(_fmt(r[col], spec))}</td>')
+            cells.append(f'<td class="{cls.strip()}">{html.escape(fmt(r[col], spec))}</td>')
         row_class = "sat" if r.get("saturated") else ("srv" if r.get("server_saturated") else "")
         rows.append(f'<tr class="{row_class}">{"".join(cells)}</tr>')
     return f'<div class="scroll"><table id="{table_id}"><tr>{head}</tr>{"".join(rows)}</table></div>'
@@ -145,19 +107,13 @@ def cells_table_html(data: RunData) -> str:
     body = "".join(
         "<tr>"
         + "".join(
-            f'<td class="l">{html.escape(_fmt(c.get(k), ".1f" if k.endswith(("_s", "_pct")) else "s"))}</td>'
+            f'<td class="l">{html.escape(fmt(c.get(k), ".1f" if k.endswith(("_s", "_pct")) else "s"))}</td>'
             for k in keys
         )
         + "</tr>"
         for c in cells
     )
     return f'<div class="scroll"><table id="cells"><tr>{head}</tr>{body}</table></div>'
-
-
-def _png_bytes(fig) -> bytes:
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png")
-    return buf.getvalue()
 
 
 def banners_html(data: RunData) -> str:
@@ -217,7 +173,7 @@ def render_html(data: RunData, figures: list[tuple[str, str, str, bytes | None]]
     )
     figs = "\n".join(
         f'<figure id="fig-{name}"><h3>{html.escape(title)}</h3>'
-        f'<img alt="{html.escape(title)}" src="data:image/png;base64,{base64.b64encode(png).decode("ascii")}">'
+        f"{img_tag(png, title)}"
         f"<figcaption>{html.escape(caption)}</figcaption></figure>"
         if png is not None
         else f'<p class="none" id="fig-{name}">{html.escape(caption)}</p>'
@@ -253,10 +209,6 @@ interpolated inside buckets 1.8x wide), so they can exceed the client's.</p>
 
 def build_report(run_path: Path) -> ReportResult:
     """Write summary.csv, figures/*.png and report.html for the run at ``run_path``."""
-    import matplotlib.pyplot as plt
-
-    from reports.figures import FIGURES, SPLIT_FIGURE, make_figures
-
     data = load_run_data(run_path)
     run = data.run
     try:
@@ -273,27 +225,15 @@ def build_report(run_path: Path) -> ReportResult:
             if spec.figure is None:  # nothing to draw: the page says so in one line
                 rendered.append((spec.name, spec.title, spec.caption, None))
                 continue
-            png = _png_bytes(spec.figure)
+            png = png_bytes(spec.figure)
             plt.close(spec.figure)
             path = run.figures_dir / f"{spec.name}.png"
             path.write_bytes(png)
             paths.append(path)
             rendered.append((spec.name, spec.title, spec.caption, png))
-        from reports.capacity_section import capacity_section
-
         capacity = capacity_section(run)  # empty unless the run has capacity.csv (tfsbench capacity)
         paths += [capacity.figure_path] if capacity.figure_path else []
         run.report_path.write_text(render_html(data, rendered, capacity.html), encoding="utf-8")
     except OSError as exc:
         raise ResultsError(f"cannot write the report into {run.path}: {exc.strerror or exc}") from exc
     return ReportResult(run.report_path, run.summary_path, tuple(paths), run.incomplete)
-
-
-def run_report(args: argparse.Namespace) -> int:
-    result = build_report(args.run_dir)
-    note = " (incomplete run)" if result.incomplete else ""
-    print(f"report: {result.html_path}{note}")
-    print(
-        f"summary: {result.summary_path}; figures: {len(result.figure_paths)} in {result.html_path.parent / 'figures'}"
-    )
-    return 0

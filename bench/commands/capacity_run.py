@@ -1,6 +1,6 @@
 """Running ``tfsbench capacity``: bounded Locust probes against a target, and the run directory.
 
-Each probe is one sweep cell (bench.commands.sweep.run_cell) at a fixed open-model rate; its rows are
+Each probe is one sweep cell (bench.commands.cells.run_cell) at a fixed open-model rate; its rows are
 judged from the raw records (:func:`probe_result`), appended to requests.csv, and the search
 (bench.commands.capacity_search.search_capacity) picks the next rate. After every probe the run directory is
 rewritten whole (probes.csv, capacity.csv, meta.json), so an interrupted search keeps
@@ -16,24 +16,37 @@ everything it measured::
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+import os
+import sys
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import Any
 
-from bench.commands.capacity_search import CapacityResult, ProbeResult, SearchSettings, failure_reason, search_capacity
+import numpy as np
+import pandas as pd
 
-if TYPE_CHECKING:
-    import pandas as pd
+from bench.commands.capacity_search import (
+    DEFAULT_TOLERANCE,
+    CapacityResult,
+    ProbeResult,
+    SearchSettings,
+    failure_reason,
+    search_capacity,
+)
+from bench.commands.cells import CellResult, SweepConfig, merge_cell, run_cell, target_client
+from bench.commands.cells import validate as validate_sweep
+from bench.commands.sweep import describe_target
+from bench.errors import ConfigError, ResultsError, ServerError
+from bench.store import provenance, runs
+from bench.store.record_parts import cell_record_files
+from bench.store.records import LATE_SHARE_LIMIT, LATE_TOLERANCE_MS, read_records
+from reports.data import load_run_data
 
 MIN_USERS = 4
 # Users per (rate x SLO): a user sends one request at a time, so a reply slower than twice the SLO
 # makes its next send late; such a probe fails anyway.
 USERS_PER_SLO = 2.0
-# Share of late sends a passing probe may have (reports.data.SATURATED_LATE_SHARE: above it the
-# reports call the client saturated).
-LATE_SHARE_ALLOWED = 0.05
-# The scheduler's own lateness threshold (bench.scenario.schedule.LATE_TOLERANCE_MS): the floor of ours.
-LATE_TOLERANCE_MS = 10.0
 
 
 @dataclass(frozen=True)
@@ -50,7 +63,7 @@ class CapacityConfig:
     headroom: float = 0.3
     start_rps: float = 10.0
     growth: float = 2.0
-    tolerance: float = 0.05
+    tolerance: float = DEFAULT_TOLERANCE
     max_probes: int = 12
     max_rps: float = 5000.0
     min_samples: int = 300
@@ -107,8 +120,6 @@ def probe_result(
     the time from the window's start to the last reply, so a server that falls behind (replies
     trailing after the schedule ends, or requests never answered) shows a rate below the target.
     """
-    import numpy as np
-
     if frame is None or len(frame) == 0:
         return ProbeResult(rate_rps, 0, 0, 0, 0.0, math.nan, math.nan, duration_s), 0
     start = float(frame["t_start"].min()) + warmup_s
@@ -131,15 +142,13 @@ def probe_result(
         latency_pct_ms=float(pct),
         p50_ms=float(p50),
         duration_s=duration_s,
-        late_allowed=int(len(window) * LATE_SHARE_ALLOWED),
+        late_allowed=int(len(window) * LATE_SHARE_LIMIT),
     )
     return result, excluded
 
 
 # --- the command: every (batch, encoding) cell searched, results in a run directory ---------------
 
-CAPACITY_FILE = "capacity.csv"
-PROBES_FILE = "probes.csv"
 CAPACITY_COLUMNS = (
     "batch",
     "encoding",
@@ -178,9 +187,7 @@ def probe_cell_name(batch: int, encoding: str, rate_rps: float) -> str:
     return f"b{batch}-{encoding}@{rate_rps:.4g}rps"
 
 
-def _sweep_config(config: CapacityConfig, batch: int, encoding: str, rate_rps: float | None):
-    from bench.commands.sweep import SweepConfig
-
+def _sweep_config(config: CapacityConfig, batch: int, encoding: str, rate_rps: float | None) -> SweepConfig:
     return SweepConfig(
         host=config.host,
         batch_sizes=(batch,),
@@ -205,18 +212,12 @@ class CapacityRun:
         self.config = config
         self.run_dir = run_dir
         self.log_file = run_dir / "locust.log"
-        self.cells: list = []  # bench.commands.sweep.CellResult per probe, for meta.json and the report
-        self.probe_rows: list[dict] = []
+        self.cells: list[CellResult] = []  # one per probe, for meta.json and the report
+        self.probe_rows: list[dict[str, Any]] = []
         self.results: list[CapacityResult] = []
 
     def probe(self, batch: int, encoding: str, rate_rps: float) -> ProbeResult:
         """Run one bounded fixed-rate Locust probe, merge its rows into requests.csv, judge it."""
-        from bench.commands.sweep import CellResult, merge_cell, run_cell
-        from bench.errors import ServerError
-        from bench.store import runs
-        from bench.store.records import read_records
-        from reports.data import cell_record_files
-
         config = self.config
         label = probe_cell_name(batch, encoding, rate_rps)
         if any(c.cell == label for c in self.cells):
@@ -264,8 +265,6 @@ class CapacityRun:
         return result
 
     def on_probe(self, result: ProbeResult, ok: bool) -> None:
-        import sys
-
         row = self.probe_rows[-1]
         row["passed"] = ok
         row["reason"] = "" if ok else failure_reason(result, self.config.limit_ms) or "no requests"
@@ -282,18 +281,14 @@ class CapacityRun:
             flush=True,
         )
 
-    def save(self, **meta_fields) -> None:
+    def save(self, **meta_fields: Any) -> None:
         """probes.csv, capacity.csv (cells finished so far) and meta.json, each replaced whole."""
-        from dataclasses import asdict
-
-        import pandas as pd
-
-        from bench.store import runs
-
         pd.DataFrame(self.probe_rows, columns=list(PROBE_COLUMNS)).to_csv(
-            self.run_dir / PROBES_FILE, index=False, float_format="%.6g"
+            self.run_dir / runs.PROBES_FILE, index=False, float_format="%.6g"
         )
-        capacity_frame(self.results, self.config).to_csv(self.run_dir / CAPACITY_FILE, index=False, float_format="%.6g")
+        capacity_frame(self.results, self.config).to_csv(
+            self.run_dir / runs.CAPACITY_FILE, index=False, float_format="%.6g"
+        )
         runs.update_meta(
             self.run_dir,
             cells=[asdict(c) for c in self.cells],
@@ -303,10 +298,8 @@ class CapacityRun:
         )
 
 
-def capacity_frame(results: list[CapacityResult], config: CapacityConfig):
+def capacity_frame(results: list[CapacityResult], config: CapacityConfig) -> pd.DataFrame:
     """The capacity.csv table: one row per cell; replicas empty without a target or a capacity."""
-    import pandas as pd
-
     rows = [
         {
             "batch": r.batch,
@@ -324,7 +317,7 @@ def capacity_frame(results: list[CapacityResult], config: CapacityConfig):
     return frame
 
 
-def result_meta(result: CapacityResult, config: CapacityConfig) -> dict:
+def result_meta(result: CapacityResult, config: CapacityConfig) -> dict[str, Any]:
     return {
         "batch": result.batch,
         "encoding": result.encoding,
@@ -340,9 +333,6 @@ def result_meta(result: CapacityResult, config: CapacityConfig) -> dict:
 
 def validate(config: CapacityConfig) -> None:
     """ConfigError (one line, exit 2) before any request; the sweep's checks cover host and encodings."""
-    from bench.commands.sweep import validate as validate_sweep
-    from bench.errors import ConfigError
-
     if config.arrival not in ("constant", "poisson"):
         raise ConfigError(f"--arrival {config.arrival}: capacity probes need an open model (constant or poisson)")
     if not 0 <= config.headroom < 1:
@@ -366,15 +356,9 @@ def run_capacity_config(config: CapacityConfig, out: Path) -> tuple[Path, list[C
     Returns (run directory, results). Raises KeyboardInterrupt after saving when interrupted,
     and ServerError (after saving) when a probe could not run.
     """
-    import os
-    import sys
-    from dataclasses import asdict
-
-    from bench.commands.sweep import probe_target
-    from bench.store import runs
-
     validate(config)
-    target = probe_target(_sweep_config(config, config.batch_sizes[0], config.encodings[0], None))
+    first = _sweep_config(config, config.batch_sizes[0], config.encodings[0], None)
+    target = describe_target(target_client(first), first)
     run_dir = runs.new_run_dir(out)
     run = CapacityRun(config, run_dir)
     runs.update_meta(
@@ -388,14 +372,14 @@ def run_capacity_config(config: CapacityConfig, out: Path) -> tuple[Path, list[C
         },
         slo={"text": config.slo_text, "percentile": config.percentile, "limit_ms": config.limit_ms},
         target=target,
-        **runs.collect_environment(),
+        **provenance.collect_environment(),
     )
     cells = [(b, e) for e in config.encodings for b in config.batch_sizes]
     print(f"capacity: {len(cells)} cells at {config.slo_text} -> {run_dir}", file=sys.stderr, flush=True)
     try:
         for batch, encoding in cells:
             result = search_capacity(
-                lambda rate, b=batch, e=encoding: run.probe(b, e, rate),
+                _probe_of(run, batch, encoding),
                 config.limit_ms,
                 batch,
                 encoding,
@@ -413,11 +397,12 @@ def run_capacity_config(config: CapacityConfig, out: Path) -> tuple[Path, list[C
     return run_dir, run.results
 
 
-def _write_summary(run_dir: Path) -> None:
-    from bench.errors import ResultsError
-    from bench.store import runs
-    from reports.data import load_run_data
+def _probe_of(run: CapacityRun, batch: int, encoding: str) -> Callable[[float], ProbeResult]:
+    """The search's ``probe(rate)`` for one cell."""
+    return lambda rate: run.probe(batch, encoding, rate)
 
+
+def _write_summary(run_dir: Path) -> None:
     try:
         load_run_data(run_dir).summary.to_csv(run_dir / runs.SUMMARY_FILE, index=False, float_format="%.6g")
     except ResultsError:

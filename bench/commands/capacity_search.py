@@ -29,13 +29,11 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
-
-if TYPE_CHECKING:
-    from bench.commands.capacity_run import CapacityConfig
 
 # A probe that achieves less than this share of its target rate has hit the server's limit.
 SATURATION_SHARE = 0.9
+# Bisection stops when (fail - pass) / pass is below this.
+DEFAULT_TOLERANCE = 0.05
 
 
 @dataclass(frozen=True)
@@ -73,7 +71,7 @@ class SearchSettings:
 
     start_rps: float = 2.0
     growth: float = 2.0
-    tolerance: float = 0.05  # stop bisecting when (fail - pass) / pass is below this
+    tolerance: float = DEFAULT_TOLERANCE
     max_probes: int = 14
     max_rps: float = 5000.0
 
@@ -167,104 +165,3 @@ def search_capacity(
     if best is None:
         return CapacityResult(batch, encoding, 0.0, math.nan, 0, probes, stopped_by)
     return CapacityResult(batch, encoding, best.rate_rps, best.latency_pct_ms, best.requests, probes, stopped_by)
-
-
-# --- the command's answer and entry point (the runner is bench.commands.capacity_run) ------------------------
-
-
-def answer_lines(results: list[CapacityResult], config: CapacityConfig) -> list[str]:
-    """The final table and the sentences under it (what to deploy, what could not be met)."""
-    pct = f"p{config.percentile:g}"
-    target = (
-        f", replicas for {config.target_images_per_s:g} img/s with {config.headroom:.0%} headroom"
-        if config.target_images_per_s
-        else ""
-    )
-    lines = [
-        f"capacity per replica at {config.slo_text} ({config.arrival} arrivals){target}:",
-        f"{'batch':>5}  {'encoding':<16} {'max req/s':>9} {'images/s':>9} {pct + ' ms':>9} {'samples':>7} "
-        f"{'replicas':>8}  stopped by",
-    ]
-    for r in results:
-        replicas = r.replicas(config.target_images_per_s, config.headroom)
-        latency = "–" if math.isnan(r.latency_ms_at_max) else f"{r.latency_ms_at_max:.1f}"
-        lines.append(
-            f"{r.batch:>5}  {r.encoding:<16} {r.max_rps:>9.1f} {r.max_images_per_s:>9.1f} {latency:>9} "
-            f"{r.samples:>7} {'–' if replicas is None else replicas:>8}  {r.stopped_by}"
-        )
-    for r in results:
-        if not r.met_slo:
-            measured = [p for p in r.probes if p.requests]
-            lowest = min(measured, key=lambda p: p.rate_rps) if measured else None
-            detail = (
-                f"lowest probe {lowest.rate_rps:.4g} req/s had {pct} {lowest.latency_pct_ms:.1f} ms"
-                + (f", {lowest.errors} errors" if lowest.errors else "")
-                if lowest
-                else "no probe got a reply"
-            )
-            lines.append(f"b{r.batch} {r.encoding}: no rate met {config.slo_text}; {detail}")
-    met = [r for r in results if r.met_slo]
-    if met:
-        best = max(met, key=lambda r: r.max_images_per_s)
-        line = (
-            f"best: batch {best.batch} {best.encoding}, {best.max_images_per_s:.1f} images/s per replica "
-            f"({best.max_rps:.1f} req/s) at {pct} {best.latency_ms_at_max:.1f} ms"
-        )
-        replicas = best.replicas(config.target_images_per_s, config.headroom)
-        if replicas is not None:
-            line += (
-                f"; {config.target_images_per_s:g} img/s with {config.headroom:.0%} headroom needs {replicas} "
-                f"replica{'s' if replicas != 1 else ''}"
-            )
-        lines.append(line)
-    return lines
-
-
-def config_from_args(args) -> CapacityConfig:
-    from bench.commands.capacity_run import CapacityConfig
-
-    percentile, limit_ms = args.slo
-    return CapacityConfig(
-        host=args.host,
-        percentile=percentile,
-        limit_ms=limit_ms,
-        batch_sizes=tuple(args.batch_sizes),
-        encodings=tuple(args.encodings),
-        arrival=args.arrival,
-        target_images_per_s=args.target,
-        headroom=args.headroom,
-        start_rps=args.start_rate,
-        growth=args.growth,
-        tolerance=args.tolerance,
-        max_probes=args.max_probes,
-        max_rps=args.max_rate,
-        min_samples=args.min_samples,
-        max_probe_s=args.max_probe_time,
-        min_measure_s=args.min_measure_time,
-        warmup_s=args.warmup_time,
-        max_users=args.max_users,
-        model_name=args.model_name,
-        model_version=args.model_version,
-        signature_name=args.signature_name or "",
-        images=str(args.images) if args.images else None,
-        pool_size=args.pool_size,
-    )
-
-
-def run_capacity(args) -> int:
-    """``tfsbench capacity``: the table on stdout, progress on stderr, files in a new run directory."""
-    config = config_from_args(args)
-    from bench.commands.capacity_run import run_capacity_config
-
-    run_dir, results = run_capacity_config(config, args.out)
-    print("\n".join(answer_lines(results, config)))
-    print(f"run: {run_dir}")
-    if args.report:
-        from bench.errors import ResultsError
-        from reports.report import build_report
-
-        try:
-            print(f"report: {build_report(run_dir).html_path}")
-        except ResultsError as exc:
-            print(f"report: not built ({exc})")
-    return 0

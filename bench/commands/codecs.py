@@ -24,25 +24,20 @@ import csv
 import gzip
 import math
 import statistics
-import sys
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import astuple, dataclass, fields
 from pathlib import Path
-from typing import TextIO
 
 import numpy as np
 
 from bench.errors import ConfigError
-from bench.payloads.encodings import (
-    BYTES_INPUT,
-    BYTES_SIGNATURE,
-    DEFAULT_SIGNATURE,
-    Encoding,
-    get_encoding,
-    get_encodings,
-)
+from bench.payloads.encodings import Encoding, get_encoding, get_encodings
 from bench.payloads.images import image_source
+from bench.payloads.specs import BYTES_SIGNATURE, reference_signatures
+from bench.progress import Progress
+from bench.serving.json_tensor import decode_predict_body
+from bench.serving.predict_request import DecodedPredict, Signatures
 
 REFERENCE = "row-json"
 # Repeats stop early once a cell has spent this long (row-json at batch 64 takes ~1 s a call).
@@ -93,68 +88,21 @@ def _interleaved_medians_us(
     return {name: statistics.median(values) for name, values in samples.items()}
 
 
-def _signatures(height: int, width: int) -> dict:
-    from bench.serving.json_tensor import InputSpec
-
-    return {
-        DEFAULT_SIGNATURE: {"examples": InputSpec("examples", "uint8", (None, height, width, 3))},
-        BYTES_SIGNATURE: {BYTES_INPUT: InputSpec(BYTES_INPUT, "string", (None,))},
-    }
-
-
-def _server_decoder(encoding: Encoding, signatures: dict) -> Callable[[bytes], object]:
-    from bench.serving.json_tensor import decode_predict_body
-
+def _server_decoder(encoding: Encoding, signatures: Signatures) -> Callable[[bytes], DecodedPredict]:
     if encoding.content_encoding == "gzip":
         return lambda body: decode_predict_body(gzip.decompress(body), signatures)
     return lambda body: decode_predict_body(body, signatures)
 
 
-def _check_decoded(encoding: Encoding, decoded: object, batch: np.ndarray) -> None:
+def _check_decoded(encoding: Encoding, decoded: DecodedPredict, batch: np.ndarray) -> None:
     """The decoder really received the batch: the timings describe a correct decode."""
-    tensors = decoded.tensors  # type: ignore[attr-defined]
-    (tensor,) = tensors.values()
+    (tensor,) = decoded.tensors.values()
     if encoding.signature_name == BYTES_SIGNATURE:
         ok = len(tensor) == len(batch)
     else:
         ok = np.array_equal(np.asarray(tensor), batch)
     if not ok:
         raise ConfigError(f"server-side decode of {encoding.name} did not give back the batch (encoder bug)")
-
-
-class Progress:
-    """A one-line progress bar on a terminal: ``[#####.....] 12/32 b=16: encoding``.
-
-    On a stream that is not a terminal (a log file, a test), only the final line is written.
-    """
-
-    def __init__(self, total: int, stream: TextIO, width: int = 30) -> None:
-        self.total = total
-        self.done = 0
-        self.stream = stream
-        self.width = width
-        self.live = bool(getattr(stream, "isatty", lambda: False)())
-        self._last = 0
-
-    def _line(self, label: str) -> str:
-        filled = int(self.width * self.done / max(1, self.total))
-        return f"[{'#' * filled}{'.' * (self.width - filled)}] {self.done}/{self.total} cells {label}"
-
-    def update(self, label: str) -> None:
-        if not self.live:
-            return
-        line = self._line(label)
-        self.stream.write("\r" + line.ljust(self._last))
-        self._last = len(line)
-        self.stream.flush()
-
-    def step(self, cells: int = 1) -> None:
-        self.done += cells
-
-    def close(self) -> None:
-        line = self._line("measured")
-        self.stream.write(("\r" + line.ljust(self._last) if self.live else line) + "\n")
-        self.stream.flush()
 
 
 def measure(
@@ -167,14 +115,14 @@ def measure(
 ) -> list[CodecRow]:
     """Measure every (batch size, encoding) cell; ``on_batch`` gets each batch size's rows as they finish."""
     height, width = source.height, source.width  # type: ignore[attr-defined]
-    signatures = _signatures(height, width)
+    signatures = reference_signatures(height, width)
     reference = get_encoding(REFERENCE)
     rows: list[CodecRow] = []
     listed = {e.name for e in encodings}
     for batch_size in batch_sizes:
         batch = source.batch(batch_size, index=0)  # type: ignore[attr-defined]
         if progress:
-            progress.update(f"b={batch_size}: encoding")
+            progress.show(f"b={batch_size}: encoding")
         # The reference is timed even when not listed, so that every row has its ratio.
         timed = [reference, *(e for e in encodings if e.name != REFERENCE)]
         bodies = {e.name: e.encode(batch) for e in timed}
@@ -183,7 +131,7 @@ def measure(
             encode_calls[encoding.name] = lambda enc=encoding, images=batch: enc.encode(images)
         encode_us = _interleaved_medians_us(encode_calls, repeats)
         if progress:
-            progress.update(f"b={batch_size}: server-side decoding")
+            progress.show(f"b={batch_size}: server-side decoding")
         decode_calls: dict[str, Callable[[], object]] = {}
         for encoding in timed:
             if encoding.name not in listed:
@@ -207,7 +155,7 @@ def measure(
         ]
         if progress:
             progress.step(len(batch_rows))
-            progress.update(f"b={batch_size}: done")
+            progress.show(f"b={batch_size}: done")
         rows.extend(batch_rows)
         if on_batch:
             on_batch(batch_rows)
@@ -317,11 +265,11 @@ def run_codecs(args: argparse.Namespace) -> int:
     repeats = getattr(args, "repeats", 5)
     source = image_source(args.images, 128, 128)
     out = _CsvAppender(args.out) if args.out is not None else None
-    progress = Progress(len(args.batch_sizes) * len(encodings), sys.stderr)
+    progress = Progress(len(args.batch_sizes) * len(encodings), width=30, unit="cells")
     try:
         rows = measure(args.batch_sizes, encodings, source, repeats, out.write if out else None, progress)
     finally:
-        progress.close()
+        progress.line("measured")
         if out:
             out.close()
     print(f"images: {source!r}")

@@ -6,15 +6,13 @@ The default grid (batch 1, 4, 16, 64 x row-orjson, row-fast, b64-png, 4 users) t
 minutes on a 2-core machine. Each cell stops at ``--requests`` recorded requests (default 300) or
 after ``--duration`` (default 20 s), whichever comes first: fast small-batch cells end in a couple
 of seconds, so the time goes to the large batches, which need it for a p99 worth reading (a flat
-6 s per cell left batch 64 with 12-25 requests). Nothing is faked: if a piece is missing (no
-embedded server, no locustfile), the demo says which and stops with exit code 1.
+6 s per cell left batch 64 with 12-25 requests).
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
-import importlib.util
 import subprocess
 import sys
 import tempfile
@@ -23,19 +21,22 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+from bench.api_names import PROMETHEUS_PATH
+from bench.commands.cells import SweepConfig
+from bench.commands.sweep import run_sweep_config
 from bench.errors import BenchError, ServerError
 from bench.ports import free_port
+from bench.serving.metrics import monitoring_config_text
+from bench.target.client import TFServingClient
+from export import export_model
+from reports.report import build_report
 
 MODEL_NAME = "classifier"
-DEMO_BATCH_SIZES = (1, 4, 16, 64)
-DEMO_ENCODINGS = ("row-orjson", "row-fast", "b64-png")
 SERVER_START_TIMEOUT_S = 180.0
 
 
 def ensure_model(models: Path) -> Path:
     """Export the tiny reference model into ``models/classifier/1`` unless a version exists."""
-    from export import export_model
-
     base = models / MODEL_NAME
     versions = [p for p in base.iterdir() if p.name.isdigit()] if base.is_dir() else []
     if versions:
@@ -53,23 +54,21 @@ class RunningServer:
     log_path: Path
 
 
-def wait_until_available(url: str, process: subprocess.Popen, timeout_s: float, log_path: Path) -> None:
+def wait_until_available(url: str, process: subprocess.Popen[bytes], timeout_s: float, log_path: Path) -> None:
     """Poll the model status until a version is AVAILABLE; ServerError if the server exits or never is."""
-    import requests
 
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
+    def still_running() -> None:
         if process.poll() is not None:
             tail = log_path.read_text(encoding="utf-8", errors="replace").strip().splitlines()[-3:]
             raise ServerError(f"the embedded server exited with code {process.returncode}: {' | '.join(tail)}")
+
+    with TFServingClient(url, MODEL_NAME, timeout_s=2.0) as client:
         try:
-            status = requests.get(f"{url}/v1/models/{MODEL_NAME}", timeout=2).json()
-            if any(v.get("state") == "AVAILABLE" for v in status.get("model_version_status", [])):
-                return
-        except (requests.RequestException, ValueError):
-            pass
-        time.sleep(0.5)
-    raise ServerError(f"the embedded server at {url} had no AVAILABLE model after {timeout_s:.0f} s (log: {log_path})")
+            client.wait_until_available(timeout_s, check=still_running)
+        except ServerError as exc:
+            if process.poll() is not None:
+                raise
+            raise ServerError(f"the embedded server at {url} had no AVAILABLE model ({exc}; log: {log_path})") from None
 
 
 @contextlib.contextmanager
@@ -77,7 +76,7 @@ def embedded_server(model_base_path: Path, workdir: Path) -> Iterator[RunningSer
     """``tfsbench serve`` as a child process on a free loopback port, Prometheus on; stopped on exit."""
     port = free_port()
     monitoring = workdir / "monitoring.config"
-    monitoring.write_text('prometheus_config {\n  enable: true\n  path: "/monitoring/prometheus/metrics"\n}\n')
+    monitoring.write_text(monitoring_config_text())
     log_path = workdir / "server.log"
     cmd = [
         sys.executable, "-m", "bench", "serve", "--rest_api_port", str(port), "--rest_api_host", "127.0.0.1",
@@ -100,29 +99,9 @@ def embedded_server(model_base_path: Path, workdir: Path) -> Iterator[RunningSer
                 process.wait(timeout=10)
 
 
-def missing_pieces() -> list[str]:
-    """Parts of the loop that are not installed in this checkout yet."""
-    root = Path(__file__).resolve().parent.parent
-    missing = []
-    if importlib.util.find_spec("bench.serving.server") is None:
-        missing.append("the embedded server (bench/server.py)")
-    if not (root / "locustfiles" / "predict.py").is_file():
-        missing.append("the Locust scenario (locustfiles/predict.py)")
-    for module, what in (("bench.scenario.events", "bench/load.py"), ("bench.payloads.encodings", "bench/codecs.py")):
-        if importlib.util.find_spec(module) is None:
-            missing.append(what)
-    return missing
-
-
 def run_demo(args: argparse.Namespace) -> int:
-    from bench.commands.sweep import SweepConfig, run_sweep_config
-    from reports.report import build_report
-
     t0 = time.monotonic()
     base = ensure_model(args.models)
-    missing = missing_pieces()
-    if missing:
-        raise BenchError(f"demo cannot run the sweep: not built yet: {', '.join(missing)}; the model is in {base}")
     config = SweepConfig(
         host="",
         batch_sizes=tuple(args.batch_sizes),
@@ -137,9 +116,7 @@ def run_demo(args: argparse.Namespace) -> int:
     with tempfile.TemporaryDirectory(prefix="tfsbench-demo-") as tmp:
         print("[demo] starting the embedded server (tfsbench serve) on a free loopback port ...")
         with embedded_server(base, Path(tmp)) as server:
-            print(
-                f"[demo] serving {MODEL_NAME} at {server.url}; Prometheus at {server.url}/monitoring/prometheus/metrics"
-            )
+            print(f"[demo] serving {MODEL_NAME} at {server.url}; Prometheus at {server.url}{PROMETHEUS_PATH}")
             n = len(config.batch_sizes) * len(config.encodings)
             print(
                 f"[demo] sweep: {n} cells, each {config.requests} requests or {config.duration_s:g} s, "

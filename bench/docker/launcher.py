@@ -19,32 +19,36 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import json
 import re
 import shlex
-import shutil
-import socket
-import subprocess
-import sys
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from bench.errors import ConfigError, DockerError
+from bench.api_names import GRPC_PORT, REST_PORT
+from bench.docker.engine import (
+    check_port_free,
+    container_inspect,
+    docker,
+    engine_version,
+    first_line,
+    image_inspect,
+    tail_text,
+)
+from bench.docker.standin import STANDIN_TAG
+from bench.errors import ConfigError, DockerError, ServerError
+from bench.target.client import TFServingClient
 
 DEFAULT_IMAGE = "tensorflow/serving"
-STANDIN_TAG = "tfsbench/serving-standin:local"
 DEFAULT_NAME = "tfsbench-serving"
-CONTAINER_REST_PORT = 8501
-CONTAINER_GRPC_PORT = 8500
+CONTAINER_REST_PORT = REST_PORT
+CONTAINER_GRPC_PORT = GRPC_PORT
 # Where config files land inside the container: outside /models so a model named "config"
 # cannot collide with them.
 CONTAINER_CONFIG_DIR = "/etc/tfsbench"
-PROMETHEUS_PATH = "/monitoring/prometheus/metrics"
 LABEL = "tfsbench.role=serving"
-LOG_TAIL_LINES = 8
 _MEMORY = re.compile(r"^\d+(\.\d+)?[bkmg]?$", re.IGNORECASE)
 _NAME = re.compile(r"^[a-zA-Z0-9][a-zA-Z0-9_.-]*$")
 
@@ -128,11 +132,6 @@ def docker_run_command(spec: ContainerSpec) -> list[str]:
     return [*argv, spec.image, *server_flags(spec)]
 
 
-def monitoring_config_text(path: str = PROMETHEUS_PATH) -> str:
-    """A text-format MonitoringConfig that turns on the Prometheus endpoint."""
-    return f'prometheus_config {{\n  enable: true\n  path: "{path}"\n}}\n'
-
-
 def format_command(argv: Sequence[str]) -> str:
     """``argv`` as one shell line that can be pasted back into a terminal."""
     return shlex.join(argv)
@@ -179,66 +178,6 @@ def validate_name(text: str) -> str:
     return text
 
 
-# --- talking to the engine --------------------------------------------------------------------
-
-
-def docker_binary() -> str:
-    """The docker CLI on PATH, or a DockerError saying how to get one."""
-    found = shutil.which("docker")
-    if found is None:
-        raise DockerError(
-            "docker is not installed (no 'docker' on PATH): install Docker (Debian: apt-get install docker.io) "
-            "or use the embedded server: tfsbench serve --model_base_path models/classifier"
-        )
-    return found
-
-
-def _first_line(text: str) -> str:
-    lines = [line.strip() for line in text.strip().splitlines() if line.strip()]
-    return lines[-1] if lines else "no message"
-
-
-def _daemon_unreachable(stderr: str) -> bool:
-    text = stderr.lower()
-    return "cannot connect to the docker daemon" in text or ("docker.sock" in text and "permission denied" in text)
-
-
-def docker(args: Sequence[str], *, check: bool = True, timeout_s: float = 120.0) -> subprocess.CompletedProcess[str]:
-    """Run ``docker ARGS``; DockerError (one line) when the engine is missing, unreachable or fails."""
-    argv = [docker_binary(), *args]
-    try:
-        proc = subprocess.run(argv, capture_output=True, text=True, timeout=timeout_s, check=False)
-    except subprocess.TimeoutExpired as exc:
-        raise DockerError(f"'docker {' '.join(args[:2])}' did not finish within {timeout_s:g} s") from exc
-    if proc.returncode != 0 and _daemon_unreachable(proc.stderr):
-        raise DockerError(
-            f"the Docker daemon is not reachable ({_first_line(proc.stderr)}): start it (dockerd, or "
-            "'systemctl start docker') and make sure this user may use its socket"
-        )
-    if check and proc.returncode != 0:
-        raise DockerError(f"docker {' '.join(args[:2])} failed: {_first_line(proc.stderr)}")
-    return proc
-
-
-def engine_version() -> str:
-    """The daemon's version; DockerError if docker is missing or the daemon is unreachable."""
-    proc = docker(["version", "--format", "{{.Server.Version}}"], check=False, timeout_s=30)
-    if proc.returncode != 0:
-        raise DockerError(
-            f"the Docker daemon is not reachable ({_first_line(proc.stderr)}): start it (dockerd, or "
-            "'systemctl start docker') and make sure this user may use its socket"
-        )
-    return proc.stdout.strip()
-
-
-def image_inspect(image: str) -> dict[str, Any] | None:
-    """``docker image inspect`` of a local image, or None if it is not present locally."""
-    proc = docker(["image", "inspect", image], check=False, timeout_s=30)
-    if proc.returncode != 0:
-        return None
-    return json.loads(proc.stdout)[0]
-
-
 def require_image(image: str) -> dict[str, Any]:
     """The local image's inspect data; DockerError saying how to get it when it is missing."""
     found = image_inspect(image)
@@ -252,41 +191,6 @@ def require_image(image: str) -> dict[str, Any]:
             f"'tfsbench docker build-standin' and pass --image {STANDIN_TAG}"
         )
     raise DockerError(f"image {image} is not present locally: {hint}")
-
-
-def container_inspect(name: str) -> dict[str, Any] | None:
-    """``docker container inspect`` data, or None when no such container exists."""
-    proc = docker(["container", "inspect", name], check=False, timeout_s=30)
-    if proc.returncode != 0:
-        return None
-    return json.loads(proc.stdout)[0]
-
-
-def check_port_free(address: str, port: int) -> None:
-    """DockerError when something on this host already listens on ``address:port``."""
-    if port == 0:
-        return
-    host = "0.0.0.0" if address in ("", "0.0.0.0") else address
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        try:
-            sock.bind((host, port))
-        except OSError as exc:
-            raise DockerError(
-                f"port {port} on {host} is already in use ({exc.strerror}): pick another with --port "
-                "(0 lets Docker choose), or stop what uses it (tfsbench docker down --name ...)"
-            ) from exc
-
-
-def log_tail(name: str, lines: int = LOG_TAIL_LINES) -> list[str]:
-    """The last ``lines`` lines of the container's output (stdout and stderr together)."""
-    proc = docker(["logs", "--tail", str(lines), name], check=False, timeout_s=30)
-    text = proc.stdout + proc.stderr
-    return [line.rstrip()[:300] for line in text.splitlines() if line.strip()][-lines:]
-
-
-def _tail_text(name: str) -> str:
-    tail = log_tail(name)
-    return " | ".join(tail) if tail else "(the container printed nothing)"
 
 
 # --- up / down / logs -------------------------------------------------------------------------
@@ -312,27 +216,10 @@ def _published_port(name: str) -> int:
     return int(proc.stdout.strip().splitlines()[0].rsplit(":", 1)[1])
 
 
-def _model_state(url: str, model_name: str, timeout_s: float) -> tuple[str | None, int | None]:
-    """(state, version) of the newest version from the REST status endpoint; (None, None) if no answer."""
-    import requests  # light, but only ``up`` needs it
-
-    try:
-        reply = requests.get(f"{url}/v1/models/{model_name}", timeout=timeout_s)
-        body = reply.json()
-    except (requests.RequestException, ValueError):
-        return None, None
-    statuses = (body.get("model_version_status") or []) if isinstance(body, dict) else []
-    for status in statuses:
-        if status.get("state") == "AVAILABLE":
-            return "AVAILABLE", int(status.get("version", 0))
-    return (statuses[0].get("state"), None) if statuses else (None, None)
-
-
 def wait_available(name: str, url: str, model_name: str, timeout_s: float) -> int:
     """Poll until the model is AVAILABLE; return its version. DockerError (with log tail) otherwise."""
-    deadline = time.monotonic() + timeout_s
-    state: str | None = None
-    while True:
+
+    def still_running() -> None:
         info = container_inspect(name)
         if info is None:
             raise DockerError(f"container {name} disappeared while starting (was it removed by someone else?)")
@@ -341,17 +228,17 @@ def wait_available(name: str, url: str, model_name: str, timeout_s: float) -> in
             oom = " (killed: out of memory, raise --memory)" if info["State"].get("OOMKilled") else ""
             raise DockerError(
                 f"container {name} exited with code {code}{oom} before model '{model_name}' was AVAILABLE; "
-                f"log tail: {_tail_text(name)}"
+                f"log tail: {tail_text(name)}"
             )
-        state, version = _model_state(url, model_name, timeout_s=2.0)
-        if state == "AVAILABLE" and version is not None:
-            return version
-        if time.monotonic() >= deadline:
+
+    with TFServingClient(url, model_name, timeout_s=2.0) as client:
+        try:
+            return client.wait_until_available(timeout_s, check=still_running)
+        except ServerError as exc:
             raise DockerError(
                 f"model '{model_name}' in container {name} was not AVAILABLE within {timeout_s:g} s "
-                f"(last state: {state or 'no answer'}; raise --timeout); log tail: {_tail_text(name)}"
-            )
-        time.sleep(0.25)
+                f"({exc}; raise --timeout); log tail: {tail_text(name)}"
+            ) from None
 
 
 def preflight(spec: ContainerSpec) -> int:
@@ -383,7 +270,7 @@ def up(
     started = time.monotonic()
     proc = docker(docker_run_command(spec)[1:], check=False, timeout_s=120)
     if proc.returncode != 0:
-        message = _first_line(proc.stderr)
+        message = first_line(proc.stderr)
         # docker leaves a "Created" container behind when starting fails.
         docker(["rm", "-f", spec.name], check=False, timeout_s=60)
         if "port is already allocated" in message or "address already in use" in message:
@@ -472,127 +359,3 @@ def serving_container(spec: ContainerSpec, *, timeout_s: float = 180.0) -> Itera
         yield running, meta
     finally:
         down(running.name)
-
-
-def is_standin(meta: dict[str, Any]) -> bool:
-    """Whether a container's image is our stand-in (its results come from the embedded server)."""
-    from bench.docker.standin import SOURCE_LABEL
-
-    return SOURCE_LABEL in (meta.get("image_labels") or {})
-
-
-def sweep_in_container(args: argparse.Namespace, run: Callable[..., int]) -> int:
-    """``tfsbench sweep --docker IMAGE``: start IMAGE, sweep it through its published port, stop it.
-
-    ``run`` is the sweep handler; it gets ``args`` with ``host`` set to the container's URL and
-    the container's description for meta.json (image, digest, limits) as ``extra_meta``.
-    """
-    import secrets
-
-    if args.host:
-        raise ConfigError("--host and --docker exclude each other: --docker serves the model itself")
-    base = args.model_base_path or Path("models") / args.model_name
-    spec = ContainerSpec.create(
-        base,
-        model_name=args.model_name,
-        image=args.docker,
-        name=f"tfsbench-sweep-{secrets.token_hex(3)}",
-        host_port=0,
-        cpus=args.cpus,
-        memory=args.memory,
-    )
-    print(f"sweep: starting {spec.image} ({format_command(docker_run_command(spec))})", file=sys.stderr)
-    with serving_container(spec, timeout_s=args.docker_timeout) as (running, meta):
-        print(f"sweep: {running.url} serves '{running.model_name}' after {running.startup_s:.1f} s", file=sys.stderr)
-        args.host = running.url
-        if not args.server_kind and not is_standin(meta):
-            # tensorflow/serving sends no Server header to tell it apart; the image says it.
-            args.server_kind = "tensorflow-serving"
-        try:
-            return run(args, extra_meta={"docker": meta})
-        finally:
-            print(f"sweep: stopping container {running.name}", file=sys.stderr)
-
-
-# --- CLI --------------------------------------------------------------------------------------
-
-
-def spec_from_args(args: argparse.Namespace, state_dir: Path | None = None) -> ContainerSpec:
-    """The ContainerSpec for ``tfsbench docker up`` arguments.
-
-    ``--monitoring`` needs a config file on the host; it is written to ``state_dir``
-    (or only named there, for ``--dry-run``).
-    """
-    spec = ContainerSpec.create(
-        args.model_base_path,
-        model_name=args.model_name,
-        image=args.image,
-        name=args.name,
-        host_port=args.port,
-        bind_address=args.bind,
-        cpus=args.cpus,
-        memory=args.memory,
-        batching_parameters_file=args.batching_parameters.resolve() if args.batching_parameters else None,
-    )
-    if args.monitoring:
-        directory = (state_dir or _state_dir()) / spec.name
-        spec = _replace(spec, monitoring_config_file=directory / "monitoring_config.txt")
-    return spec
-
-
-def _replace(spec: ContainerSpec, **changes: Any) -> ContainerSpec:
-    from dataclasses import replace
-
-    return replace(spec, **changes)
-
-
-def _state_dir() -> Path:
-    import os
-
-    base = os.environ.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
-    return Path(base) / "tfsbench" / "docker"
-
-
-def run_docker(args: argparse.Namespace, out: Callable[[str], None] = print) -> int:
-    """Handler of ``tfsbench docker ACTION``."""
-    if args.action == "build-standin":
-        from bench.docker.standin import build_standin
-
-        result = build_standin(args.tag, rebuild=args.rebuild, log=out)
-        out(result.summary())
-        return 0
-    if args.action == "down":
-        if args.dry_run:
-            out(format_command(["docker", "stop", args.name]) + " && " + format_command(["docker", "rm", args.name]))
-            return 0
-        existed = down(args.name)
-        out(f"stopped and removed container {args.name}" if existed else f"no container named {args.name}")
-        return 0
-    if args.action == "logs":
-        out(logs(args.name, tail=args.tail).rstrip("\n"))
-        return 0
-    spec = spec_from_args(args)
-    if args.dry_run:
-        # The command may be meant for another machine, so a model directory that cannot be
-        # served here is a warning, not an error.
-        try:
-            check_model_dir(spec.model_base_path)
-        except ConfigError as exc:
-            print(f"tfsbench docker: warning: {exc}", file=sys.stderr)
-        out(format_command(docker_run_command(spec)))
-        return 0
-    if spec.monitoring_config_file is not None:
-        spec.monitoring_config_file.parent.mkdir(parents=True, exist_ok=True)
-        spec.monitoring_config_file.write_text(monitoring_config_text())
-    started = (
-        f"started {spec.image} as container {spec.name} (model {spec.model_name} from {spec.model_base_path}); "
-        f"waiting up to {args.timeout:g} s for it to be AVAILABLE"
-    )
-    running = up(spec, timeout_s=args.timeout, on_started=lambda _id: out(started))
-    out(f"model '{running.model_name}' version {running.model_version} is AVAILABLE after {running.startup_s:.1f} s")
-    out(f"REST API: {running.url}/v1/models/{running.model_name}")
-    if spec.monitoring_config_file is not None:
-        out(f"Prometheus: {running.url}{PROMETHEUS_PATH}")
-    out(f"load-test it: tfsbench sweep --host {running.url}")
-    out(f"stop it:      tfsbench docker down --name {running.name}")
-    return 0

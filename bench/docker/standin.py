@@ -22,7 +22,6 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import io
-import json
 import os
 import secrets
 import shutil
@@ -36,10 +35,15 @@ from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
 
+from packaging.requirements import Requirement
+
 from bench import SOURCE_ROOT
-from bench.docker.launcher import docker, docker_binary, engine_version, image_inspect
+from bench.docker.engine import docker, docker_binary, engine_version, image_inspect
 from bench.errors import DockerError
 
+STANDIN_TAG = "tfsbench/serving-standin:local"
+# The modules the image runs (its entry scripts import these); their imports decide what is copied.
+SERVER_MODULES = ("bench.serving.server", "bench.docker.entrypoint", "bench.cli")
 RECIPE_VERSION = "1"
 SOURCE_LABEL = "tfsbench.source-sha256"
 PYTHON_TAG = f"python3.{sys.version_info.minor}"
@@ -126,12 +130,15 @@ def _canonical(name: str) -> str:
 
 
 def _server_import_roots() -> set[str]:
-    """Distributions whose modules ``bench.serving.server`` and the entrypoint import (TensorFlow aside)."""
+    """Distributions whose modules :data:`SERVER_MODULES` import (TensorFlow aside)."""
     code = (
         "import sys, importlib\n"
-        "for m in ('bench.serving.server', 'bench.docker.entrypoint'):\n"
+        f"for m in {SERVER_MODULES!r}:\n"
         "    try: importlib.import_module(m)\n"
         "    except Exception: pass\n"
+        "try:\n"  # the parser imports what each sub-command's flags need
+        "    from bench.cli import build_parser; build_parser()\n"
+        "except Exception: pass\n"
         "print('\\n'.join(sorted({n.split('.')[0] for n in sys.modules})))\n"
     )
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300, check=False)
@@ -142,8 +149,6 @@ def _server_import_roots() -> set[str]:
 
 def python_distributions(root: Path) -> list[metadata.Distribution]:
     """The venv's distributions the image needs: the recipe's roots, the server's imports, their requirements."""
-    from packaging.requirements import Requirement
-
     installed = {_canonical(d.metadata["Name"]): d for d in metadata.distributions()}
     wanted = [_canonical(n) for n in recipe_lines(root, "python-packages.txt")] + sorted(_server_import_roots())
     seen: dict[str, metadata.Distribution] = {}
@@ -416,10 +421,3 @@ def build_standin(tag: str, *, rebuild: bool = False, log: Callable[[str], None]
         raise DockerError(f"docker commit did not produce {tag}")
     _remove_superseded(existing, base_tag)
     return StandinBuild(tag, image["Id"], base_tag, False, base_reused, time.monotonic() - started, image["Size"])
-
-
-def image_summary(tag: str) -> str:
-    """One JSON line describing a built stand-in (for notes and debugging)."""
-    image = image_inspect(tag) or {}
-    labels = image.get("Config", {}).get("Labels")
-    return json.dumps({"tag": tag, "id": image.get("Id"), "size": image.get("Size"), "labels": labels})

@@ -33,13 +33,13 @@ from dataclasses import dataclass
 
 import numpy as np
 import orjson
+from PIL import Image
 
+from bench.api_names import DEFAULT_SIGNATURE
 from bench.errors import ConfigError
 from bench.payloads.fast_json import dumps_uint8
+from bench.payloads.specs import BYTES_INPUT, BYTES_SIGNATURE, IMAGE_INPUT
 
-DEFAULT_SIGNATURE = "serving_default"
-BYTES_SIGNATURE = "serving_bytes"
-BYTES_INPUT = "image_bytes"
 # gzip level 1 keeps about 2/3 of the saving of level 6 at 1/8 of its CPU cost: on a load
 # generator, level 6 would cost more time than the JSON itself (230 ms against 14 ms at batch 16).
 GZIP_LEVEL = 1
@@ -114,8 +114,6 @@ def _row_orjson_gzip(batch: np.ndarray, input_name: str, signature_name: str) ->
 
 
 def _image_bytes(image: np.ndarray, fmt: str) -> bytes:
-    from PIL import Image
-
     out = io.BytesIO()
     if fmt == "JPEG":
         Image.fromarray(image).save(out, format="JPEG", quality=JPEG_QUALITY)
@@ -159,8 +157,6 @@ def _decode_gzip(body: bytes) -> np.ndarray:
 
 
 def _decode_b64(body: bytes) -> np.ndarray:
-    from PIL import Image
-
     images = []
     for row in orjson.loads(body)["instances"]:
         with Image.open(io.BytesIO(base64.b64decode(row["b64"]))) as image:
@@ -187,7 +183,7 @@ class Encoding:
     _encode: EncodeFn = dataclasses.field(repr=False, compare=False)
     _decode: DecodeFn = dataclasses.field(repr=False, compare=False)
 
-    def encode(self, batch: np.ndarray, input_name: str | None = "examples") -> bytes:
+    def encode(self, batch: np.ndarray, input_name: str | None = IMAGE_INPUT) -> bytes:
         """The request body for ``batch`` (uint8 ``[batch, height, width, channels]``).
 
         ``input_name`` is the signature's input key, used by the encodings that name it
@@ -217,7 +213,7 @@ def _encoding(
     content_encoding: str | None = None,
     lossless: bool = True,
 ) -> Encoding:
-    default_input = BYTES_INPUT if signature_name == BYTES_SIGNATURE else "examples"
+    default_input = BYTES_INPUT if signature_name == BYTES_SIGNATURE else IMAGE_INPUT
     return Encoding(name, signature_name, content_encoding, lossless, description, default_input, encode, decode)
 
 
@@ -241,6 +237,7 @@ _ALL = (
 )
 
 ENCODINGS: dict[str, Encoding] = {encoding.name: encoding for encoding in _ALL}
+ENCODING_NAMES: tuple[str, ...] = tuple(ENCODINGS)
 
 
 def get_encoding(name: str) -> Encoding:

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Protocol
 
 import numpy as np
+from PIL import Image, UnidentifiedImageError
 
 from bench.errors import ConfigError
 
@@ -149,8 +150,6 @@ class DirectoryImages:
         return len(self.files)
 
     def _load(self, file: Path) -> tuple[np.ndarray, np.ndarray]:
-        from PIL import Image, UnidentifiedImageError
-
         try:
             with Image.open(file) as opened:
                 rgb = opened.convert("RGB")

@@ -26,6 +26,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from bench import SOURCE_ROOT, argtypes
+from bench.store.load_stats import read_load_stats
+from bench.store.records import read_records
 
 
 class _Endpoint(asyncio.Protocol):
@@ -92,8 +94,6 @@ class Result:
 
 
 def run_locust(host: str, encoding: str, batch: int, inline: bool, users: int, duration_s: int, tmp: Path) -> Result:
-    from bench.store.records import read_load_stats, read_records
-
     tag = f"{encoding}-{'inline' if inline else 'pool'}"
     records = tmp / f"{tag}.csv"
     command = [

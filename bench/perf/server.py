@@ -30,6 +30,12 @@ import numpy as np
 import orjson
 
 from bench import argtypes
+from bench.serving.json_response import encode_predict_response
+from bench.serving.json_tensor import decode_predict_body
+from bench.serving.model_config import ModelConfig
+from bench.serving.model_store import ModelStore
+from bench.serving.server import tune_malloc
+from export import export_model
 
 MODEL = "classifier"
 
@@ -131,19 +137,12 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
-    from bench.serving.json_tensor import decode_predict_body, encode_predict_response
-    from bench.serving.model_store import ModelConfig, ModelStore
-
     tmp = None
     base = args.model_base_path
     if base is None:
-        from export import export_model
-
         tmp = tempfile.TemporaryDirectory(prefix="tfsbench-bench-")
         export_model(Path(tmp.name), model_name=MODEL, version=1, size="tiny")
         base = Path(tmp.name) / MODEL
-    from bench.serving.server import tune_malloc
-
     tune_malloc()  # what the server process does: both sides of the comparison get it
     store = ModelStore([ModelConfig(MODEL, base)], poll_wait_s=0)
     store.poll_once()  # loads TensorFlow and the model, warms up, gc.freeze()

@@ -16,6 +16,7 @@ from typing import Any
 
 from bench import argtypes
 from bench.errors import ConfigError
+from bench.payloads.encodings import get_encoding
 from bench.scenario.schedule import Arrival, parse_arrival
 
 ENV_PREFIX = "TFSBENCH_"
@@ -228,8 +229,6 @@ def config_from_options(options: Any) -> ScenarioConfig:
     if any(s.rate_per_s is not None for s in steps) and not arrival.is_open:
         raise ConfigError("--shape-steps rate=... needs an open model (--arrival constant or poisson, and a --rate)")
     encodings = tuple(parsed("encodings", "--encodings", argtypes.name_list))
-    from bench.payloads.encodings import get_encoding  # keep numpy/Pillow out of option parsing's import
-
     for name in encodings:
         get_encoding(name)  # ConfigError naming the valid encodings
     images = str(_arg(options, "images")).strip()

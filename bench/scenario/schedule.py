@@ -46,13 +46,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from bench.errors import ConfigError
+from bench.store.records import LATE_TOLERANCE_MS
 
 ARRIVALS: tuple[str, ...] = ("closed", "poisson", "constant")
-
-# A send that starts more than this after its intended time counts as late. Gevent's
-# scheduling jitter on a busy machine is a few ms; beyond this the generator fell behind
-# (its user was still waiting for a reply, or the process ran out of CPU).
-LATE_TOLERANCE_MS = 10.0
 
 
 @dataclass(frozen=True)

@@ -18,9 +18,11 @@ from pathlib import Path
 
 import numpy as np
 
+from bench.api_names import INPUT_BATCH_SIZE, PROCESSED_BATCH_SIZE, QUEUING_LATENCY, WRAPPED_RUN_COUNT
 from bench.errors import ConfigError
-from bench.serving.json_tensor import JsonTensorError
 from bench.serving.metrics import Metrics
+from bench.serving.status import ServingError
+from bench.serving.text_proto import parse_text_proto
 
 __all__ = ["Batcher", "BatchingParameters", "parse_batching_parameters"]
 
@@ -41,8 +43,6 @@ def parse_batching_parameters(path: Path | None) -> BatchingParameters:
     """Read a text-format BatchingParameters file (``max_batch_size { value: 32 }`` or ``: 32``)."""
     if path is None:
         return BatchingParameters()
-    from bench.serving.model_store import parse_text_proto
-
     try:
         text = Path(path).read_text()
     except OSError as exc:
@@ -110,23 +110,23 @@ class Batcher:
             return self._run(signature, tensors)
         size = sizes.pop()
         if size > self.params.max_batch_size:
-            raise JsonTensorError(
+            raise ServingError(
                 "INVALID_ARGUMENT",
                 f"Task size {size} is larger than maximum input batch size {self.params.max_batch_size}",
             )
         key = (signature, tuple(sorted((k, v.shape[1:], v.dtype.str) for k, v in tensors.items())))
         task = _Task(tensors, size)
         if self._metrics is not None:
-            self._metrics.observe(":tensorflow:serving:batching_session:input_batch_size", size)
+            self._metrics.observe(INPUT_BATCH_SIZE, size)
         with self._cond:
             if self._closed:
-                raise JsonTensorError("UNAVAILABLE", "Batch scheduler is shutting down")
+                raise ServingError("UNAVAILABLE", "Batch scheduler is shutting down")
             queue = self._queues.setdefault(key, _Queue())
             if queue.batches and sum(t.size for t in queue.batches[-1]) + size <= self.params.max_batch_size:
                 queue.batches[-1].append(task)
             else:
                 if len(queue.batches) >= self.params.max_enqueued_batches:
-                    raise JsonTensorError(
+                    raise ServingError(
                         "UNAVAILABLE", "The batch scheduling queue to which this task was submitted is full"
                     )
                 queue.batches.append([task])
@@ -168,11 +168,11 @@ class Batcher:
         started = time.perf_counter()
         if self._metrics is not None:
             total = sum(t.size for t in batch)
-            self._metrics.observe(":tensorflow:serving:batching_session:processed_batch_size", total)
-            self._metrics.inc(":tensorflow:serving:batching_session:wrapped_run_count")
+            self._metrics.observe(PROCESSED_BATCH_SIZE, total)
+            self._metrics.inc(WRAPPED_RUN_COUNT)
             for task in batch:
                 self._metrics.observe(
-                    ":tensorflow:serving:batching_session:queuing_latency",
+                    QUEUING_LATENCY,
                     (started - task.enqueued_s) * 1e6,
                     {"thread_pool_name": "model_batch_thread_pool"},
                 )
@@ -192,7 +192,7 @@ class Batcher:
             try:
                 part = {name: value[offset : offset + task.size] for name, value in outputs.items()}
             except (IndexError, TypeError) as exc:
-                task.future.set_exception(JsonTensorError("INTERNAL", f"Cannot split batched output: {exc}"))
+                task.future.set_exception(ServingError("INTERNAL", f"Cannot split batched output: {exc}"))
                 continue
             offset += task.size
             task.future.set_result(part)

@@ -36,7 +36,9 @@ from functools import lru_cache
 
 import numpy as np
 
-from bench.serving.json_tensor import DecodedPredict, InputSpec, JsonTensorError, resolve_inputs
+from bench.payloads.specs import InputSpec
+from bench.serving.predict_request import DecodedPredict, Inputs, resolve_inputs
+from bench.serving.status import ServingError
 
 __all__ = ["try_fast_decode"]
 
@@ -57,7 +59,7 @@ _AS_BRACKET = np.arange(256, dtype=np.uint8)  # braces read as brackets for the 
 _AS_BRACKET[_LBRACE], _AS_BRACKET[_RBRACE] = _OPEN, _CLOSE
 
 
-def try_fast_decode(body: bytes, inputs: object) -> DecodedPredict | None:
+def try_fast_decode(body: bytes, inputs: Inputs) -> DecodedPredict | None:
     """The decoded request if ``body`` is a plain dense uint8 array body, else None (use the
     general path). ``inputs`` is what ``decode_predict_body`` takes."""
     head = _PREFIX.match(body[:_ENVELOPE_BYTES])
@@ -76,7 +78,7 @@ def try_fast_decode(body: bytes, inputs: object) -> DecodedPredict | None:
     signature = (head.group(1) if head.group(1) is not None else tail.group(2) or b"").decode()
     try:
         tensorinfo: Mapping[str, InputSpec] = resolve_inputs(inputs, signature)  # type: ignore[arg-type]
-    except JsonTensorError:
+    except ServingError:
         return None  # the general path reports it, after any JSON error that comes first
     if len(tensorinfo) != 1:
         return None

@@ -4,8 +4,8 @@ This is a port of ``tensorflow_serving/util/json_tensor.cc`` (see the reference
 ``shared/docs/tf-serving-rest-api.md`` §5): predict bodies in row (``instances``) and columnar
 (``inputs``) format, named and unnamed instances, ``{"b64": ...}`` strings, the shape taken from
 the first entry at every level, uint8 values wrapping like TF's ``int_val`` cast, and the order in
-which errors are found. It is used by the embedded server and, without TensorFlow, by
-``tfsbench codecs`` to time server-side decoding::
+which errors are found (the response side is ``bench.serving.json_response``). It is used by the
+embedded server and, without TensorFlow, by ``tfsbench codecs`` to time server-side decoding::
 
     decoded = decode_predict_body(body, REFERENCE_SIGNATURES)   # or one signature's inputs
     decoded.tensors["examples"]      # np.ndarray uint8 [batch, 128, 128, 3]
@@ -19,98 +19,18 @@ from __future__ import annotations
 
 import base64
 import binascii
-import math
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from collections.abc import Mapping
 
 import numpy as np
 
-from bench.serving.rapidjson import JsonParseError, debug_string, escape_string, json_type_name, loads
+from bench.payloads.specs import InputSpec
+from bench.serving.fast_decode import try_fast_decode
+from bench.serving.predict_request import DecodedPredict, Inputs, resolve_inputs
+from bench.serving.rapidjson import JsonParseError, debug_string, json_type_name, loads
+from bench.serving.status import ServingError
+from bench.serving.status import invalid_argument as _invalid
 
-__all__ = [
-    "REFERENCE_SIGNATURES",
-    "DecodedPredict",
-    "InputSpec",
-    "JsonTensorError",
-    "decode_predict_body",
-    "encode_error",
-    "encode_predict_response",
-    "format_float",
-    "parse_classify_regress_body",
-    "parse_request_json",
-]
-
-DEFAULT_SIGNATURE = "serving_default"
-
-
-@dataclass(frozen=True)
-class InputSpec:
-    """One signature input: its key, TF short dtype name (``uint8``, ``string``, ``float``...)
-    and declared shape (``None`` for unknown dimensions)."""
-
-    name: str
-    dtype: str
-    shape: tuple[int | None, ...]
-
-
-REFERENCE_SIGNATURES: dict[str, dict[str, InputSpec]] = {
-    "serving_default": {"examples": InputSpec("examples", "uint8", (None, 128, 128, 3))},
-    "serving_bytes": {"image_bytes": InputSpec("image_bytes", "string", (None,))},
-}
-
-# Canonical status code -> HTTP status (http_server.cc ToHTTPStatusCode).
-HTTP_STATUS = {
-    "OK": 200,
-    "CANCELLED": 499,
-    "UNKNOWN": 500,
-    "INVALID_ARGUMENT": 400,
-    "DEADLINE_EXCEEDED": 504,
-    "NOT_FOUND": 404,
-    "ALREADY_EXISTS": 409,
-    "PERMISSION_DENIED": 403,
-    "RESOURCE_EXHAUSTED": 429,
-    "FAILED_PRECONDITION": 400,
-    "ABORTED": 409,
-    "OUT_OF_RANGE": 400,
-    "UNIMPLEMENTED": 501,
-    "INTERNAL": 500,
-    "UNAVAILABLE": 503,
-    "DATA_LOSS": 500,
-    "UNAUTHENTICATED": 401,
-}
-
-
-class JsonTensorError(Exception):
-    """A request error: canonical ``code`` (``INVALID_ARGUMENT``...) and tensorflow/serving's
-    ``message`` (what goes into ``{"error": ...}``)."""
-
-    def __init__(self, code: str, message: str) -> None:
-        super().__init__(message)
-        self.code = code
-        self.message = message
-
-    @property
-    def http_status(self) -> int:
-        return HTTP_STATUS.get(self.code, 500)
-
-    def status_string(self) -> str:
-        """absl ``Status::ToString()``: what a wrapping error message embeds."""
-        return f"{self.code}: {self.message}"
-
-
-def _invalid(message: str) -> JsonTensorError:
-    return JsonTensorError("INVALID_ARGUMENT", message)
-
-
-@dataclass
-class DecodedPredict:
-    """A decoded predict request: input tensors, request format and signature name
-    (``""`` when the body names none, meaning ``serving_default``)."""
-
-    tensors: dict[str, np.ndarray]
-    row_format: bool
-    signature_name: str = ""
-
+__all__ = ["decode_predict_body", "parse_classify_regress_body", "parse_request_json"]
 
 # TF short dtype name -> numpy dtype of the tensor we build.
 _NUMPY = {
@@ -127,9 +47,6 @@ _NUMPY = {
     "string": object,
 }
 _INT32_TYPES = frozenset(("uint8", "int8", "int16", "int32"))
-
-Signatures = Mapping[str, Mapping[str, InputSpec]]
-Resolver = Callable[[str], Mapping[str, InputSpec]]
 
 
 # -- parsing the document ---------------------------------------------------------------------
@@ -159,24 +76,9 @@ def _signature_name(doc: dict) -> str:
     return ""
 
 
-def resolve_inputs(
-    inputs: Signatures | Mapping[str, InputSpec] | Resolver, signature_name: str
-) -> Mapping[str, InputSpec]:
-    """The input map for ``signature_name`` from a resolver, a signatures map or one input map."""
-    if callable(inputs):
-        return inputs(signature_name)
-    values = list(inputs.values())
-    if values and isinstance(values[0], InputSpec):
-        return inputs  # type: ignore[return-value]
-    name = signature_name or DEFAULT_SIGNATURE
-    if name not in inputs:
-        raise _invalid(f'Serving signature name: "{name}" not found in signature def')
-    return inputs[name]  # type: ignore[return-value]
-
-
 def decode_predict_body(
     body: bytes,
-    inputs: Signatures | Mapping[str, InputSpec] | Resolver,
+    inputs: Inputs,
     *,
     fast: bool = True,
 ) -> DecodedPredict:
@@ -184,13 +86,11 @@ def decode_predict_body(
 
     ``inputs`` is one signature's input map, a map of signature name -> input map (unknown
     ``signature_name`` -> the reference's error), or a callable ``resolve(signature_name)``
-    that may raise ``JsonTensorError`` (the server's model/version/signature lookup).
+    that may raise ``ServingError`` (the server's model/version/signature lookup).
     ``fast=False`` skips the numpy fast path (for tests and benchmarks).
-    Raises ``JsonTensorError`` with the reference's code and message.
+    Raises ``ServingError`` with the reference's code and message.
     """
     if fast:
-        from bench.serving.fast_decode import try_fast_decode
-
         decoded = try_fast_decode(body, inputs)
         if decoded is not None:
             return decoded
@@ -251,7 +151,7 @@ def _from_instances(instances: list, tensorinfo: Mapping[str, InputSpec]) -> dic
             for key, item in element.items():
                 try:
                     _add_instance_item(item, key, tensorinfo, accumulators)
-                except JsonTensorError as exc:
+                except ServingError as exc:
                     raise _invalid(
                         f"Failed to process element: {index} key: {key} of 'instances' list. "
                         f"Error: {exc.status_string()}"
@@ -266,7 +166,7 @@ def _from_instances(instances: list, tensorinfo: Mapping[str, InputSpec]) -> dic
                 raise _invalid(f"Expecting value/list but got object at item {index} of input list")
             try:
                 _add_instance_item(element, names[0], tensorinfo, accumulators)
-            except JsonTensorError as exc:
+            except ServingError as exc:
                 raise _invalid(
                     f"Failed to process element: {index} of 'instances' list. Error: {exc.status_string()}"
                 ) from None
@@ -407,7 +307,7 @@ def _leaves_to_array(leaves: list, dtype: str) -> np.ndarray:
     return np.array(leaves, dtype=_NUMPY[dtype])
 
 
-def _type_error(value: object, dtype: str) -> JsonTensorError:
+def _type_error(value: object, dtype: str) -> ServingError:
     return _invalid(f"JSON Value: {debug_string(value)} Type: {json_type_name(value)} is not of expected type: {dtype}")
 
 
@@ -448,7 +348,7 @@ def _convert_value(value: object, dtype: str) -> object:
         if not (is_int and 0 <= value < 2**64):  # type: ignore[operator]
             raise _type_error(value, dtype)
         return value
-    raise JsonTensorError("UNIMPLEMENTED", f"Conversion of JSON Value: {debug_string(value)} to type: {dtype}")
+    raise ServingError("UNIMPLEMENTED", f"Conversion of JSON Value: {debug_string(value)} to type: {dtype}")
 
 
 def _b64decode(text: str) -> bytes:
@@ -518,139 +418,3 @@ def _feature_kind(name: str, item: object, kind: str | None) -> str:
     if needed == "int64" and not isinstance(item, bool) and item >= 2**63:  # type: ignore[operator]
         raise _invalid(f"Feature: {name} has uint64 element. Only int64 is supported.")
     return needed
-
-
-# -- responses --------------------------------------------------------------------------------
-
-
-def format_float(value: float, double: bool = False) -> str:
-    """``WriteDecimal``: ``%g`` if it round-trips, else 9 (float) / 17 (double) digits; ``.0`` added
-    to whole numbers; ``NaN``, ``Infinity``, ``-Infinity``."""
-    if math.isnan(value):
-        return "NaN"
-    if math.isinf(value):
-        return "-Infinity" if value < 0 else "Infinity"
-    text = f"{value:g}"
-    back = float(text) if double else float(np.float32(float(text)))
-    if back != value:
-        text = f"{value:.17g}" if double else f"{value:.9g}"
-    if "." not in text and "e" not in text:
-        text += ".0"
-    return text
-
-
-def _scalar_texts(flat: np.ndarray, name: str) -> list[str]:
-    kind = flat.dtype
-    if kind == np.float32:
-        return [format_float(v) for v in flat.tolist()]
-    if kind == np.float64:
-        return [format_float(v, double=True) for v in flat.tolist()]
-    if kind == np.bool_:
-        return ["true" if v else "false" for v in flat.tolist()]
-    if kind.kind in "iu":
-        return [str(v) for v in flat.tolist()]
-    as_bytes = name.endswith("_bytes")
-    texts = []
-    for v in flat.tolist():
-        raw = v if isinstance(v, bytes) else str(v).encode()
-        if as_bytes:
-            texts.append('{"b64": ' + escape_string(base64.b64encode(raw).decode()) + "}")
-        else:
-            texts.append(escape_string(raw.decode("utf-8", "replace")))
-    return texts
-
-
-class _PrettyOut:
-    """rapidjson ``PrettyWriter`` output for tensors (4-space indent), as ``MakeJsonFromTensors``."""
-
-    def __init__(self) -> None:
-        self.parts: list[str] = []
-
-    def tensor(self, texts: list[str], shape: tuple[int, ...], depth: int, single_line: bool, start: int = 0) -> int:
-        """Write a nested list of ``texts`` for ``shape``; returns the next flat offset."""
-        if not shape:
-            self.parts.append(texts[start])
-            return start + 1
-        if single_line:
-            self.parts.append(self._single(texts, shape, start))
-            return start + int(np.prod(shape))
-        pad = "\n" + " " * (4 * (depth + 1))
-        self.parts.append("[")
-        for i in range(shape[0]):
-            if i:
-                self.parts.append(",")
-            self.parts.append(pad)
-            start = self.tensor(texts, shape[1:], depth + 1, False, start)
-        if shape[0]:
-            self.parts.append("\n" + " " * (4 * depth))
-        self.parts.append("]")
-        return start
-
-    def _single(self, texts: list[str], shape: tuple[int, ...], start: int) -> str:
-        if len(shape) == 1:
-            return "[" + ", ".join(texts[start : start + shape[0]]) + "]"
-        step = int(np.prod(shape[1:]))
-        return "[" + ", ".join(self._single(texts, shape[1:], start + i * step) for i in range(shape[0])) + "]"
-
-
-def encode_predict_response(outputs: Mapping[str, np.ndarray], row_format: bool) -> bytes:
-    """``MakeJsonFromTensors``: ``{"predictions": ...}`` (row) or ``{"outputs": ...}`` (columnar).
-
-    Raises ``JsonTensorError`` for the row-format batch checks (rank-0 output, batch size < 1,
-    outputs of different batch sizes).
-    """
-    if not outputs:
-        raise _invalid("Cannot convert empty tensor map to JSON")
-    names = sorted(outputs)
-    arrays = {name: np.asarray(outputs[name]) for name in names}
-    texts = {name: _scalar_texts(arrays[name].reshape(-1), name) for name in names}
-    out = _PrettyOut()
-    if row_format:
-        batch = 0
-        for name in names:
-            shape = arrays[name].shape
-            if not shape:
-                raise _invalid(f"Tensor name: {name} has no shape information ")
-            if shape[0] < 1:
-                raise _invalid(f"Tensor name: {name} has invalid batch size: {shape[0]}")
-            if batch and shape[0] != batch:
-                raise _invalid(f"Tensor name: {name} has inconsistent batch size: {shape[0]} expecting: {batch}")
-            batch = shape[0]
-        out.parts.append('{\n    "predictions": [')
-        if len(names) == 1:
-            # tensorflow/serving switches to single-line arrays before each row's prefix, so
-            # single-output rows share one line: [[...], [...]\n    ]
-            name = names[0]
-            shape = arrays[name].shape[1:]
-            size = int(np.prod(shape))
-            for row in range(batch):
-                out.parts.append(", " if row else "")
-                out.tensor(texts[name], shape, 0, True, row * size)
-        else:
-            for row in range(batch):
-                out.parts.append(("," if row else "") + "\n        {")
-                for k, name in enumerate(names):
-                    shape = arrays[name].shape[1:]
-                    size = int(np.prod(shape))
-                    out.parts.append(("," if k else "") + "\n            " + escape_string(name) + ": ")
-                    out.tensor(texts[name], shape, 0, True, row * size)
-                out.parts.append("\n        }")
-        out.parts.append("\n    ]\n}")
-    else:
-        out.parts.append('{\n    "outputs": ')
-        if len(names) > 1:
-            out.parts.append("{")
-            for k, name in enumerate(names):
-                out.parts.append(("," if k else "") + "\n        " + escape_string(name) + ": ")
-                out.tensor(texts[name], arrays[name].shape, 2, False)
-            out.parts.append("\n    }")
-        else:
-            out.tensor(texts[names[0]], arrays[names[0]].shape, 1, False)
-        out.parts.append("\n}")
-    return "".join(out.parts).encode("utf-8", "replace")
-
-
-def encode_error(message: str) -> bytes:
-    """``MakeJsonFromStatus``: ``{"error": "<message>"}`` pretty-printed; always valid UTF-8 JSON."""
-    text = message.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
-    return ('{\n    "error": ' + escape_string(text) + "\n}").encode()

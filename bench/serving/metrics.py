@@ -18,56 +18,68 @@ from __future__ import annotations
 import threading
 from pathlib import Path
 
+from bench.api_names import (
+    INPUT_BATCH_SIZE,
+    PROCESSED_BATCH_SIZE,
+    PROMETHEUS_PATH,
+    QUEUING_LATENCY,
+    REQUEST_COUNT,
+    REQUEST_LATENCY,
+    RUNTIME_LATENCY,
+    WRAPPED_RUN_COUNT,
+)
 from bench.errors import ConfigError
+from bench.serving.text_proto import parse_text_proto
 
-__all__ = ["DEFAULT_PROMETHEUS_PATH", "RUNTIME_LATENCY", "Metrics", "parse_monitoring_config"]
+__all__ = ["Metrics", "monitoring_config_text", "parse_monitoring_config"]
 
-DEFAULT_PROMETHEUS_PATH = "/monitoring/prometheus/metrics"
-RUNTIME_LATENCY = ":tensorflow:serving:runtime_latency"
 LATENCY_BUCKETS_US = tuple(10 * 1.8**i for i in range(33))
 QUEUE_BUCKETS_US = tuple(100 * 1.2**i for i in range(52))
 BATCH_BUCKETS = tuple(float(2**i) for i in range(14))
 
 _HELP = {
-    ":tensorflow:serving:request_count": ("counter", "The total number of requests."),
-    ":tensorflow:serving:request_latency": (
+    REQUEST_COUNT: ("counter", "The total number of requests."),
+    REQUEST_LATENCY: (
         "histogram",
         "Distribution of wall time (in microseconds) for Tensorflow Serving request.",
     ),
-    ":tensorflow:serving:runtime_latency": (
+    RUNTIME_LATENCY: (
         "histogram",
         "Distribution of wall time (in microseconds) for Tensorflow runtime.",
     ),
-    ":tensorflow:serving:batching_session:input_batch_size": (
+    INPUT_BATCH_SIZE: (
         "histogram",
         "Tracks the batch size distribution on the inputs.",
     ),
-    ":tensorflow:serving:batching_session:processed_batch_size": (
+    PROCESSED_BATCH_SIZE: (
         "histogram",
         "Tracks the batch size distribution on processing.",
     ),
-    ":tensorflow:serving:batching_session:queuing_latency": (
+    QUEUING_LATENCY: (
         "histogram",
         "Distribution of wall time spent (in microseconds) in queuing",
     ),
-    ":tensorflow:serving:batching_session:wrapped_run_count": (
+    WRAPPED_RUN_COUNT: (
         "counter",
         "Total count of run calls on the wrapped session",
     ),
 }
 _BUCKETS = {
-    ":tensorflow:serving:request_latency": LATENCY_BUCKETS_US,
-    ":tensorflow:serving:runtime_latency": LATENCY_BUCKETS_US,
-    ":tensorflow:serving:batching_session:input_batch_size": BATCH_BUCKETS,
-    ":tensorflow:serving:batching_session:processed_batch_size": BATCH_BUCKETS,
-    ":tensorflow:serving:batching_session:queuing_latency": QUEUE_BUCKETS_US,
+    REQUEST_LATENCY: LATENCY_BUCKETS_US,
+    RUNTIME_LATENCY: LATENCY_BUCKETS_US,
+    INPUT_BATCH_SIZE: BATCH_BUCKETS,
+    PROCESSED_BATCH_SIZE: BATCH_BUCKETS,
+    QUEUING_LATENCY: QUEUE_BUCKETS_US,
 }
+
+
+def monitoring_config_text(path: str = PROMETHEUS_PATH) -> str:
+    """A text-format MonitoringConfig that turns on the Prometheus endpoint at ``path``."""
+    return f'prometheus_config {{\n  enable: true\n  path: "{path}"\n}}\n'
 
 
 def parse_monitoring_config(path: Path) -> str | None:
     """The Prometheus path from a text-format ``MonitoringConfig``, or None if not enabled."""
-    from bench.serving.model_store import parse_text_proto
-
     try:
         text = Path(path).read_text()
     except OSError as exc:
@@ -78,7 +90,7 @@ def parse_monitoring_config(path: Path) -> str | None:
         raise ConfigError(f"--monitoring_config_file {path}: prometheus_config must be a message")
     if not prometheus.get("enable", [False])[0]:
         return None
-    route = str(prometheus.get("path", [""])[0] or DEFAULT_PROMETHEUS_PATH)
+    route = str(prometheus.get("path", [""])[0] or PROMETHEUS_PATH)
     if not route.startswith("/"):
         raise ConfigError(f"--monitoring_config_file {path}: path must start with '/', got {route!r}")
     return route
@@ -119,10 +131,6 @@ class Metrics:
                     break
             state[1] += value
             state[2] += 1
-
-    def counter_value(self, name: str, labels: dict[str, str] | None = None) -> float:
-        with self._lock:
-            return self._counters.get(name, {}).get(tuple(sorted((labels or {}).items())), 0.0)
 
     def render(self) -> str:
         """Prometheus exposition text."""

@@ -2,7 +2,8 @@
 
 Routing, status codes and bodies follow ``shared/docs/tf-serving-rest-api.md`` §2-§8 (ported
 from ``http_server.cc``, ``http_rest_api_handler.cc`` and ``http_rest_api_util.cc``). The HTTP
-layer (``bench.serving.server``) only reads requests and writes replies.
+layer (``bench.serving.http``) only reads requests and writes replies; what a predict does once
+its tensors are decoded is the predict core's (``bench.serving.predict_core``).
 """
 
 from __future__ import annotations
@@ -13,24 +14,20 @@ import re
 import threading
 import time
 import urllib.parse
-from collections.abc import Callable, Mapping
-from concurrent.futures import ThreadPoolExecutor
-from concurrent.futures import TimeoutError as FutureTimeout
-from dataclasses import dataclass
+from collections.abc import Mapping
 
-import numpy as np
+from bench.api_names import DEFAULT_SIGNATURE
+from bench.payloads.specs import InputSpec
+from bench.serving.http import Reply
+from bench.serving.json_response import encode_error, encode_predict_response
+from bench.serving.json_tensor import decode_predict_body, parse_classify_regress_body
+from bench.serving.predict_core import PredictCore
+from bench.serving.saved_model import LoadedVersion
+from bench.serving.status import ServingError
 
-from bench.serving.json_tensor import (
-    JsonTensorError,
-    decode_predict_body,
-    encode_error,
-    encode_predict_response,
-    parse_classify_regress_body,
-)
-from bench.serving.metrics import RUNTIME_LATENCY, Metrics
-from bench.serving.model_store import DEFAULT_SIGNATURE, LoadedVersion, ModelStore
+__all__ = ["RestApi"]
 
-__all__ = ["Reply", "RestApi"]
+ENTRYPOINT = "REST"  # the request_latency label tensorflow/serving's HTTP handler sets
 
 _FLAGS = re.IGNORECASE | re.ASCII | re.DOTALL
 _V1 = re.compile(r"/v1/.*", _FLAGS)
@@ -49,21 +46,12 @@ CORS_HEADERS = (
 NOT_FOUND_HTML = b"<HTML><HEAD>\n<TITLE>404 Not Found</TITLE>\n</HEAD><BODY>\n<H1>Not Found</H1>\n</BODY></HTML>\n"
 
 
-@dataclass(frozen=True)
-class Reply:
-    """An HTTP reply: status, headers, body."""
-
-    status: int
-    headers: tuple[tuple[str, str], ...]
-    body: bytes
-
-
 class _EmptyBodyError(Exception):
     """Errors tensorflow/serving returns before its JSON error wrapper runs (empty body)."""
 
     def __init__(self, code: str, message: str) -> None:
         super().__init__(message)
-        self.error = JsonTensorError(code, message)
+        self.error = ServingError(code, message)
 
 
 def _decode_arg(text: str) -> str:
@@ -72,34 +60,27 @@ def _decode_arg(text: str) -> str:
 
 
 class RestApi:
-    """The REST handler. ``runner(loaded, signature, tensors)`` runs a model (batching hooks in
-    there); ``timeout_ms`` > 0 bounds each model run (DEADLINE_EXCEEDED -> 504)."""
+    """The REST handler over the predict core: URLs, JSON bodies, CORS and the Prometheus page.
+
+    Model runs, deadlines (DEADLINE_EXCEEDED -> 504), batching and request metrics are the
+    core's (``bench.serving.predict_core``); this class only turns HTTP requests into core calls.
+    """
 
     def __init__(
         self,
-        store: ModelStore,
-        metrics: Metrics,
+        core: PredictCore,
         *,
-        timeout_ms: int = 30000,
         cors: bool = False,
         prometheus_path: str | None = None,
-        runner: Callable[[LoadedVersion, str, Mapping[str, np.ndarray]], dict[str, np.ndarray]] | None = None,
-        run_threads: int = 8,
         decode_slots: int = os.cpu_count() or 1,
     ) -> None:
-        self.store = store
-        self.metrics = metrics
-        self.timeout_ms = timeout_ms
+        self.core = core
+        self.store = core.store
         self.cors = cors
         self.prometheus_path = prometheus_path
-        self._runner = runner or (lambda loaded, sig, tensors: loaded.run(sig, tensors))
-        self._executor = ThreadPoolExecutor(max_workers=run_threads, thread_name_prefix="tfsbench-run")
         # Body decoding is numpy passes over multi-MB buffers (the GIL is mostly released): more
         # concurrent decodes than cores only thrash caches and hold more temporaries at once.
         self._decode_slots = threading.BoundedSemaphore(max(decode_slots, 1))
-
-    def close(self) -> None:
-        self._executor.shutdown(wait=True)
 
     # -- entry point ----------------------------------------------------------------------------
 
@@ -114,7 +95,7 @@ class RestApi:
         if method == "OPTIONS":
             ok = _ORIGIN.search(headers.get("Origin", "") or "") is not None
             code = "OK" if ok else "FAILED_PRECONDITION"
-            self.metrics.inc(":tensorflow:serving:request_count", {"model_name": "", "status": code})
+            self.core.record_request("", "", ENTRYPOINT, code)
             return Reply(200 if ok else 400, extra, b"")
         model_name, api = "", ""
         try:
@@ -122,34 +103,28 @@ class RestApi:
             status, code = 200, "OK"
         except _EmptyBodyError as exc:
             status, code, output = exc.error.http_status, exc.error.code, b""
-        except JsonTensorError as exc:
+        except ServingError as exc:
             status, code, output = exc.http_status, exc.code, encode_error(exc.message)
             model_name = getattr(exc, "model_name", model_name)
-        if status == 200:
-            self.metrics.observe(
-                ":tensorflow:serving:request_latency",
-                (time.perf_counter() - started) * 1e6,
-                {"model_name": model_name, "API": api, "entrypoint": "REST"},
-            )
-        self.metrics.inc(":tensorflow:serving:request_count", {"model_name": model_name, "status": code})
+        self.core.record_request(model_name, api, ENTRYPOINT, code, (time.perf_counter() - started) * 1e6)
         return Reply(status, JSON_HEADERS + extra, output)
 
     def _prometheus(self, path: str) -> Reply:
         headers = (("Content-Type", "text/plain"),)
         if path != self.prometheus_path:
             return Reply(400, headers, f"Unexpected path: {path}. Should be {self.prometheus_path}".encode())
-        return Reply(200, headers, self.metrics.render().encode())
+        return Reply(200, headers, self.core.metrics.render().encode())
 
     # -- ProcessRequest -------------------------------------------------------------------------
 
     def _process(self, method: str, path: str, body: bytes) -> tuple[str, str, bytes]:
-        """Returns (model name, API, response body); raises JsonTensorError / _EmptyBodyError."""
+        """Returns (model name, API, response body); raises ServingError / _EmptyBodyError."""
         match = None
         if method == "POST":
             match = _PREDICT.fullmatch(path)
         elif method == "GET":
             match = _STATUS.fullmatch(path)
-        malformed = JsonTensorError("INVALID_ARGUMENT", f"Malformed request: {method} {path}")
+        malformed = ServingError("INVALID_ARGUMENT", f"Malformed request: {method} {path}")
         if match is None:
             raise malformed
         raw_name, raw_version, raw_label, verb = match.groups()
@@ -168,19 +143,19 @@ class RestApi:
                     return name, verb, self._classify_regress(verb, name, version, label, body)
                 raise malformed  # verbs compare case-sensitively: ":PREDICT" dispatches nothing
             if not name:
-                raise JsonTensorError("INVALID_ARGUMENT", "Missing model name in request.")
+                raise ServingError("INVALID_ARGUMENT", "Missing model name in request.")
             if verb == "metadata":
                 return name, "", self._metadata(name, version, label)
             return name, "", self._status(name, version)
-        except JsonTensorError as exc:
+        except ServingError as exc:
             exc.model_name = name  # type: ignore[attr-defined]
             raise
 
     def _predict(self, name: str, version: int | None, label: str | None, body: bytes) -> bytes:
         found: list[LoadedVersion] = []
 
-        def resolve(signature_name: str) -> Mapping:
-            loaded = self.store.lookup(name, version, label)
+        def resolve(signature_name: str) -> Mapping[str, InputSpec]:
+            loaded = self.core.lookup(name, version, label)
             found[:] = [loaded]
             return loaded.signature_inputs(signature_name)
 
@@ -188,58 +163,30 @@ class RestApi:
             decoded = decode_predict_body(body, resolve)
         loaded = found[0]
         signature = decoded.signature_name or DEFAULT_SIGNATURE
-        outputs = self._run_with_deadline(loaded, signature, decoded.tensors)
+        outputs = self.core.run(loaded, signature, decoded.tensors)
         return encode_predict_response(outputs, decoded.row_format)
-
-    def _run_with_deadline(self, loaded: LoadedVersion, signature: str, tensors: Mapping[str, np.ndarray]) -> dict:
-        for key, value in tensors.items():
-            if value.ndim > 254:
-                raise JsonTensorError("INVALID_ARGUMENT", f"tensor parsing error: {key}")
-        if self.timeout_ms <= 0:
-            outputs, runtime_us = self._timed_run(loaded, signature, tensors)
-        else:
-            future = self._executor.submit(self._timed_run, loaded, signature, tensors)
-            try:
-                outputs, runtime_us = future.result(timeout=self.timeout_ms / 1000.0)
-            except FutureTimeout:
-                future.cancel()
-                raise JsonTensorError("DEADLINE_EXCEEDED", "Deadline Exceeded") from None
-        # tensorflow/serving's RunPredict records the Session::Run wall time (a batching session's
-        # Run includes its queueing) only when the run succeeded, as API "Predict", runtime "TF1".
-        self.metrics.observe(
-            RUNTIME_LATENCY, runtime_us, {"model_name": loaded.name, "API": "Predict", "runtime": "TF1"}
-        )
-        return outputs
-
-    def _timed_run(
-        self, loaded: LoadedVersion, signature: str, tensors: Mapping[str, np.ndarray]
-    ) -> tuple[dict, float]:
-        """The runner's outputs and its wall time (microseconds), timed where it runs."""
-        started = time.perf_counter()
-        outputs = self._runner(loaded, signature, tensors)
-        return outputs, (time.perf_counter() - started) * 1e6
 
     def _classify_regress(self, verb: str, name: str, version: int | None, label: str | None, body: bytes) -> bytes:
         signature_name = parse_classify_regress_body(body) or DEFAULT_SIGNATURE
-        loaded = self.store.lookup(name, version, label)
+        loaded = self.core.lookup(name, version, label)
         if signature_name not in loaded.inputs:
-            raise JsonTensorError("INVALID_ARGUMENT", f"No signature was found with the name: {signature_name}")
+            raise ServingError("INVALID_ARGUMENT", f"No signature was found with the name: {signature_name}")
         # PreProcessClassification / PreProcessRegression on the signature (method name check off,
         # as tensorflow_model_server's default).
         if len(loaded.inputs[signature_name]) != 1:
-            raise JsonTensorError("INVALID_ARGUMENT", "Expected one input Tensor.")
+            raise ServingError("INVALID_ARGUMENT", "Expected one input Tensor.")
         outputs = loaded.output_counts.get(signature_name, 0)
         if verb == "classify" and outputs not in (1, 2):
-            raise JsonTensorError("INVALID_ARGUMENT", f"Expected one or two output Tensors, found {outputs}")
+            raise ServingError("INVALID_ARGUMENT", f"Expected one or two output Tensors, found {outputs}")
         if verb == "regress" and outputs != 1:
-            raise JsonTensorError("INVALID_ARGUMENT", "Expected one output Tensor.")
+            raise ServingError("INVALID_ARGUMENT", "Expected one output Tensor.")
         if "inputs" not in loaded.inputs[signature_name]:
             kind = "classification" if verb == "classify" else "regression"
-            raise JsonTensorError(
+            raise ServingError(
                 "INVALID_ARGUMENT",
                 f"No {kind} inputs found in SignatureDef: {loaded.signature_text.get(signature_name, '')}",
             )
-        raise JsonTensorError("UNIMPLEMENTED", f"The embedded server does not run {verb} signatures")
+        raise ServingError("UNIMPLEMENTED", f"The embedded server does not run {verb} signatures")
 
     def _status(self, name: str, version: int | None) -> bytes:
         rows = self.store.status(name, version)
@@ -256,7 +203,7 @@ class RestApi:
         return json.dumps(doc, indent=1).encode()
 
     def _metadata(self, name: str, version: int | None, label: str | None) -> bytes:
-        loaded = self.store.lookup(name, version, label)
+        loaded = self.core.lookup(name, version, label)
         spec = {"name": name, "signature_name": "", "version": str(loaded.version)}
         text = (
             "{\n"

@@ -2,20 +2,24 @@
 
 A worker process writes ``--records PATH`` with its process id inserted
 (``requests.4711.csv``) and marks it finished in its load side-car when it closes. The master
-(or ``python -m bench.scenario.events merge PATH``) merges the finished parts into ``PATH``, rows and
+(or ``python -m bench.store.record_parts merge PATH``) merges the finished parts into ``PATH``, rows and
 side-cars, and removes them; a part never marked finished is left where it is.
 """
 
 from __future__ import annotations
 
+import argparse
 import logging
 import os
 import re
+import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from bench.store.records import combine_load_stats, load_stats_path, merge_records, read_load_stats, write_load_stats
+from bench.errors import BenchError
+from bench.store.load_stats import combine_load_stats, load_stats_path, read_load_stats, write_load_stats
+from bench.store.records import merge_records
 
 log = logging.getLogger("tfsbench.load")
 
@@ -25,6 +29,11 @@ def records_path_for(path: Path, distributed: bool, pid: int | None = None) -> P
     if not distributed:
         return path
     return path.with_name(f"{path.stem}.{os.getpid() if pid is None else pid}{path.suffix}")
+
+
+def cell_record_files(cell_dir: Path) -> list[Path]:
+    """Records files one cell's Locust run wrote (``records*.csv``: one per worker process)."""
+    return sorted(p for p in cell_dir.glob("records*.csv") if p.is_file())
 
 
 def part_files(path: Path) -> list[Path]:
@@ -59,7 +68,7 @@ def merge_parts(
     finished = [p for p in parts if p not in unfinished]
     for p in unfinished:
         log.warning(
-            "records %s not marked finished; left unmerged (merge later: python -m bench.scenario.events merge %s)",
+            "records %s not marked finished; left unmerged (merge later: python -m bench.store.record_parts merge %s)",
             p,
             path,
         )
@@ -75,3 +84,26 @@ def merge_parts(
         p.unlink(missing_ok=True)
         load_stats_path(p).unlink(missing_ok=True)
     return rows
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m bench.store.record_parts",
+        description="Merge worker records files (PATH with a process id inserted) into PATH.",
+    )
+    sub = parser.add_subparsers(dest="command", required=True)
+    merge = sub.add_parser("merge", help="merge requests.<pid>.csv files into requests.csv")
+    merge.add_argument("path", type=Path, metavar="PATH", help="the --records path, e.g. runs/x/requests.csv")
+    merge.add_argument("--force", action="store_true", help="also merge files not marked finished (killed workers)")
+    args = parser.parse_args(argv)
+    try:
+        rows = merge_parts(args.path, force=args.force)
+    except BenchError as exc:
+        sys.stderr.write(f"tfsbench: {exc}\n")
+        return exc.exit_code
+    print(f"{args.path}: merged {rows} rows")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -21,23 +21,21 @@ Usage::
     with RecordWriter(Path("runs/x/requests.csv")) as writer:   # appends; header once
         writer.write(RequestRecord(t_start=..., latency_ms=12.5, ...))   # one flushed row
     df = read_records(Path("runs/x/requests.csv"))
-    summary = summarize(df)                                      # summary.csv columns
 
 Rows are flushed one by one, so a run that is killed keeps every completed request; a last row
 cut off mid-write is dropped by :func:`read_records` instead of poisoning the file.
 
-Side-car ``load.json`` files (:class:`LoadStats`) carry what is not per request: warm-up
-requests excluded from the records, the load generator's own CPU use and whether it saturated.
+Summaries are ``bench.store.summary``; what a load generator knows beyond its rows is in its
+side-car (``bench.store.load_stats``).
 """
 
 from __future__ import annotations
 
 import csv
 import io
-import json
 import os
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
 
@@ -45,7 +43,6 @@ import numpy as np
 import pandas as pd
 
 from bench.errors import ResultsError
-from bench.scenario.schedule import LATE_TOLERANCE_MS
 
 COLUMNS: tuple[str, ...] = (
     "t_start",
@@ -62,31 +59,13 @@ COLUMNS: tuple[str, ...] = (
 EXTRA_COLUMNS: tuple[str, ...] = ("send_lag_ms",)
 ALL_COLUMNS: tuple[str, ...] = COLUMNS + EXTRA_COLUMNS
 
-SUMMARY_COLUMNS: tuple[str, ...] = (
-    "cell",
-    "batch",
-    "encoding",
-    "requests",
-    "errors",
-    "rps",
-    "images_per_s",
-    "p50_ms",
-    "p90_ms",
-    "p95_ms",
-    "p99_ms",
-    "max_ms",
-    "payload_bytes_mean",
-    "encode_us_mean",
-)
-# Trust columns after the contract's: late sends (open model), the uncorrected p99 that a
-# closed-loop tool would have shown, and (with LoadStats) warm-up and client CPU figures.
-SUMMARY_EXTRA_COLUMNS: tuple[str, ...] = (
-    "late_sends",
-    "p99_uncorrected_ms",
-    "warmup_excluded",
-    "client_cpu_pct",
-    "saturated",
-)
+# The lateness rule, one for the scheduler, the summaries, the reports and capacity probes: a send
+# that starts more than this long after its intended time is late. Gevent's scheduling jitter on a
+# busy machine is a few ms; beyond this the generator fell behind (its user was still waiting for
+# a reply, or the process ran out of CPU) ...
+LATE_TOLERANCE_MS = 10.0
+# ... and a cell with more than this share of late sends did not hold its schedule.
+LATE_SHARE_LIMIT = 0.05
 
 _INT_COLUMNS = ("status", "batch", "payload_bytes", "response_bytes")
 _FLOAT_COLUMNS = ("t_start", "latency_ms", "encode_us", "send_lag_ms")
@@ -290,148 +269,3 @@ def merge_records(paths: Iterable[Path | str], out_path: Path | str) -> int:
     finally:
         tmp.unlink(missing_ok=True)
     return len(frame)
-
-
-@dataclass(frozen=True)
-class LoadStats:
-    """What a load-generating process knows beyond its records (the ``*.load.json`` side-car).
-
-    ``warmup_by_cell`` counts warm-up requests (sent, never recorded) per cell label;
-    ``client_cpu_pct_max`` is the highest windowed CPU use of one generator process (100 =
-    one core); ``saturated`` is true when that went above the saturation threshold, i.e. the
-    numbers may measure the client rather than the server.
-    """
-
-    processes: int = 1
-    warmup_by_cell: dict[str, int] = field(default_factory=dict)
-    client_cpu_pct_max: float = 0.0
-    client_cpu_pct_mean: float = 0.0
-    saturated: bool = False
-    warnings: tuple[str, ...] = ()
-    finished: bool = False
-
-    @property
-    def warmup_excluded(self) -> int:
-        return sum(self.warmup_by_cell.values())
-
-    def to_json(self) -> str:
-        data = asdict(self)
-        data["warnings"] = list(self.warnings)
-        return json.dumps(data, indent=1, sort_keys=True)
-
-    @classmethod
-    def from_json(cls, text: str) -> LoadStats:
-        data = json.loads(text)
-        known = {f.name for f in fields(cls)}
-        data = {k: v for k, v in data.items() if k in known}
-        data["warnings"] = tuple(data.get("warnings", ()))
-        data["warmup_by_cell"] = {str(k): int(v) for k, v in data.get("warmup_by_cell", {}).items()}
-        return cls(**data)
-
-
-def load_stats_path(records_path: Path | str) -> Path:
-    """``requests.csv`` -> ``requests.load.json`` (the side-car next to a records file)."""
-    path = Path(records_path)
-    return path.with_name(f"{path.stem}.load.json")
-
-
-def write_load_stats(records_path: Path | str, stats: LoadStats) -> Path:
-    """Write the side-car atomically (rename), so a reader never sees half a file."""
-    target = load_stats_path(records_path)
-    tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
-    try:
-        tmp.write_text(stats.to_json(), encoding="utf-8")
-        tmp.replace(target)
-    except OSError as exc:
-        raise ResultsError(f"cannot write {target}: {exc.strerror or exc}") from exc
-    return target
-
-
-def read_load_stats(records_path: Path | str) -> LoadStats | None:
-    """The side-car for a records file, or None when there is none."""
-    target = load_stats_path(records_path)
-    try:
-        return LoadStats.from_json(target.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        return None
-    except (OSError, ValueError, TypeError) as exc:
-        raise ResultsError(f"cannot read {target}: {exc}") from exc
-
-
-def combine_load_stats(parts: Iterable[LoadStats]) -> LoadStats:
-    """One LoadStats for several processes: counts add up, CPU keeps the worst process."""
-    items = list(parts)
-    if not items:
-        return LoadStats(processes=0)
-    warmup: dict[str, int] = {}
-    for item in items:
-        for cell, count in item.warmup_by_cell.items():
-            warmup[cell] = warmup.get(cell, 0) + count
-    return LoadStats(
-        processes=sum(i.processes for i in items),
-        warmup_by_cell=warmup,
-        client_cpu_pct_max=max(i.client_cpu_pct_max for i in items),
-        client_cpu_pct_mean=float(np.mean([i.client_cpu_pct_mean for i in items])),
-        saturated=any(i.saturated for i in items),
-        warnings=tuple(w for i in items for w in i.warnings),
-        finished=all(i.finished for i in items),
-    )
-
-
-def summarize(
-    df: pd.DataFrame,
-    load: LoadStats | None = None,
-    late_tolerance_ms: float = LATE_TOLERANCE_MS,
-) -> pd.DataFrame:
-    """One row per (cell, batch, encoding) with :data:`SUMMARY_COLUMNS`, then the trust columns.
-
-    Percentiles (numpy, linear interpolation) come from every raw row, failed requests
-    included: a request that timed out after a stall is latency the user saw. ``rps`` counts
-    all requests of the group over the *cell's* wall time (first intended send to last
-    completion), so groups of one mixed-batch run add up to the run's rate; ``images_per_s``
-    counts successful requests only. ``late_sends`` counts sends that started more than
-    ``late_tolerance_ms`` after their intended time (open model).
-    """
-    columns = [*SUMMARY_COLUMNS, *SUMMARY_EXTRA_COLUMNS]
-    if df.empty:
-        return pd.DataFrame({c: [] for c in columns})
-    frame = df.copy()
-    if "send_lag_ms" not in frame.columns:
-        frame["send_lag_ms"] = 0.0
-    frame["error"] = frame["error"].fillna("").astype(str)
-    frame["cell"] = frame["cell"].fillna("").astype(str)
-    frame["_end"] = frame["t_start"] + frame["latency_ms"] / 1000.0
-    spans = frame.groupby("cell").agg(first=("t_start", "min"), last=("_end", "max"))
-    cell_seconds = (spans["last"] - spans["first"]).to_dict()
-    rows = []
-    for (cell, batch, encoding), group in frame.groupby(["cell", "batch", "encoding"], sort=True):
-        latencies = group["latency_ms"].to_numpy(dtype=float)
-        uncorrected = latencies - group["send_lag_ms"].to_numpy(dtype=float)
-        failed = (group["status"] != 200) | (group["error"] != "")
-        ok_count = int((~failed).sum())
-        seconds = max(float(cell_seconds[cell]), 1e-9)
-        p50, p90, p95, p99 = np.percentile(latencies, [50, 90, 95, 99])
-        rows.append(
-            {
-                "cell": cell,
-                "batch": int(batch),
-                "encoding": encoding,
-                "requests": len(group),
-                "errors": int(failed.sum()),
-                "rps": len(group) / seconds,
-                "images_per_s": ok_count * int(batch) / seconds,
-                "p50_ms": float(p50),
-                "p90_ms": float(p90),
-                "p95_ms": float(p95),
-                "p99_ms": float(p99),
-                "max_ms": float(latencies.max()),
-                "payload_bytes_mean": float(group["payload_bytes"].mean()),
-                "encode_us_mean": float(group["encode_us"].mean()),
-                "late_sends": int((group["send_lag_ms"] > late_tolerance_ms).sum()),
-                "p99_uncorrected_ms": float(np.percentile(uncorrected, 99)),
-                "warmup_excluded": load.warmup_by_cell.get(cell, 0) if load else 0,
-                "client_cpu_pct": load.client_cpu_pct_max if load else float("nan"),
-                "saturated": bool(load.saturated) if load else False,
-            }
-        )
-    return pd.DataFrame(rows, columns=columns)

@@ -6,6 +6,7 @@ Layout of one run (see docs/architecture.md, "Results")::
                                  per-cell status, ``incomplete`` flag and reason, ``error``
     runs/<run-id>/requests.csv   one row per request (bench.store.records columns), appended as it happens
     runs/<run-id>/summary.csv    one row per cell, computed from requests.csv
+    runs/<run-id>/capacity.csv   (capacity runs) the answer per cell; probes.csv every probe
     runs/<run-id>/report.html    self-contained report (figures embedded)
     runs/<run-id>/figures/*.png  the same figures as files
     runs/latest                  symlink to the newest run, or a file naming it where symlinks fail
@@ -13,7 +14,7 @@ Layout of one run (see docs/architecture.md, "Results")::
 Usage::
 
     run_dir = new_run_dir(Path("runs"))           # creates runs/20250101-120000-1a2b/ + runs/latest
-    write_meta(run_dir, {**collect_environment(), "config": {...}})
+    write_meta(run_dir, {**collect_environment(), "config": {...}})   # bench.store.provenance
     run = load_run(Path("runs/latest"))           # ResultsError if it is not a run
 
 ``meta.json`` is rewritten atomically (temp file + rename) after every cell, so an interrupted
@@ -26,17 +27,11 @@ from __future__ import annotations
 import datetime as dt
 import json
 import os
-import platform
 import secrets
-import socket
-import subprocess
-import sys
 from dataclasses import dataclass
-from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-from bench import SOURCE_ROOT, __version__
 from bench.errors import ResultsError
 
 META_FILE = "meta.json"
@@ -46,23 +41,9 @@ REPORT_FILE = "report.html"
 FIGURES_DIR = "figures"
 CELLS_DIR = "cells"
 LATEST = "latest"
+CAPACITY_FILE = "capacity.csv"
+PROBES_FILE = "probes.csv"
 META_SCHEMA = 1
-
-# Distributions whose versions change results; looked up without importing them (TensorFlow
-# in particular must not be imported by the load-generator side).
-TRACKED_PACKAGES = (
-    "locust",
-    "gevent",
-    "numpy",
-    "pandas",
-    "orjson",
-    "requests",
-    "urllib3",
-    "matplotlib",
-    "pillow",
-    "tensorflow-cpu",
-    "tensorflow",
-)
 
 
 @dataclass(frozen=True)
@@ -254,84 +235,6 @@ def update_meta(run_dir: Path, **fields: Any) -> dict[str, Any]:
     meta.update(fields)
     write_meta(run_dir, meta)
     return meta
-
-
-# --- what the run ran on -------------------------------------------------------------------------
-
-
-def package_versions() -> dict[str, str | None]:
-    """Installed versions of tfsbench, Python and the packages that shape results (None if absent)."""
-    versions: dict[str, str | None] = {"tfsbench": __version__, "python": platform.python_version()}
-    for name in TRACKED_PACKAGES:
-        try:
-            versions[name] = metadata.version(name)
-        except metadata.PackageNotFoundError:
-            versions[name] = None
-    return versions
-
-
-def git_info(repo: Path | None = None) -> dict[str, Any]:
-    """``{"revision", "dirty"}`` of the checkout tfsbench runs from, or ``{"error": ...}``."""
-    repo = repo or SOURCE_ROOT
-    try:
-        rev = subprocess.run(
-            ["git", "rev-parse", "HEAD"], cwd=repo, capture_output=True, text=True, timeout=10, check=True
-        ).stdout.strip()
-        status = subprocess.run(
-            ["git", "status", "--porcelain", "--untracked-files=no"],
-            cwd=repo,
-            capture_output=True,
-            text=True,
-            timeout=10,
-            check=True,
-        ).stdout
-    except (OSError, subprocess.SubprocessError) as exc:
-        detail = getattr(exc, "stderr", None) or str(exc)
-        return {"revision": None, "dirty": None, "error": f"git unavailable: {str(detail).strip()[:200]}"}
-    return {"revision": rev, "dirty": bool(status.strip())}
-
-
-def _cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text(encoding="utf-8").splitlines():
-            if line.lower().startswith(("model name", "hardware", "cpu model")):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine() or "unknown"
-
-
-def _memory_bytes() -> int | None:
-    try:
-        for line in Path("/proc/meminfo").read_text(encoding="utf-8").splitlines():
-            if line.startswith("MemTotal:"):
-                return int(line.split()[1]) * 1024
-    except (OSError, ValueError, IndexError):
-        pass
-    return None
-
-
-def machine_info() -> dict[str, Any]:
-    """Host name, OS, CPU model, logical CPUs (and those this process may use), memory in bytes."""
-    try:
-        usable = len(os.sched_getaffinity(0))
-    except (AttributeError, OSError):
-        usable = os.cpu_count()
-    return {
-        "hostname": socket.gethostname(),
-        "platform": platform.platform(),
-        "machine": platform.machine(),
-        "cpu_model": _cpu_model(),
-        "cpu_count": os.cpu_count(),
-        "cpu_usable": usable,
-        "memory_bytes": _memory_bytes(),
-        "python_executable": Path(sys.executable).name,
-    }
-
-
-def collect_environment() -> dict[str, Any]:
-    """The environment part of meta.json: versions, git, machine."""
-    return {"versions": package_versions(), "git": git_info(), "machine": machine_info()}
 
 
 def cell_name(batch: int, encoding: str) -> str:

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import quote, urlsplit
@@ -29,32 +29,14 @@ import numpy as np
 import orjson
 import requests
 
+from bench.api_names import DEFAULT_SIGNATURE
 from bench.errors import ConfigError, PredictError, ServerError
-from bench.serving.json_tensor import InputSpec
+from bench.payloads.specs import InputSpec, short_dtype
 
-__all__ = ["Comparison", "InputSpec", "TFServingClient", "image_size"]
+__all__ = ["Comparison", "TFServingClient"]
 
-DEFAULT_SIGNATURE = "serving_default"
 _POLL_INTERVAL_S = 0.2
 _JSON_HEADERS = {"Content-Type": "application/json"}
-
-
-def _short_dtype(dtype: str) -> str:
-    """``DT_UINT8`` -> ``uint8``, TensorFlow's short dtype names as TF Serving's messages use them."""
-    return dtype.removeprefix("DT_").lower()
-
-
-def image_size(spec: InputSpec) -> tuple[int, int]:
-    """``(height, width)`` of an image-like input ``[batch, height, width, channels]``.
-
-    ``ConfigError`` for an input that is not a batch of images with known height and width.
-    """
-    shape = spec.shape
-    if len(shape) != 4 or shape[1] is None or shape[2] is None or shape[3] not in (1, 3, None):
-        raise ConfigError(
-            f"input '{spec.name}' ({spec.dtype} {list(shape)}) is not a batch of images [batch, height, width, 1|3]"
-        )
-    return int(shape[1]), int(shape[2])
 
 
 @dataclass(frozen=True)
@@ -99,7 +81,8 @@ class TFServingClient:
         self.predict_url = f"{self.model_url}:predict"
         self.metadata_url = f"{self.model_url}/metadata"
         self._session = requests.Session()
-        self._metadata: dict | None = None
+        self._metadata: dict[str, Any] | None = None
+        self.server_header: str | None = None  # the HTTP Server header of the last response
 
     def __repr__(self) -> str:
         return f"TFServingClient({self.base_url!r}, {self.model_name!r}, version={self.version})"
@@ -131,6 +114,7 @@ class TFServingClient:
             raise ServerError(f"cannot reach TF Serving at {url}: {_reason(exc)}") from exc
         except requests.RequestException as exc:
             raise ServerError(f"request to {url} failed: {exc}") from exc
+        self.server_header = response.headers.get("Server")
         if response.status_code != 200:
             raise PredictError(response.status_code, _error_message(response))
         return response
@@ -149,27 +133,50 @@ class TFServingClient:
 
     # -- API ---------------------------------------------------------------------------------
 
-    def status(self) -> dict:
+    def status(self, timeout_s: float | None = None) -> dict[str, Any]:
         """``GET /v1/models/{name}[/versions/{v}]``: ``{"model_version_status": [...]}``."""
-        return self._json(self._request("GET", self.model_url))
+        return self._json(self._send("GET", self.model_url, None, None, timeout_s or self.timeout_s))  # type: ignore[no-any-return]
 
-    def wait_until_available(self, timeout_s: float) -> None:
-        """Poll the status endpoint until the model (or ``version``) is AVAILABLE.
+    @staticmethod
+    def available_version(status: Mapping[str, Any]) -> int | None:
+        """The highest AVAILABLE version in a status answer, or None."""
+        versions = [
+            int(entry.get("version", 0))
+            for entry in status.get("model_version_status", [])
+            if entry.get("state") == "AVAILABLE"
+        ]
+        return max(versions) if versions else None
+
+    def is_serving(self, timeout_s: float = 2.0) -> bool:
+        """Whether the status endpoint answers 200 now (a cheap health check between and during cells)."""
+        try:
+            self.status(timeout_s)
+        except ServerError:
+            return False
+        return True
+
+    def wait_until_available(self, timeout_s: float, check: Callable[[], None] | None = None) -> int:
+        """Poll the status endpoint until the model (or ``version``) is AVAILABLE; returns that version.
 
         Connection errors and 404s (a server still starting or loading) are retried every
         0.2 s; after ``timeout_s`` seconds a ``ServerError`` says what the last poll saw.
+        ``check()`` runs before every poll and raises to give up early (e.g. the server's process
+        or container exited).
         """
         deadline = time.monotonic() + timeout_s
         last = "no answer yet"
         while True:
+            if check is not None:
+                check()
             remaining = deadline - time.monotonic()
             try:
-                status = self._json(self._send("GET", self.model_url, None, None, max(0.05, min(5.0, remaining))))
+                status = self.status(max(0.05, min(5.0, remaining)))
+                version = self.available_version(status)
+                if version is not None:
+                    return version
                 states = {
                     str(entry.get("version")): entry.get("state") for entry in status.get("model_version_status", [])
                 }
-                if "AVAILABLE" in states.values():
-                    return
                 last = "versions " + ", ".join(f"{v}: {s}" for v, s in states.items()) if states else "no versions"
             except ServerError as exc:
                 last = str(exc)
@@ -179,7 +186,27 @@ class TFServingClient:
                 )
             time.sleep(min(_POLL_INTERVAL_S, max(0.0, deadline - time.monotonic())))
 
-    def metadata(self) -> dict:
+    def describe(self) -> dict[str, Any]:
+        """What a run records about its target: newest AVAILABLE version, every version's status,
+        the signatures and the HTTP Server header. ``ServerError`` if no version is AVAILABLE."""
+        status = self.status()
+        version = self.available_version(status)
+        if version is None:
+            raise ServerError(f"model '{self.model_name}' at {self.base_url} has no AVAILABLE version yet")
+        target: dict[str, Any] = {
+            "host": self.base_url,
+            "model_name": self.model_name,
+            "model_version": str(version),
+            "model_version_status": status.get("model_version_status", []),
+            "server_header": self.server_header,
+        }
+        try:
+            target["signatures"] = sorted(self.signatures())
+        except ServerError as exc:
+            target["signatures_error"] = str(exc)
+        return target
+
+    def metadata(self) -> dict[str, Any]:
         """``GET .../metadata``: model spec and signature defs (cached after the first call)."""
         if self._metadata is None:
             self._metadata = self._json(self._request("GET", self.metadata_url))
@@ -309,7 +336,7 @@ def _tensor_spec(name: str, info: Mapping[str, Any]) -> InputSpec:
     else:
         sizes = [int(dim.get("size", -1)) for dim in shape_info.get("dim", [])]
         shape = tuple(None if size < 0 else size for size in sizes)
-    return InputSpec(name, _short_dtype(str(info.get("dtype", ""))), shape)
+    return InputSpec(name, short_dtype(str(info.get("dtype", ""))), shape)
 
 
 def _rows(response: Mapping[str, Any], outputs: Mapping[str, InputSpec]) -> list[dict[str, Any]]:

@@ -30,13 +30,18 @@ from dataclasses import dataclass
 
 import requests
 
-DEFAULT_PATH = "/monitoring/prometheus/metrics"
-REQUEST_LATENCY = ":tensorflow:serving:request_latency"
-RUNTIME_LATENCY = ":tensorflow:serving:runtime_latency"
-REQUEST_COUNT = ":tensorflow:serving:request_count"
+from bench.api_names import (
+    INPUT_BATCH_SIZE,
+    PROCESSED_BATCH_SIZE,
+    PROMETHEUS_PATH,
+    REQUEST_COUNT,
+    REQUEST_LATENCY,
+    RUNTIME_LATENCY,
+)
+
 BATCH_SIZE_FAMILIES = (
-    ":tensorflow:serving:batching_session:processed_batch_size",
-    ":tensorflow:serving:batching_session:input_batch_size",
+    PROCESSED_BATCH_SIZE,
+    INPUT_BATCH_SIZE,
 )
 
 Labels = tuple[tuple[str, str], ...]
@@ -65,7 +70,7 @@ def parse_exposition(text: str) -> Samples:
     return samples
 
 
-def metrics_url(host: str, path: str = DEFAULT_PATH) -> str:
+def metrics_url(host: str, path: str = PROMETHEUS_PATH) -> str:
     return host.rstrip("/") + path
 
 

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
+import orjson
+
 
 def check_predict_response(status: int, body: bytes, batch: int) -> str:
     """The failure message for a predict response, or "" when it is a good one.
@@ -11,8 +13,6 @@ def check_predict_response(status: int, body: bytes, batch: int) -> str:
     Non-200 -> ``HTTP <status>: <the server's error text>``; a 200 whose body is not JSON or
     whose prediction count differs from the batch size -> a message saying so.
     """
-    import orjson
-
     if status != 200:
         message = ""
         try:

@@ -7,13 +7,10 @@ import sys
 from pathlib import Path
 
 import pandas as pd
-import pytest
 
-from bench.commands.demo import missing_pieces
 from bench.store import runs
 
 
-@pytest.mark.skipif(bool(missing_pieces()), reason=f"not built yet: {', '.join(missing_pieces())}")
 def test_demo_serves_sweeps_reports_and_stops(models_dir: Path, tmp_path: Path) -> None:
     out = tmp_path / "runs"
     proc = subprocess.run(

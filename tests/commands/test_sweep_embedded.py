@@ -17,11 +17,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from bench.commands.demo import embedded_server, missing_pieces
+from bench.commands.demo import embedded_server
 from bench.store import runs
 from reports.figures import FIGURES
-
-pytestmark = pytest.mark.skipif(bool(missing_pieces()), reason=f"not built yet: {', '.join(missing_pieces())}")
 
 
 @pytest.fixture(scope="module")

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from bench.errors import ResultsError
-from bench.store import runs
+from bench.store import provenance, runs
 
 
 def test_new_run_dir_layout_and_latest(tmp_path: Path) -> None:
@@ -39,7 +39,7 @@ def test_latest_as_a_file_naming_the_run(tmp_path: Path) -> None:
 
 def test_meta_update_is_merged_and_environment_recorded(tmp_path: Path) -> None:
     run_dir = runs.new_run_dir(tmp_path)
-    runs.update_meta(run_dir, **runs.collect_environment(), config={"batch_sizes": [1, 4]})
+    runs.update_meta(run_dir, **provenance.collect_environment(), config={"batch_sizes": [1, 4]})
     run = runs.load_run(run_dir)
     assert run.meta["config"] == {"batch_sizes": [1, 4]}
     assert run.meta["versions"]["locust"]

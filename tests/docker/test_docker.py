@@ -13,20 +13,21 @@ from pathlib import Path
 
 import pytest
 
-from bench import docker_entry
 from bench.cli import main
+from bench.docker import entrypoint
+from bench.docker.engine import check_port_free
 from bench.docker.launcher import (
     CONTAINER_CONFIG_DIR,
     DEFAULT_IMAGE,
     ContainerSpec,
     check_model_dir,
-    check_port_free,
     docker_run_command,
     format_command,
-    monitoring_config_text,
     publish_arg,
 )
 from bench.errors import ConfigError, DockerError
+from bench.serving import flags
+from bench.serving.metrics import monitoring_config_text
 
 # The seed article's command (shared/seed, section "2. Start a Server to Wait for Requests").
 SEED_COMMAND = (
@@ -250,7 +251,7 @@ def test_bad_memory_and_name_are_argument_errors(capsys: pytest.CaptureFixture[s
 
 
 def test_tf_flags_translate_to_serve_flags() -> None:
-    options = docker_entry.serve_options()
+    options = flags.serve_options()
     argv = [
         "--port=8500",
         "--rest_api_port=8501",
@@ -262,7 +263,7 @@ def test_tf_flags_translate_to_serve_flags() -> None:
         "--tensorflow_intra_op_parallelism=2",
         "--enable_model_warmup",
     ]
-    result = docker_entry.translate(argv, options)
+    result = flags.translate(argv, options)
     assert result.serve_args == (
         "--port=8500",
         "--rest_api_port=8501",
@@ -272,7 +273,7 @@ def test_tf_flags_translate_to_serve_flags() -> None:
         "--batching_parameters_file=/etc/tfsbench/batching_parameters.txt",
     )
     assert result.ignored == ("--tensorflow_intra_op_parallelism=2", "--enable_model_warmup")
-    container = docker_entry.container_serve_args(result, options)
+    container = entrypoint.container_serve_args(result, options)
     assert container[-1] == "--rest_api_host=0.0.0.0"
     # The translated arguments are valid `tfsbench serve` arguments.
     from bench.cli import build_parser
@@ -284,8 +285,8 @@ def test_tf_flags_translate_to_serve_flags() -> None:
 
 
 def test_later_flags_win_and_space_form_is_accepted() -> None:
-    options = docker_entry.serve_options()
-    result = docker_entry.translate(["--rest_api_port=8501", "--model_name", "a", "--rest_api_port=9000"], options)
+    options = flags.serve_options()
+    result = flags.translate(["--rest_api_port=8501", "--model_name", "a", "--rest_api_port=9000"], options)
     assert result.serve_args == ("--rest_api_port=9000", "--model_name=a")
 
 
@@ -300,13 +301,13 @@ def test_later_flags_win_and_space_form_is_accepted() -> None:
 )
 def test_bad_tf_flags_are_refused(argv: list[str], message: str) -> None:
     with pytest.raises(ConfigError, match=message):
-        docker_entry.translate(argv, docker_entry.serve_options())
+        flags.translate(argv, flags.serve_options())
 
 
 def test_entrypoint_refuses_unknown_flag_like_tensorflow_model_server(capsys: pytest.CaptureFixture[str]) -> None:
-    assert docker_entry.main(["--bogus=1"]) == 1
+    assert entrypoint.main(["--bogus=1"]) == 1
     assert "unknown command line flag 'bogus'" in capsys.readouterr().err
-    assert docker_entry.main(["--version"]) == 0
+    assert entrypoint.main(["--version"]) == 0
     assert "TensorFlow ModelServer" in capsys.readouterr().out
 
 

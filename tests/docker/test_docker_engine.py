@@ -19,20 +19,18 @@ import pytest
 import requests
 
 from bench.cli import main
+from bench.docker.engine import container_inspect, docker, engine_version
 from bench.docker.launcher import (
-    STANDIN_TAG,
     ContainerSpec,
     RunningContainer,
-    container_inspect,
     container_meta,
-    docker,
     down,
-    engine_version,
     logs,
-    monitoring_config_text,
     up,
 )
+from bench.docker.standin import STANDIN_TAG
 from bench.errors import DockerError
+from bench.serving.metrics import monitoring_config_text
 
 pytestmark = pytest.mark.docker
 STARTUP_TIMEOUT_S = 300.0  # TensorFlow's import on 2 busy cores

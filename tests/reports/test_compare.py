@@ -14,7 +14,7 @@ import pytest
 from bench.store import runs
 from reports.compare import comparison_table, warnings_for
 from reports.data import load_run_data
-from tests.test_report import BATCHES, ENCODINGS, write_run
+from tests.helpers.fake_runs import BATCHES, ENCODINGS, PROBES, write_capacity_run, write_run
 
 
 def test_ratios_are_b_over_a_for_every_common_cell(tmp_path: Path) -> None:
@@ -73,13 +73,12 @@ TARGET, HEADROOM = 2000.0, 0.3
 
 
 def write_capacity_answer(out: Path, answers: list[tuple[int, float, float]], limit_ms: float = 100.0) -> Path:
-    """A capacity run dir: probe rows (tests.test_report_capacity), then capacity.csv, probes.csv and
+    """A capacity run dir: probe rows (tests.helpers.fake_runs), then capacity.csv, probes.csv and
     meta.json from bench.commands.capacity_run's own writer (CapacityRun.save), as `tfsbench capacity` leaves them."""
     from dataclasses import asdict
 
     from bench.commands.capacity_run import CapacityConfig, CapacityRun
     from bench.commands.capacity_search import CapacityResult
-    from tests.test_report_capacity import PROBES, write_capacity_run
 
     run_dir = write_capacity_run(out, requests_per_probe=40)
     cells = json.loads((run_dir / runs.META_FILE).read_text())["cells"]

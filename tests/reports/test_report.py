@@ -18,91 +18,9 @@ import pandas as pd
 import pytest
 
 from bench.store import runs
-from bench.store.records import RecordWriter, RequestRecord
 from reports.figures import FIGURES
 from reports.report import build_report
-
-ENCODINGS = ("row-orjson", "b64-png")
-BATCHES = (1, 4, 16)
-
-
-def write_run(
-    out: Path,
-    *,
-    requests_per_cell: int = 60,
-    incomplete: str | None = None,
-    server_kind: str = "embedded",
-    saturated_cell: str | None = None,
-    server_metrics: bool = False,
-    server_batch_metric: bool = True,
-    seed: int = 0,
-    scale: float = 1.0,
-    errors: bool = True,
-) -> Path:
-    """A run dir with requests.csv (RecordWriter rows) and meta.json cells, like a sweep writes."""
-    rng = np.random.default_rng(seed)
-    run_dir = runs.new_run_dir(out)
-    cells = []
-    t = 1_700_000_000.0
-    with RecordWriter(run_dir / runs.REQUESTS_FILE) as writer:
-        for enc in ENCODINGS:
-            for batch in BATCHES:
-                cell = runs.cell_name(batch, enc)
-                base_ms = scale * (2.0 + 0.8 * batch * (3 if enc == "b64-png" else 1))
-                for i in range(requests_per_cell):
-                    failed = errors and i % 25 == 24
-                    latency = float(base_ms * rng.lognormal(0.0, 0.3))
-                    writer.write(
-                        RequestRecord(
-                            t_start=t,
-                            latency_ms=latency,
-                            status=500 if failed else 200,
-                            batch=batch,
-                            encoding=enc,
-                            payload_bytes=batch * (200_000 if enc == "row-orjson" else 40_000),
-                            encode_us=float(batch * (900 if enc == "row-orjson" else 3000)),
-                            response_bytes=120 * batch,
-                            error="HTTP 500: boom" if failed else "",
-                            cell=cell,
-                        )
-                    )
-                    t += latency / 1000.0
-                entry = {
-                    "cell": cell,
-                    "batch": batch,
-                    "encoding": enc,
-                    "status": "done",
-                    "merged": True,
-                    "locust_requests": requests_per_cell,
-                    "client_cpu_pct": 97.0 if cell == saturated_cell else 35.0,
-                    "warmup_excluded": 5,
-                }
-                if server_metrics:
-                    entry["server"] = {
-                        "requests": requests_per_cell,
-                        "latency_mean_ms": base_ms * 0.6,
-                        "latency_p50_ms": base_ms * 0.55,
-                        "latency_p99_ms": base_ms,
-                        "runtime_mean_ms": base_ms * 0.3,
-                    }
-                    if server_batch_metric:
-                        entry["server"]["batch_size_mean"] = float(batch)
-                cells.append(entry)
-    runs.update_meta(
-        run_dir,
-        **runs.collect_environment(),
-        config={"batch_sizes": list(BATCHES), "encodings": list(ENCODINGS), "load": "closed, 2 users"},
-        target={
-            "host": "http://127.0.0.1:1",
-            "server_kind": server_kind,
-            "model_name": "classifier",
-            "model_version": "1",
-        },
-        cells=cells,
-        incomplete=incomplete is not None,
-        incomplete_reason=incomplete,
-    )
-    return run_dir
+from tests.helpers.fake_runs import BATCHES, ENCODINGS, write_run
 
 
 def test_summary_percentiles_are_numpy_percentiles_of_the_rows(tmp_path: Path) -> None:

@@ -15,82 +15,12 @@ import numpy as np
 import pandas as pd
 
 from bench.store import runs
-from bench.store.records import RecordWriter, RequestRecord
 from reports.figures import ERROR_FIGURE, FIGURES, NO_ERRORS, PER_BATCH_LINE_FIGURES
 from reports.report import build_report
+from tests.helpers.fake_runs import NATURAL_ORDER, PROBES, write_capacity_run
+
 
 # cell -> (offered req/s, achieved req/s, share of sends late, client CPU %)
-PROBES = {
-    "b1-row-orjson@160rps": (160.0, 160.0, 0.0, 12.0),
-    "b1-row-orjson@20rps": (20.0, 20.0, 0.0, 3.0),
-    "b1-row-orjson@640rps": (640.0, 300.0, 0.9, 21.0),  # server past its capacity
-    "b1-row-orjson@10rps": (10.0, 10.0, 0.0, 2.0),
-    "b16-row-orjson@80rps": (80.0, 80.0, 0.2, 10.0),  # late but the rate was kept: cause unknown
-    "b16-row-orjson@45rps": (45.0, 44.0, 0.3, 97.0),  # client out of CPU
-    "b16-row-orjson@41.25rps#9": (41.25, 41.25, 0.0, 9.0),  # a repeated rate gets "#n"
-    "b4-row-orjson@100rps": (100.0, 100.0, 0.0, 8.0),
-}
-NATURAL_ORDER = [
-    "b1-row-orjson@10rps",
-    "b1-row-orjson@20rps",
-    "b1-row-orjson@160rps",
-    "b1-row-orjson@640rps",
-    "b4-row-orjson@100rps",
-    "b16-row-orjson@41.25rps#9",
-    "b16-row-orjson@45rps",
-    "b16-row-orjson@80rps",
-]
-
-
-def write_capacity_run(out: Path, requests_per_probe: int = 150) -> Path:
-    run_dir = runs.new_run_dir(out)
-    cells = []
-    t = 1_700_000_000.0
-    with RecordWriter(run_dir / runs.REQUESTS_FILE) as writer:
-        for cell, (offered, achieved, late_share, cpu) in PROBES.items():
-            batch = int(re.match(r"b(\d+)-", cell)[1])
-            late_every = round(1 / late_share) if late_share else 0
-            for i in range(requests_per_probe):
-                # A server behind the offered rate builds a backlog; otherwise late sends are stalls.
-                late = late_every and i % late_every == 0
-                lag = (50.0 + i if achieved < offered else 20.0) if late else 0.0
-                writer.write(
-                    RequestRecord(
-                        t_start=t + i / achieved,
-                        latency_ms=5.0 + batch + lag,
-                        status=200,
-                        batch=batch,
-                        encoding="row-orjson",
-                        payload_bytes=200_000 * batch,
-                        encode_us=900.0 * batch,
-                        response_bytes=120 * batch,
-                        cell=cell,
-                        send_lag_ms=lag,
-                    )
-                )
-            t += requests_per_probe / achieved + 1.0
-            cells.append(
-                {
-                    "cell": cell,
-                    "batch": batch,
-                    "encoding": "row-orjson",
-                    "status": "done",
-                    "merged": True,
-                    "locust_requests": requests_per_probe,
-                    "client_cpu_pct": cpu,
-                    "warmup_excluded": 0,
-                }
-            )
-    runs.update_meta(
-        run_dir,
-        command="capacity",
-        config={"batch_sizes": [1, 4, 16], "encodings": ["row-orjson"], "arrival": "constant"},
-        target={"host": "http://127.0.0.1:1", "server_kind": "embedded", "model_name": "classifier"},
-        cells=cells,
-    )
-    return run_dir
-
-
 def test_capacity_run_report_orders_cells_and_labels_saturation_by_cause(tmp_path: Path) -> None:
     run_dir = write_capacity_run(tmp_path)
     result = build_report(run_dir)

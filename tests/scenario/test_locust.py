@@ -18,7 +18,9 @@ import numpy as np
 import pytest
 
 from bench.ports import free_port
-from bench.store.records import read_load_stats, read_records, summarize
+from bench.store.load_stats import read_load_stats
+from bench.store.records import read_records
+from bench.store.summary import summarize
 from tests.helpers.loopback_servers import LoopbackServer
 from tests.helpers.paths import REPO
 

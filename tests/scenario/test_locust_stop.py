@@ -19,7 +19,8 @@ from pathlib import Path
 import pytest
 
 from bench.ports import free_port
-from bench.store.records import read_load_stats, read_records
+from bench.store.load_stats import read_load_stats
+from bench.store.records import read_records
 from tests.helpers.loopback_servers import LoopbackServer
 from tests.helpers.paths import REPO
 

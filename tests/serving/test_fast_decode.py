@@ -12,8 +12,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from bench.payloads.specs import REFERENCE_SIGNATURES, InputSpec
 from bench.serving.fast_decode import try_fast_decode
-from bench.serving.json_tensor import REFERENCE_SIGNATURES, InputSpec
 from tests.helpers.decode_helpers import dense, outcome
 
 DIGIT_NAME = {"x2": InputSpec("x2", "uint8", (None, 2))}  # digits in the key must not read as values

@@ -19,8 +19,8 @@ def _request(port: int, body: bytes) -> bytes:
 
 def _server_side_socket(server, client: socket.socket) -> socket.socket:
     peer = client.getsockname()
-    with server._httpd.conn_lock:
-        for sock, *_ in server._httpd.connections.values():
+    with server._http._httpd.conn_lock:
+        for sock, *_ in server._http._httpd.connections.values():
             try:
                 if sock.getpeername()[:2] == peer[:2]:
                     return sock

@@ -11,17 +11,11 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from bench.serving.json_tensor import (
-    REFERENCE_SIGNATURES,
-    InputSpec,
-    JsonTensorError,
-    decode_predict_body,
-    encode_error,
-    encode_predict_response,
-    format_float,
-    parse_classify_regress_body,
-)
+from bench.payloads.specs import REFERENCE_SIGNATURES, InputSpec
+from bench.serving.json_response import encode_error, encode_predict_response, format_float
+from bench.serving.json_tensor import decode_predict_body, parse_classify_regress_body
 from bench.serving.rapidjson import JsonParseError, debug_string, loads
+from bench.serving.status import ServingError
 from tests.helpers.decode_helpers import dense, outcome
 
 SMALL = {"x": InputSpec("x", "uint8", (None, 2))}
@@ -29,7 +23,7 @@ TWO = {"a": InputSpec("a", "uint8", (None,)), "b": InputSpec("b", "float", (None
 
 
 def error_of(body: bytes, inputs=REFERENCE_SIGNATURES, fast: bool = True) -> tuple[int, str]:
-    with pytest.raises(JsonTensorError) as info:
+    with pytest.raises(ServingError) as info:
         decode_predict_body(body, inputs, fast=fast)
     return info.value.http_status, info.value.message
 
@@ -223,7 +217,7 @@ def test_base64_errors() -> None:
 
 def test_classify_regress_body_errors() -> None:
     def message(body: bytes) -> str:
-        with pytest.raises(JsonTensorError) as info:
+        with pytest.raises(ServingError) as info:
             parse_classify_regress_body(body)
         return info.value.message
 
@@ -253,9 +247,9 @@ def test_response_encoding() -> None:
     single = encode_predict_response({"y": np.array([[1.0], [2.0]], np.float32)}, True)
     assert json.loads(single) == {"predictions": [[1.0], [2.0]]}
     assert b"[1.0]" in single
-    with pytest.raises(JsonTensorError, match="has no shape information"):
+    with pytest.raises(ServingError, match="has no shape information"):
         encode_predict_response({"y": np.array(1.0, np.float32)}, True)
-    with pytest.raises(JsonTensorError, match="inconsistent batch size"):
+    with pytest.raises(ServingError, match="inconsistent batch size"):
         encode_predict_response({"a": np.zeros(2), "b": np.zeros(3)}, True)
     assert json.loads(encode_error('bad "x"\n')) == {"error": 'bad "x"\n'}
 

@@ -9,20 +9,9 @@ import pandas as pd
 import pytest
 
 from bench.errors import ResultsError
-from bench.store.records import (
-    ALL_COLUMNS,
-    COLUMNS,
-    SUMMARY_COLUMNS,
-    LoadStats,
-    RecordWriter,
-    RequestRecord,
-    combine_load_stats,
-    merge_records,
-    read_load_stats,
-    read_records,
-    summarize,
-    write_load_stats,
-)
+from bench.store.load_stats import LoadStats, combine_load_stats, read_load_stats, write_load_stats
+from bench.store.records import ALL_COLUMNS, COLUMNS, RecordWriter, RequestRecord, merge_records, read_records
+from bench.store.summary import SUMMARY_COLUMNS, summarize
 
 
 def _record(i: int, **overrides: object) -> RequestRecord:

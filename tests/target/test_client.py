@@ -14,7 +14,8 @@ import pytest
 from bench.errors import ConfigError, PredictError, ServerError
 from bench.payloads.encodings import ENCODINGS, get_encoding
 from bench.payloads.images import SyntheticImages
-from bench.target.client import InputSpec, TFServingClient, image_size
+from bench.payloads.specs import InputSpec, image_size
+from bench.target.client import TFServingClient
 
 BATCH = SyntheticImages(seed=11).batch(3)
 

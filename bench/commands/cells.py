@@ -1,0 +1,290 @@
+"""One cell of a sweep (or one capacity probe): a headless Locust run, watched, then its records merged.
+
+::
+
+    locust -f locustfiles/predict.py --headless --host URL -u USERS -t DURATION
+           --batch-sizes B --encodings E --cell bB-E --records RUN/cells/bB-E/records.csv ...
+
+:func:`run_cell` starts it, stops it early at ``--requests`` rows, when the target stops
+answering (a status poll every 2 s) or on Ctrl-C, and fills a :class:`CellResult` with Locust's own
+counts and the load generator's CPU; :func:`merge_cell` appends its rows to the run's
+requests.csv.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import psutil
+
+from bench import LOCUSTFILE
+from bench.api_names import PROMETHEUS_PATH
+from bench.errors import ConfigError, ResultsError
+from bench.payloads.encodings import get_encoding
+from bench.ports import free_port
+from bench.store import runs
+from bench.store.load_stats import read_load_stats
+from bench.store.record_parts import cell_record_files, part_files
+from bench.store.records import RecordWriter, RequestRecord, read_records
+from bench.target.client import TFServingClient
+
+POLL_S = 0.5
+HEALTH_EVERY_S = 2.0
+HEALTH_FAILS_TO_STOP = 2
+STOP_GRACE_S = 20.0
+# --requests N without --duration: the cell still ends after this long (seconds).
+REQUESTS_TIME_CAP_S = 600.0
+
+
+@dataclass(frozen=True)
+class SweepConfig:
+    """What to sweep; serialised into meta.json's ``config``."""
+
+    host: str
+    batch_sizes: tuple[int, ...]
+    encodings: tuple[str, ...]
+    users: int = 4
+    arrival: str = "closed"
+    rate_per_s: float | None = None
+    duration_s: float | None = 30.0
+    requests: int | None = None
+    warmup: int = 0
+    processes: int = 1
+    model_name: str = "classifier"
+    model_version: int | None = None
+    signature_name: str = ""
+    images: str | None = None
+    pool_size: int | None = None
+    metrics_path: str = PROMETHEUS_PATH
+    server_kind: str | None = None
+    locustfile: str = str(LOCUSTFILE)
+
+    @property
+    def cell_time_s(self) -> float:
+        if self.duration_s is not None:
+            return self.duration_s
+        return REQUESTS_TIME_CAP_S if self.requests else 30.0
+
+    @property
+    def load_text(self) -> str:
+        if self.arrival == "closed":
+            return f"closed, {self.users} users"
+        return f"open {self.arrival} {self.rate_per_s:g} req/s, {self.users} users"
+
+
+@dataclass
+class CellResult:
+    """One cell as it ran (a mutable record while it runs; stored in meta.json's ``cells``)."""
+
+    cell: str
+    batch: int
+    encoding: str
+    status: str = "pending"  # pending, running, done, failed, interrupted, server_down, skipped
+    error: str | None = None
+    wall_s: float | None = None
+    records: int = 0
+    merged: bool = False
+    locust_requests: int | None = None
+    locust_failures: int | None = None
+    client_cpu_pct: float | None = None
+    client_cpu_pct_max: float | None = None
+    warmup_excluded: int | None = None
+    saturated: bool | None = None
+    processes: int = 1
+    server: dict[str, float] = field(default_factory=dict)
+
+
+def validate(config: SweepConfig) -> None:
+    """ConfigError (one line, exit 2) for anything wrong before a single request is sent."""
+    if not config.host.startswith(("http://", "https://")):
+        raise ConfigError(f"--host '{config.host}' is not an http:// or https:// URL")
+    if not config.batch_sizes or min(config.batch_sizes) <= 0:
+        raise ConfigError("--batch-sizes needs positive integers, e.g. 1,4,16")
+    for name in config.encodings:
+        get_encoding(name)
+    if config.arrival == "closed" and config.rate_per_s is not None:
+        raise ConfigError("--rate sets an open-model rate: add --arrival poisson or --arrival constant")
+    if config.arrival != "closed" and config.rate_per_s is None:
+        raise ConfigError(f"--arrival {config.arrival} needs --rate REQ/S (total requests per second)")
+    if not Path(config.locustfile).is_file():
+        raise ConfigError(f"locustfile {config.locustfile} not found")
+
+
+def target_client(config: SweepConfig) -> TFServingClient:
+    """The client for the sweep's target model (``--model-version`` included)."""
+    return TFServingClient(config.host, config.model_name, config.model_version)
+
+
+def locust_command(config: SweepConfig, cell: CellResult, cell_dir: Path) -> list[str]:
+    """The headless Locust command line for one cell."""
+    cmd = [
+        sys.executable, "-m", "locust", "-f", config.locustfile, "--headless", "--host", config.host,
+        "--users", str(config.users), "--spawn-rate", str(config.users),
+        "--run-time", f"{math.ceil(config.cell_time_s)}s",
+        "--stop-timeout", "10", "--json-file", str(cell_dir / "locust"), "--exit-code-on-error", "0",
+        "--loglevel", "WARNING", "--only-summary",
+        "--batch-sizes", str(cell.batch), "--encodings", cell.encoding, "--cell", cell.cell,
+        "--records", str(cell_dir / "records.csv"), "--warmup", str(config.warmup), "--arrival", config.arrival,
+        "--model-name", config.model_name,
+    ]  # fmt: skip
+    if config.rate_per_s is not None:
+        cmd += ["--rate", f"{config.rate_per_s:g}"]
+    if config.model_version is not None:
+        cmd += ["--model-version", str(config.model_version)]
+    if config.signature_name:
+        cmd += ["--signature-name", config.signature_name]
+    if config.images:
+        cmd += ["--images", config.images]
+    if config.pool_size:
+        cmd += ["--pool-size", str(config.pool_size)]
+    if config.processes > 1:
+        # Locust's default master port (5557) would join parallel sweeps' workers to one master.
+        # The forked workers connect to --master-port, the master listens on --master-bind-port.
+        port = str(free_port())
+        cmd += ["--processes", str(config.processes), "--master-port", port, "--master-bind-port", port]
+    return cmd
+
+
+def _count_rows(path: Path) -> int:
+    try:
+        with path.open("rb") as f:
+            return max(0, sum(chunk.count(b"\n") for chunk in iter(lambda: f.read(1 << 20), b"")) - 1)
+    except OSError:
+        return 0
+
+
+def _records_files(records: Path) -> list[Path]:
+    """The cell's records file and, with --processes, its workers' files (merged when Locust quits)."""
+    return [p for p in (records, *part_files(records)) if p.is_file()]
+
+
+def _locust_counts(cell_dir: Path) -> tuple[int | None, int | None]:
+    """(requests, failures) of the predict entries in Locust's final stats (``--json-file``)."""
+    path = cell_dir / "locust.json"
+    try:
+        entries = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None, None
+    predict = [e for e in entries if str(e.get("name", "")).startswith("predict")]
+    return sum(int(e.get("num_requests", 0)) for e in predict), sum(int(e.get("num_failures", 0)) for e in predict)
+
+
+def _stop(proc: subprocess.Popen, sig: int = signal.SIGTERM) -> None:
+    """Ask Locust to stop (it writes its stats and closes records on SIGTERM/SIGINT), then insist."""
+    if proc.poll() is not None:
+        return
+    with contextlib.suppress(ProcessLookupError):
+        proc.send_signal(sig)
+    try:
+        proc.wait(timeout=STOP_GRACE_S)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait(timeout=10)
+
+
+def run_cell(config: SweepConfig, cell: CellResult, cell_dir: Path, log_file: Path) -> None:
+    """Run one cell's Locust process to its end (or stop it early); fills ``cell`` in place."""
+    cell_dir.mkdir(parents=True, exist_ok=True)
+    client = target_client(config)
+    records = cell_dir / "records.csv"
+    start = time.monotonic()
+    cell.status = "running"
+    cell.processes = config.processes
+    with log_file.open("ab") as log:
+        proc = subprocess.Popen(locust_command(config, cell, cell_dir), stdout=log, stderr=subprocess.STDOUT)
+    fails, next_health = 0, start + HEALTH_EVERY_S
+    cpu_first: tuple[float, float] | None = None
+    cpu_last: tuple[float, float] | None = None
+    try:
+        while proc.poll() is None:
+            time.sleep(POLL_S)
+            now = time.monotonic()
+            cpu_s = _tree_cpu_s(proc.pid)
+            files = _records_files(records)
+            if cpu_s is not None and files:  # load has started: rows are arriving
+                cpu_last = (now, cpu_s)
+                cpu_first = cpu_first or cpu_last
+            if config.requests and sum(_count_rows(f) for f in files) >= config.requests:
+                _stop(proc)
+                break
+            if now >= next_health:
+                next_health = now + HEALTH_EVERY_S
+                fails = 0 if client.is_serving() else fails + 1
+                if fails >= HEALTH_FAILS_TO_STOP:
+                    _stop(proc)
+                    cell.status = "server_down"
+                    cell.error = f"{config.host} stopped answering during the cell"
+                    break
+    except KeyboardInterrupt:
+        _stop(proc, signal.SIGINT)
+        cell.status = "interrupted"
+        raise
+    finally:
+        cell.wall_s = round(time.monotonic() - start, 3)
+        if cpu_first and cpu_last and cpu_last[0] - cpu_first[0] > 0.5:
+            cell.client_cpu_pct = round(100.0 * (cpu_last[1] - cpu_first[1]) / (cpu_last[0] - cpu_first[0]), 1)
+        cell.locust_requests, cell.locust_failures = _locust_counts(cell_dir)
+        _load_side_car(cell, records)
+    if cell.status == "running":
+        if proc.returncode == 0:
+            cell.status = "done"
+        else:
+            cell.status = "failed"
+            cell.error = f"locust exited with code {proc.returncode}: {_tail(log_file)}"
+
+
+def _tree_cpu_s(pid: int) -> float | None:
+    """CPU seconds (user + system) of Locust and its forked workers so far."""
+    try:
+        parent = psutil.Process(pid)
+        procs = [parent, *parent.children(recursive=True)]
+        return sum(sum(p.cpu_times()[:2]) for p in procs)
+    except psutil.Error:
+        return None
+
+
+def _load_side_car(cell: CellResult, records: Path) -> None:
+    """Warm-up count, CPU and saturation from the Locust process's own ``records.load.json``."""
+    try:
+        stats = read_load_stats(records)
+    except ResultsError:
+        return
+    if stats is None:
+        return
+    cell.warmup_excluded = stats.warmup_by_cell.get(cell.cell, stats.warmup_excluded)
+    if stats.client_cpu_pct_mean:
+        cell.client_cpu_pct = round(stats.client_cpu_pct_mean, 1)
+    cell.client_cpu_pct_max = round(stats.client_cpu_pct_max, 1)
+    cell.saturated = stats.saturated
+
+
+def _tail(log_file: Path, lines: int = 3) -> str:
+    try:
+        text = log_file.read_text(encoding="utf-8", errors="replace").strip().splitlines()
+    except OSError:
+        return ""
+    return " | ".join(t.strip() for t in text[-lines:])[-400:]
+
+
+def merge_cell(run_dir: Path, cell: CellResult, cell_dir: Path) -> None:
+    """Append the cell's rows to requests.csv, then drop its records file."""
+    files = cell_record_files(cell_dir)
+    if not files:
+        cell.merged = True
+        return
+    frame = read_records(files).sort_values("t_start", kind="stable")
+    with RecordWriter(run_dir / runs.REQUESTS_FILE) as writer:
+        for row in frame.itertuples(index=False):
+            writer.write(RequestRecord(*row))
+    cell.records = len(frame)
+    cell.merged = True
+    for f in files:
+        f.unlink(missing_ok=True)

@@ -1,0 +1,211 @@
+"""Locust's events wired to the scenario: options checked at init, the per-process Scenario, clean stops.
+
+The locustfile (``locustfiles/predict.py``) registers these listeners and nothing else. Records:
+``--records PATH`` gets one row per request (bench.store.records). A worker process writes
+``PATH`` with its process id inserted (``requests.4711.csv``); the master merges those files into
+``PATH`` when it quits, once each worker has marked its file finished, so nothing is lost.
+Workers on other machines keep their files; merge them with
+``python -m bench.store.record_parts merge PATH``.
+
+Locust and gevent are imported inside the functions that run in a Locust process only: importing
+Locust patches the process with gevent, which the rest of the suite must not get.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+import time
+from typing import Any
+
+from bench.errors import BenchError, ResultsError
+from bench.scenario.cpu_monitor import CPU_SAMPLE_S
+from bench.scenario.options import config_from_options
+from bench.scenario.predict_user import stats_name
+from bench.scenario.process import Scenario
+from bench.store.record_parts import merge_parts
+
+log = logging.getLogger("tfsbench.load")
+
+SCENARIO_ATTR = "tfsbench_scenario"  # where the process's Scenario hangs on Locust's Environment
+MERGE_WAIT_S = 15.0
+
+
+def is_worker(runner: Any) -> bool:
+    return type(runner).__name__ == "WorkerRunner"
+
+
+def is_master(runner: Any) -> bool:
+    return type(runner).__name__ == "MasterRunner"
+
+
+def on_init(environment: Any) -> None:
+    """Validate options early (one line and exit 2 on bad input), and remember the start time."""
+    options = environment.parsed_options
+    if options is None:
+        return
+    environment.tfsbench_started_s = time.time()
+    if is_worker(environment.runner):
+        return  # a worker runs with the master's options, which arrive with its spawn messages
+    try:
+        config = config_from_options(options)
+    except BenchError as exc:
+        sys.stderr.write(f"tfsbench: {exc}\n")
+        raise SystemExit(exc.exit_code) from None
+    if not config.steps:
+        environment.shape_class = None  # the step shape runs only when --shape-steps asks for it
+
+
+def on_test_start(environment: Any) -> None:
+    """Master/local: publish total users and start time; local/worker: build the Scenario."""
+    runner, options = environment.runner, environment.parsed_options
+    if not is_worker(runner):
+        # Custom option values travel to workers with every spawn message: total users (each
+        # user's share of --rate) and the start time (shape steps advance on every worker alike).
+        options.tfsbench_users = int(runner.target_user_count or getattr(options, "num_users", 1) or 1)
+        options.tfsbench_t0 = time.time()
+        options.tfsbench_workers = int(getattr(runner, "worker_count", 1) or 1) if is_master(runner) else 1
+    if is_master(runner):
+        return
+    close_scenario(environment)
+    try:
+        config = config_from_options(options)
+        scenario = Scenario(
+            config,
+            distributed=is_worker(runner),
+            users_total=int(getattr(options, "tfsbench_users", 0) or runner.target_user_count or 1),
+            t0_s=float(getattr(options, "tfsbench_t0", 0.0) or time.time()),
+            worker_index=int(getattr(runner, "worker_index", 0) or 0) if is_worker(runner) else 0,
+            workers=int(getattr(options, "tfsbench_workers", 1) or 1) if is_worker(runner) else 1,
+        )
+    except (BenchError, ResultsError) as exc:
+        log.error("tfsbench: %s", exc)
+        sys.stderr.write(f"tfsbench: {exc}\n")
+        setattr(environment, SCENARIO_ATTR, None)
+        return
+    setattr(environment, SCENARIO_ATTR, scenario)
+    log.info(
+        "tfsbench: %s, cells %s, %s",
+        config.arrival.describe(),
+        ", ".join(stats_name(b, e) for b, e in scenario.cells),
+        f"records -> {scenario.records_path}" if scenario.records_path else "no records",
+    )
+    _start_cpu_monitor(environment, scenario)
+
+
+def _start_cpu_monitor(environment: Any, scenario: Scenario) -> None:
+    import gevent  # lazy: only inside a Locust process (it patches the process on import)
+
+    def loop() -> None:
+        while getattr(environment, SCENARIO_ATTR, None) is scenario:
+            gevent.sleep(CPU_SAMPLE_S)
+            scenario.on_cpu_sample()
+
+    gevent.spawn(loop)
+
+
+def close_scenario(environment: Any) -> None:
+    scenario = getattr(environment, SCENARIO_ATTR, None)
+    if scenario is not None:
+        setattr(environment, SCENARIO_ATTR, None)
+        scenario.close()
+
+
+def on_test_stop(environment: Any) -> None:
+    scenario = getattr(environment, SCENARIO_ATTR, None)
+    if scenario is not None:
+        scenario.on_cpu_sample(final=True)
+        # A worker's file is finished only when it closes: after its final stats went to the
+        # master, so the master never merges a part whose requests it has not counted yet.
+        scenario.save_load_stats(finished=not is_worker(environment.runner))
+
+
+def stop_users(environment: Any, wait_s: float = MERGE_WAIT_S) -> None:
+    """Stop this process's users the way Locust's own stop does, if they still run.
+
+    On SIGTERM or Ctrl-C Locust fires ``quitting`` while users still run and stops them only
+    afterwards: with ``--stop-timeout`` the requests in flight then complete and Locust counts
+    them. Stopping here first (``--stop-timeout`` applies: finish or be killed) lets those
+    requests reach the records while the writer is still open, so rows equal Locust's count.
+    A killed user's request fires no request event, so it is neither counted nor recorded.
+    """
+    # lazy: Locust and gevent only inside a Locust process (they patch the process on import)
+    import gevent
+    from locust.runners import STATE_CLEANUP, STATE_RUNNING, STATE_SPAWNING, STATE_STOPPING
+
+    runner = environment.runner
+    if runner is None or is_master(runner):
+        return
+    if runner.state in (STATE_RUNNING, STATE_SPAWNING):
+        runner.stop()
+        if is_worker(runner):
+            # Interrupted directly (Ctrl-C reaches every process of the group): send the final
+            # stats now, before Locust's own quitting listener tells the master this worker quit.
+            try:
+                runner._send_stats()
+            except Exception as exc:  # the master may be gone already; the records are kept anyway
+                log.warning("tfsbench: final stats not sent to the master: %s", exc)
+    deadline = time.monotonic() + wait_s
+    while runner.state in (STATE_CLEANUP, STATE_STOPPING) and time.monotonic() < deadline:
+        gevent.sleep(0.05)  # another greenlet is stopping the users; let it finish
+
+
+def quit_workers(environment: Any, wait_s: float = MERGE_WAIT_S) -> None:
+    """Master: tell the workers to quit, and wait until each has reported back.
+
+    A worker answering ``quit`` stops its users (in-flight requests complete), sends its final
+    stats, closes its records and then tells the master it quit, in that order on one
+    connection; so once no worker is left, the master has counted every recorded request.
+    Locust's own quit waits only 0.5 s for the final stats. The wait ends early when the
+    master's message loop is gone (after a --run-time stop, Locust's quit already ran).
+    """
+    # lazy: Locust and gevent only inside a Locust process (they patch the process on import)
+    import gevent
+    from locust.rpc import Message
+
+    runner = environment.runner
+    clients = list(runner.clients.all)
+    for client in clients:
+        runner.server.send_to_client(Message("quit", None, client.id))
+    deadline = time.monotonic() + wait_s
+    while clients and runner.clients.all and len(runner.greenlet) and time.monotonic() < deadline:
+        gevent.sleep(0.1)
+
+
+def on_quitting(environment: Any) -> None:
+    """Stop users still running, close this process's records; the master merges its workers' files.
+
+    Registered from the locustfile's init listener, so it runs before the runner's own
+    ``quitting`` listener (Locust fires ``quitting`` in reverse order of registration).
+    """
+    stop_users(environment)
+    close_scenario(environment)
+    if not is_master(environment.runner):
+        return
+    quit_workers(environment)
+    try:
+        config = config_from_options(environment.parsed_options)
+    except BenchError:
+        return
+    if config.records is None:
+        return
+    import gevent  # lazy: only inside a Locust process (it patches the process on import)
+
+    rows = merge_parts(
+        config.records,
+        since_s=getattr(environment, "tfsbench_started_s", 0.0) - 1.0,
+        wait_s=MERGE_WAIT_S,
+        sleep=gevent.sleep,
+    )
+    if rows:
+        log.info("tfsbench: merged worker records into %s (%d rows)", config.records, rows)
+
+
+def shape_tick(shape: Any) -> tuple[int, float] | None:
+    """``LoadTestShape.tick`` for ``--shape-steps``: hold -u users for each step, then stop."""
+    options = shape.runner.environment.parsed_options
+    config = config_from_options(options)
+    if shape.get_run_time() >= len(config.steps) * config.step_time_s:
+        return None
+    users = int(getattr(options, "num_users", None) or 1)
+    return users, float(getattr(options, "spawn_rate", None) or users)

@@ -1,0 +1,188 @@
+"""What one simulated user does: its state, its next send on schedule, one checked predict, warm-up.
+
+The locustfile's ``PredictUser`` calls these; nothing here imports Locust or gevent at import time
+(``sleep`` and the HTTP client are passed in), so the logic is tested without Locust.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import random
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from bench.scenario.options import Step
+from bench.scenario.process import CellPayloads, Scenario
+from bench.scenario.schedule import UserSchedule, send_lag_ms
+from bench.store.records import RequestRecord
+from bench.target.response_check import check_predict_response
+
+log = logging.getLogger("tfsbench.load")
+
+RECORD_KEY = "tfsbench"  # the request context key that carries a record's fields
+
+
+@dataclass
+class UserState:
+    rng: random.Random
+    index: int = 0  # this user's spawn order within its process (0, 1, ...)
+    schedule: UserSchedule | None = None
+    schedule_key: tuple[Any, ...] = ()
+
+
+def new_user_state(scenario: Scenario) -> UserState:
+    scenario.user_seq += 1
+    return UserState(
+        rng=random.Random(hash((os.getpid(), scenario.user_seq, time.time_ns()))), index=scenario.user_seq - 1
+    )
+
+
+def _choose(scenario: Scenario, state: UserState, step: Step | None) -> CellPayloads:
+    batches = scenario.batches_for(step)
+    if len(batches) == 1:
+        batch = batches[0][0]
+    else:
+        batch = state.rng.choices([b for b, _ in batches], weights=[w for _, w in batches])[0]
+    encodings = scenario.config.encodings
+    encoding = encodings[0] if len(encodings) == 1 else state.rng.choice(encodings)
+    return scenario.cells[(batch, encoding)]
+
+
+def _intended_send(
+    scenario: Scenario, state: UserState, step: Step | None, sleep: Callable[[float], None]
+) -> float | None:
+    """Sleep until this user's next intended send (open model) and return it; None when closed."""
+    arrival = scenario.arrival_for(step)
+    if not arrival.is_open:
+        return None
+    key = (arrival, scenario.users_total)
+    if state.schedule is None or state.schedule_key != key:
+        state.schedule = UserSchedule(
+            arrival,
+            scenario.users_total,
+            seed=state.rng.getrandbits(64),
+            user_index=scenario.user_index(state.index),
+            epoch_s=scenario.epoch_perf_s,
+        )
+        state.schedule_key = key
+    intended = state.schedule.next_send()
+    wait = state.schedule.wait_s(intended)
+    if wait > 0:
+        sleep(wait)
+    return intended
+
+
+def stats_name(batch: int, encoding: str) -> str:
+    """Locust's stats entry for a cell: ``predict b=16 row-orjson``."""
+    return f"predict b={batch} {encoding}"
+
+
+def predict_once(client: Any, scenario: Scenario, state: UserState, sleep: Callable[[float], None]) -> None:
+    """One predict request through Locust's FastHttpSession ``client``, checked and recorded.
+
+    Locust's response time is corrected to count from the intended send time (open model) and
+    to include inline encoding; its "size" column shows the request body size, so the web UI
+    compares cells by payload bytes. The record itself is written by :func:`on_request`.
+    """
+    step = scenario.step()
+    cell = _choose(scenario, state, step)
+    intended = _intended_send(scenario, state, step, sleep)
+    started = time.perf_counter()
+    body, encode_us, headers = cell.body(scenario.config.encode_inline)
+    origin = intended if intended is not None else started
+    lag_ms = send_lag_ms(origin, started)
+    extra_ms = lag_ms + (encode_us / 1000.0 if scenario.config.encode_inline else 0.0)
+    info = {
+        "t_start": scenario.wall.unix_s(origin),
+        "batch": cell.batch,
+        "encoding": cell.encoding.name,
+        "payload_bytes": len(body),
+        "encode_us": encode_us,
+        "cell": scenario.cell_for(step),
+        "send_lag_ms": lag_ms,
+    }
+    with client.request(
+        "POST",
+        scenario.config.predict_path,
+        name=stats_name(cell.batch, cell.encoding.name),
+        data=body,
+        headers=headers,
+        catch_response=True,
+        context={RECORD_KEY: info},
+    ) as response:
+        meta = response.request_meta
+        content = _content(response)
+        info["status"] = int(response.status_code or 0)
+        info["response_bytes"] = len(content)
+        error = getattr(response, "error", None)
+        if info["status"] == 0 or (error is not None and not content):
+            response.failure(f"no response: {error}")
+        else:
+            message = check_predict_response(info["status"], content, cell.batch)
+            if message:
+                response.failure(message)
+            else:
+                response.success()
+        meta["response_time"] = meta["response_time"] + extra_ms
+        meta["response_length"] = len(body)
+
+
+def _content(response: Any) -> bytes:
+    try:
+        return bytes(response.content or b"")
+    except Exception:  # a broken connection surfaces here; the request already failed
+        return b""
+
+
+def on_request(scenario: Scenario | None, response_time: float, exception: Any, context: Mapping[str, Any]) -> None:
+    """Locust ``request`` listener body: turn one of our requests into a record row."""
+    info = context.get(RECORD_KEY) if context else None
+    if scenario is None or info is None:
+        return
+    error = "" if exception is None else _one_line(str(exception))
+    scenario.record(
+        RequestRecord(
+            t_start=info["t_start"],
+            latency_ms=float(response_time),
+            status=info.get("status", 0),
+            batch=info["batch"],
+            encoding=info["encoding"],
+            payload_bytes=info["payload_bytes"],
+            encode_us=info["encode_us"],
+            response_bytes=info.get("response_bytes", 0),
+            error=error,
+            cell=info["cell"],
+            send_lag_ms=info["send_lag_ms"],
+        )
+    )
+
+
+def _one_line(text: str) -> str:
+    # Locust wraps failure messages ("CatchResponseError('...')" in some versions); keep the text.
+    return " ".join(text.split())[:500]
+
+
+def warm_up(base_url: str, scenario: Scenario, state: UserState) -> int:
+    """Send ``--warmup`` requests outside Locust's stats and the records; returns how many succeeded."""
+    if scenario.config.warmup <= 0:
+        return 0
+    # lazy: Locust only inside a Locust process (importing it patches the process with gevent)
+    from locust.contrib.fasthttp import FastHttpSession
+    from locust.event import EventHook
+
+    session = FastHttpSession(base_url, request_event=EventHook(), user=None)
+    cell_label = scenario.cell_for(scenario.step())
+    ok = 0
+    for _ in range(scenario.config.warmup):
+        cell = _choose(scenario, state, None)
+        body, _, headers = cell.body(False) if cell.pool is not None else cell.body(True)
+        response = session.request("POST", scenario.config.predict_path, data=body, headers=headers)
+        scenario.warmup_by_cell[cell_label] = scenario.warmup_by_cell.get(cell_label, 0) + 1
+        if response.status_code == 200:
+            ok += 1
+    if ok < scenario.config.warmup:
+        log.warning("%d of %d warm-up requests failed", scenario.config.warmup - ok, scenario.config.warmup)
+    return ok

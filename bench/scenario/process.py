@@ -1,0 +1,158 @@
+"""What one load-generating process shares between its users: payloads, records, CPU monitor, schedule.
+
+Per process (local runner, or each worker with ``--processes N`` / ``--worker``), one
+:class:`Scenario` is built at test start from the options (the master's values, which Locust
+ships to its workers with each spawn message): pre-encoded payload pools for every (batch size,
+encoding) cell, the records writer, and a CPU monitor of the load generator itself.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+from dataclasses import dataclass, replace
+
+import numpy as np
+
+from bench.payloads.encodings import Encoding, get_encoding
+from bench.payloads.images import image_source
+from bench.payloads.pool import PayloadPool
+from bench.scenario.cpu_monitor import CPU_SAMPLE_S, CPU_WINDOW_SAMPLES, CpuMonitor
+from bench.scenario.options import ScenarioConfig, Step
+from bench.scenario.schedule import Arrival, WallClock, global_user_index
+from bench.store.load_stats import LoadStats, write_load_stats
+from bench.store.record_parts import records_path_for
+from bench.store.records import RecordWriter, RequestRecord
+
+
+@dataclass
+class CellPayloads:
+    """Pre-encoded bodies for one (batch, encoding), or raw images to encode inline."""
+
+    batch: int
+    encoding: Encoding
+    pool: PayloadPool | None
+    images: list[np.ndarray]
+    input_name: str | None
+    next_index: int = 0
+
+    def body(self, inline: bool) -> tuple[bytes, float, dict[str, str]]:
+        """``(body, encode_us, headers)``; inline encodes now (the caller's timer is running)."""
+        if not inline:
+            assert self.pool is not None
+            payload = self.pool.next()
+            return payload.body, payload.encode_us, payload.headers
+        images = self.images[self.next_index % len(self.images)]
+        self.next_index += 1
+        start = time.perf_counter()
+        body = self.encoding.encode(images, self.input_name)
+        return body, (time.perf_counter() - start) * 1e6, self.encoding.headers()
+
+
+class Scenario:
+    """Everything one load-generating process shares between its users."""
+
+    def __init__(
+        self,
+        config: ScenarioConfig,
+        *,
+        distributed: bool,
+        users_total: int,
+        t0_s: float,
+        worker_index: int = 0,
+        workers: int = 1,
+    ) -> None:
+        self.config = config
+        self.users_total = max(users_total, 1)
+        self.t0_s = t0_s  # unix seconds of the test start (the master's clock), for shape steps
+        # This process's place among the load-generating processes: constant arrivals
+        # interleave the users of every process on one slot grid (see user_index).
+        self.workers = max(workers, 1)
+        self.worker_index = max(worker_index, 0)
+        self.wall = WallClock()
+        self.epoch_perf_s = t0_s - self.wall.offset_s  # the shared start on this process's perf_counter
+        self.warmup_by_cell: dict[str, int] = {}
+        self.warnings: list[str] = []
+        self.cells = self._build_payloads()
+        self.records_path = records_path_for(config.records, distributed) if config.records else None
+        self.writer = RecordWriter(self.records_path) if self.records_path else None
+        self.cpu = CpuMonitor(config.cpu_warn_pct)
+        self.user_seq = 0
+
+    def _build_payloads(self) -> dict[tuple[int, str], CellPayloads]:
+        source = image_source(self.config.images_dir, 128, 128)
+        cells = {}
+        for name in self.config.encodings:
+            encoding = get_encoding(name)
+            if self.config.signature_name:
+                encoding = encoding.with_signature(self.config.signature_name)
+            input_name = None  # the encoding's own input key: examples, or image_bytes for b64-*
+            for batch in self.config.batch_sizes:
+                if self.config.encode_inline:
+                    images = [source.batch(batch, i) for i in range(self.config.pool_size)]
+                    cells[(batch, name)] = CellPayloads(batch, encoding, None, images, input_name)
+                else:
+                    pool = PayloadPool.build(encoding, source, batch, self.config.pool_size, input_name=input_name)
+                    cells[(batch, name)] = CellPayloads(batch, encoding, pool, [], input_name)
+        return cells
+
+    def step(self, now_unix_s: float | None = None) -> Step | None:
+        """The current ``--shape-steps`` step (from the test start), or None without steps."""
+        if not self.config.steps:
+            return None
+        elapsed = (time.time() if now_unix_s is None else now_unix_s) - self.t0_s
+        index = min(max(int(elapsed // self.config.step_time_s), 0), len(self.config.steps) - 1)
+        return self.config.steps[index]
+
+    def arrival_for(self, step: Step | None) -> Arrival:
+        if step is not None and step.rate_per_s is not None:
+            return replace(self.config.arrival, rate_per_s=step.rate_per_s)
+        return self.config.arrival
+
+    def batches_for(self, step: Step | None) -> tuple[tuple[int, int], ...]:
+        return ((step.batch, 1),) if step is not None and step.batch is not None else self.config.batches
+
+    def user_index(self, local_index: int) -> int:
+        """A user's index among all users of all processes (its slot on the constant-rate grid)."""
+        return global_user_index(local_index, self.worker_index, self.workers)
+
+    def cell_for(self, step: Step | None) -> str:
+        return step.label(self.config.cell) if step is not None else self.config.cell
+
+    def record(self, record: RequestRecord) -> None:
+        if self.writer is not None and not self.writer.closed:
+            self.writer.write(record)
+
+    def load_stats(self, finished: bool) -> LoadStats:
+        return LoadStats(
+            processes=1,
+            warmup_by_cell=dict(self.warmup_by_cell),
+            client_cpu_pct_max=self.cpu.max_window_pct,
+            client_cpu_pct_mean=self.cpu.mean_pct,
+            saturated=self.cpu.saturated,
+            warnings=tuple(self.warnings),
+            finished=finished,
+        )
+
+    def save_load_stats(self, finished: bool) -> None:
+        if self.records_path is not None:
+            write_load_stats(self.records_path, self.load_stats(finished))
+
+    def on_cpu_sample(self, final: bool = False) -> None:
+        if self.cpu.finish() if final else self.cpu.sample():
+            window_s = min(len(self.cpu.samples), CPU_WINDOW_SAMPLES) * CPU_SAMPLE_S
+            message = (
+                f"tfsbench: load generator CPU saturated (pid {os.getpid()}: "
+                f"{self.cpu.max_window_pct:.0f}% of a core over {window_s:g} s): "
+                "results measure the client, not the server; use more --processes or fewer users"
+            )
+            self.warnings.append(message)
+            sys.stderr.write(message + "\n")
+            sys.stderr.flush()
+            self.save_load_stats(finished=False)
+
+    def close(self) -> None:
+        self.save_load_stats(finished=True)
+        if self.writer is not None:
+            self.writer.close()
