@@ -25,6 +25,7 @@ standin: $(VENV)/.installed
 lint: $(VENV)/.installed
 	$(BIN)/ruff check bench export reports locustfiles tests
 	$(BIN)/ruff format --check bench export reports locustfiles tests
+	$(BIN)/mypy
 
 clean:
 	rm -rf $(VENV) models runs .pytest_cache

@@ -41,7 +41,7 @@ def _handler(module: str, function: str) -> Callable[[argparse.Namespace], int]:
     return run
 
 
-def _add_export(sub: argparse._SubParsersAction) -> None:
+def _add_export(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser(
         "export",
         help="export the reference SavedModel in TF Serving's version layout",
@@ -76,7 +76,7 @@ def _run_export(args: argparse.Namespace) -> int:
     return 0
 
 
-def _add_serve(sub: argparse._SubParsersAction) -> None:
+def _add_serve(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser(
         "serve",
         help="run the embedded TF-Serving-compatible REST server",
@@ -87,7 +87,7 @@ def _add_serve(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(handler=_handler("bench.serving.server", "run_serve"))
 
 
-def _add_docker(sub: argparse._SubParsersAction) -> None:
+def _add_docker(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 
     p = sub.add_parser(
         "docker",
@@ -168,7 +168,7 @@ def _add_docker(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(handler=_handler("bench.commands.docker", "run_docker"))
 
 
-def _add_codecs(sub: argparse._SubParsersAction) -> None:
+def _add_codecs(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser(
         "codecs",
         help="measure payload size and encode/decode cost of each encoding",
@@ -222,7 +222,7 @@ def _add_scenario_options(p: argparse.ArgumentParser, per: str) -> None:
     )
 
 
-def _add_sweep(sub: argparse._SubParsersAction) -> None:
+def _add_sweep(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser(
         "sweep", help="run one Locust load test per (batch size, encoding) cell and record every request"
     )
@@ -315,13 +315,13 @@ def _add_sweep(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(handler=_handler("bench.commands.sweep", "run_sweep"))
 
 
-def _add_report(sub: argparse._SubParsersAction) -> None:
+def _add_report(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser("report", help="build report.html and figures/*.png for a run")
     p.add_argument("run_dir", type=Path, metavar="RUN_DIR", help="e.g. runs/latest")
     p.set_defaults(handler=_handler("bench.commands.report", "run_report"))
 
 
-def _add_compare(sub: argparse._SubParsersAction) -> None:
+def _add_compare(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser("compare", help="compare the same cells of two runs")
     p.add_argument("run_a", type=Path, metavar="RUN_A", help="baseline run directory")
     p.add_argument("run_b", type=Path, metavar="RUN_B", help="candidate run directory")
@@ -335,7 +335,7 @@ def _add_compare(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(handler=_handler("bench.commands.report", "run_compare"))
 
 
-def _add_capacity(sub: argparse._SubParsersAction) -> None:
+def _add_capacity(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser(
         "capacity",
         help="find the highest load one replica serves within a latency SLO",
@@ -437,7 +437,7 @@ def _add_capacity(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(handler=_handler("bench.commands.capacity", "run_capacity"))
 
 
-def _add_demo(sub: argparse._SubParsersAction) -> None:
+def _add_demo(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser("demo", help="export -> serve -> short sweep -> report, on the embedded server")
     p.add_argument(
         "--models", type=Path, default=Path("models"), metavar="DIR", help="models directory (default models)"
@@ -508,7 +508,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     if threading.current_thread() is threading.main_thread():
         signal.signal(signal.SIGTERM, _raise_keyboard_interrupt)
     try:
-        return args.handler(args)
+        code: int = args.handler(args)
+        return code
     except BenchError as exc:
         print(f"tfsbench {args.command}: error: {exc}", file=sys.stderr)
         return exc.exit_code

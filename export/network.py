@@ -46,7 +46,7 @@ SIZES: dict[str, NetworkSpec] = {
 }
 
 
-class ImageClassifier(tf.Module):
+class ImageClassifier(tf.Module):  # type: ignore[misc]  # TensorFlow ships no stubs: tf.Module is Any
     """uint8 images [N,128,128,3] in; class probabilities [N,10] and classes [N] out."""
 
     def __init__(self, size: str, seed: int) -> None:
@@ -124,11 +124,14 @@ class ImageClassifier(tf.Module):
         probabilities = tf.nn.softmax(self.logits(images))
         return {"probabilities": probabilities, "classes": tf.argmax(probabilities, axis=1, output_type=tf.int64)}
 
-    @tf.function(input_signature=[tf.TensorSpec([None, IMAGE_SIZE, IMAGE_SIZE, CHANNELS], tf.uint8)])
+    # TensorFlow ships no stubs: tf.function is an untyped decorator (here and below).
+    @tf.function(  # type: ignore[untyped-decorator]
+        input_signature=[tf.TensorSpec([None, IMAGE_SIZE, IMAGE_SIZE, CHANNELS], tf.uint8)]
+    )
     def serve_examples(self, examples: tf.Tensor) -> dict[str, tf.Tensor]:
         return self.outputs(examples)
 
-    @tf.function(input_signature=[tf.TensorSpec([None], tf.string)])
+    @tf.function(input_signature=[tf.TensorSpec([None], tf.string)])  # type: ignore[untyped-decorator]
     def serve_image_bytes(self, image_bytes: tf.Tensor) -> dict[str, tf.Tensor]:
         def decode(encoded: tf.Tensor) -> tf.Tensor:
             image = tf.io.decode_image(encoded, channels=CHANNELS, expand_animations=False)

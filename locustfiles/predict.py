@@ -13,41 +13,44 @@ a user does in predict_user.py, the Locust event wiring in hooks.py.
 
 from __future__ import annotations
 
+from typing import Any, cast
+
 import gevent
 from locust import FastHttpUser, LoadTestShape, events, task
 from locust.exception import StopUser
 
 from bench.scenario import hooks, options, predict_user
+from bench.scenario.process import Scenario
 
 
-@events.init_command_line_parser.add_listener
-def _add_arguments(parser, **_kwargs):
+@events.init_command_line_parser.add_listener  # type: ignore[untyped-decorator]  # Locust's add_listener is unannotated
+def _add_arguments(parser: Any, **_kwargs: Any) -> None:
     options.add_arguments(parser)
 
 
-@events.init.add_listener
-def _on_init(environment, **_kwargs):
+@events.init.add_listener  # type: ignore[untyped-decorator]  # Locust's add_listener is unannotated
+def _on_init(environment: Any, **_kwargs: Any) -> None:
     hooks.on_init(environment)
 
-    @environment.events.request.add_listener
-    def _on_request(response_time, exception, context, **_kwargs):
+    @environment.events.request.add_listener  # type: ignore[untyped-decorator]  # Locust's add_listener is unannotated
+    def _on_request(response_time: float, exception: Any, context: Any, **_kwargs: Any) -> None:
         # Every request of ours becomes one records row (bench.store.records), warm-up excluded.
         predict_user.on_request(getattr(environment, hooks.SCENARIO_ATTR, None), response_time, exception, context)
 
     # Added here, after the runner's own quitting listener, so it fires before that one: users
     # stop and the records close before Locust stops the users and quits the workers itself.
-    @environment.events.quitting.add_listener
-    def _on_quitting(environment, **_kwargs):
+    @environment.events.quitting.add_listener  # type: ignore[untyped-decorator]  # Locust's add_listener is unannotated
+    def _on_quitting(environment: Any, **_kwargs: Any) -> None:
         hooks.on_quitting(environment)
 
 
-@events.test_start.add_listener
-def _on_test_start(environment, **_kwargs):
+@events.test_start.add_listener  # type: ignore[untyped-decorator]  # Locust's add_listener is unannotated
+def _on_test_start(environment: Any, **_kwargs: Any) -> None:
     hooks.on_test_start(environment)
 
 
-@events.test_stop.add_listener
-def _on_test_stop(environment, **_kwargs):
+@events.test_stop.add_listener  # type: ignore[untyped-decorator]  # Locust's add_listener is unannotated
+def _on_test_stop(environment: Any, **_kwargs: Any) -> None:
     hooks.on_test_stop(environment)
 
 
@@ -56,20 +59,21 @@ class PredictUser(FastHttpUser):
 
     host = "http://127.0.0.1:8501"
 
-    def wait_time(self):
+    def wait_time(self) -> float:
         scenario = self.scenario
         return scenario.config.arrival.think_time_s if scenario is not None else 0.0
 
-    def on_start(self):
-        self.scenario = getattr(self.environment, hooks.SCENARIO_ATTR, None)
+    def on_start(self) -> None:
+        self.scenario: Scenario | None = getattr(self.environment, hooks.SCENARIO_ATTR, None)
         if self.scenario is None:
             raise StopUser  # bad options: on_test_start logged why
         self.state = predict_user.new_user_state(self.scenario)
         predict_user.warm_up(self.host, self.scenario, self.state)
 
     @task
-    def predict(self):
-        predict_user.predict_once(self.client, self.scenario, self.state, gevent.sleep)
+    def predict(self) -> None:
+        # on_start stopped this user when there was no scenario.
+        predict_user.predict_once(self.client, cast(Scenario, self.scenario), self.state, gevent.sleep)
 
 
 class StepShape(LoadTestShape):
@@ -77,7 +81,7 @@ class StepShape(LoadTestShape):
 
     use_common_options = True
 
-    def tick(self):
+    def tick(self) -> tuple[int, float] | None:
         return hooks.shape_tick(self)
 
 
@@ -94,4 +98,4 @@ if __name__ == "__main__":
         get_parser().print_help()
         sys.exit(0)
     sys.argv = ["locust", "-f", __file__, *sys.argv[1:]]
-    sys.exit(locust_main.main())
+    sys.exit(locust_main.main())  # type: ignore[no-untyped-call]  # Locust's main() is unannotated

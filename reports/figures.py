@@ -17,6 +17,7 @@ import pandas as pd
 from matplotlib.axes import Axes
 from matplotlib.axis import Axis
 from matplotlib.figure import Figure
+from matplotlib.lines import Line2D
 from matplotlib.ticker import FixedLocator, FuncFormatter, NullLocator
 
 from reports.data import RunData, ok_rows
@@ -84,7 +85,7 @@ def _mark_saturated(ax, group: pd.DataFrame, x: str, y: str | pd.Series) -> None
 def _legend(ax, saturated_any: bool) -> None:
     handles, labels = ax.get_legend_handles_labels()
     if saturated_any:
-        handles.append(plt.Line2D([], [], marker="o", color="red", markerfacecolor="none", linestyle="none"))
+        handles.append(Line2D([], [], marker="o", color="red", markerfacecolor="none", linestyle="none"))
         labels.append("client saturated")
     ax.legend(handles, labels, fontsize=8, loc="best")
 

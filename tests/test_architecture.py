@@ -92,18 +92,21 @@ def _module_imports(module: str, path: Path) -> list[Import]:
         for child in ast.iter_child_nodes(node):
             inner = in_function or isinstance(child, ast.FunctionDef | ast.AsyncFunctionDef)
             names: list[str] = []
+            lineno = 0
             if isinstance(child, ast.Import):
                 names = [alias.name for alias in child.names]
+                lineno = child.lineno
             elif isinstance(child, ast.ImportFrom):
+                lineno = child.lineno
                 base = child.module or ""
                 if child.level:
                     parts = package.split(".")[: len(package.split(".")) - (child.level - 1)]
                     base = ".".join([*parts, base] if base else parts)
                 names = [f"{base}.{alias.name}" for alias in child.names] or [base]
             for name in names:
-                text = lines[child.lineno - 1]
-                commented = "#" in text or _previous_import_commented(lines, child.lineno)
-                out.append(Import(module, _resolve(name) or name, child.lineno, in_function, text.strip(), commented))
+                text = lines[lineno - 1]
+                commented = "#" in text or _previous_import_commented(lines, lineno)
+                out.append(Import(module, _resolve(name) or name, lineno, in_function, text.strip(), commented))
             visit(child, inner)
 
     visit(ast.parse(source), False)

@@ -177,7 +177,7 @@ def _locust_counts(cell_dir: Path) -> tuple[int | None, int | None]:
     return sum(int(e.get("num_requests", 0)) for e in predict), sum(int(e.get("num_failures", 0)) for e in predict)
 
 
-def _stop(proc: subprocess.Popen, sig: int = signal.SIGTERM) -> None:
+def _stop(proc: subprocess.Popen[bytes], sig: int = signal.SIGTERM) -> None:
     """Ask Locust to stop (it writes its stats and closes records on SIGTERM/SIGINT), then insist."""
     if proc.poll() is not None:
         return

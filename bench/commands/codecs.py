@@ -128,7 +128,11 @@ def measure(
         bodies = {e.name: e.encode(batch) for e in timed}
         encode_calls: dict[str, Callable[[], object]] = {"memcpy": batch.tobytes}
         for encoding in timed:
-            encode_calls[encoding.name] = lambda enc=encoding, images=batch: enc.encode(images)
+
+            def encode_call(enc: Encoding = encoding, images: np.ndarray = batch) -> object:
+                return enc.encode(images)
+
+            encode_calls[encoding.name] = encode_call
         encode_us = _interleaved_medians_us(encode_calls, repeats)
         if progress:
             progress.show(f"b={batch_size}: server-side decoding")
@@ -138,7 +142,13 @@ def measure(
                 continue
             decode = _server_decoder(encoding, signatures)
             _check_decoded(encoding, decode(bodies[encoding.name]), batch)
-            decode_calls[encoding.name] = lambda decode=decode, body=bodies[encoding.name]: decode(body)
+
+            def decode_call(
+                decode: Callable[[bytes], DecodedPredict] = decode, body: bytes = bodies[encoding.name]
+            ) -> object:
+                return decode(body)
+
+            decode_calls[encoding.name] = decode_call
         decode_us = _interleaved_medians_us(decode_calls, repeats)
         batch_rows = [
             CodecRow(

@@ -50,7 +50,7 @@ def ensure_model(models: Path) -> Path:
 @dataclass(frozen=True)
 class RunningServer:
     url: str
-    process: subprocess.Popen
+    process: subprocess.Popen[bytes]
     log_path: Path
 
 

@@ -73,7 +73,8 @@ def image_inspect(image: str) -> dict[str, Any] | None:
     proc = docker(["image", "inspect", image], check=False, timeout_s=30)
     if proc.returncode != 0:
         return None
-    return json.loads(proc.stdout)[0]
+    info: dict[str, Any] = json.loads(proc.stdout)[0]
+    return info
 
 
 def container_inspect(name: str) -> dict[str, Any] | None:
@@ -81,7 +82,8 @@ def container_inspect(name: str) -> dict[str, Any] | None:
     proc = docker(["container", "inspect", name], check=False, timeout_s=30)
     if proc.returncode != 0:
         return None
-    return json.loads(proc.stdout)[0]
+    info: dict[str, Any] = json.loads(proc.stdout)[0]
+    return info
 
 
 def check_port_free(address: str, port: int) -> None:

@@ -345,7 +345,9 @@ def container_meta(name: str) -> dict[str, Any]:
 
 
 @contextlib.contextmanager
-def serving_container(spec: ContainerSpec, *, timeout_s: float = 180.0) -> Iterator[tuple[RunningContainer, dict]]:
+def serving_container(
+    spec: ContainerSpec, *, timeout_s: float = 180.0
+) -> Iterator[tuple[RunningContainer, dict[str, Any]]]:
     """Start ``spec``, yield it with its ``container_meta`` (plus startup facts), always stop it."""
     running = up(spec, timeout_s=timeout_s)
     try:

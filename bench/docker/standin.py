@@ -34,6 +34,7 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
+from typing import Any
 
 from packaging.requirements import Requirement
 
@@ -381,7 +382,7 @@ def _repository(tag: str) -> str:
     return f"{head}/{last.split(':')[0]}" if head else last.split(":")[0]
 
 
-def _remove_superseded(previous: dict | None, base_tag: str) -> None:
+def _remove_superseded(previous: dict[str, Any] | None, base_tag: str) -> None:
     """Drop the image this build replaced and older bases of the same repository (1.3 GB each).
 
     ``docker rmi`` refuses images that containers still use; those stay, which is what we want.

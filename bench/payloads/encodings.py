@@ -50,7 +50,7 @@ FAST_MAX_OVERHEAD = 0.15
 
 _NUMPY = orjson.OPT_SERIALIZE_NUMPY
 
-EncodeFn = Callable[[np.ndarray, str, bytes], bytes]
+EncodeFn = Callable[[np.ndarray, str, str], bytes]
 DecodeFn = Callable[[bytes], np.ndarray]
 
 

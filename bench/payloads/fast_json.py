@@ -167,7 +167,7 @@ def _compact(buf: np.ndarray, array: np.ndarray, tpl: _Template, max_overhead: f
             break
         chosen.add(int(image))
         excess -= int(pads[image])
-    pieces: list[memoryview | np.ndarray] = []
+    pieces: list[memoryview] = []
     cursor = 0
     for image in sorted(chosen):
         start = tpl.image_start + image * tpl.image_stride

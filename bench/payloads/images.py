@@ -101,7 +101,8 @@ class SyntheticImages:
         # would cost more than everything above.
         offset = int(rng.integers(0, self._noise.size - img.size))
         img += self._noise[offset : offset + img.size].reshape(img.shape)
-        return np.clip(img, 0, 255).astype(np.uint8)
+        planes: np.ndarray = np.clip(img, 0, 255).astype(np.uint8)
+        return planes
 
     def batch(self, size: int, index: int = 0) -> np.ndarray:
         """Images ``index*size .. index*size+size-1`` as uint8 ``[size, height, width, 3]``."""

@@ -39,7 +39,7 @@ class _Endpoint(asyncio.Protocol):
         self.remaining = -1  # body bytes still to read; -1 while reading headers
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.transport = transport  # type: ignore[assignment]
+        self.transport = transport
 
     def data_received(self, data: bytes) -> None:
         self.buffer += data
@@ -64,7 +64,7 @@ class _Endpoint(asyncio.Protocol):
             self.transport.write(self.reply)  # type: ignore[attr-defined]
 
 
-def _serve(port_queue: multiprocessing.Queue, batch: int) -> None:
+def _serve(port_queue: multiprocessing.Queue[int], batch: int) -> None:
     body = json.dumps({"predictions": [{"classes": 3, "probabilities": [0.1] * 10}] * batch}).encode()
     reply = b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n%s" % (len(body), body)
 
@@ -135,7 +135,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--users", type=argtypes.positive_int, default=8, metavar="N", help="Locust users")
     args = parser.parse_args(argv)
 
-    ports: multiprocessing.Queue = multiprocessing.Queue()
+    ports: multiprocessing.Queue[int] = multiprocessing.Queue()
     server = multiprocessing.Process(target=_serve, args=(ports, args.batch), daemon=True)
     server.start()
     try:

@@ -57,7 +57,7 @@ def _bodies(batch: int, count: int = 4) -> list[bytes]:
     ]
 
 
-def _start_server(base: Path) -> tuple[subprocess.Popen, int]:
+def _start_server(base: Path) -> tuple[subprocess.Popen[str], int]:
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
     proc = subprocess.Popen(
         [
@@ -159,8 +159,15 @@ def main(argv: list[str] | None = None) -> int:
         body = bodies[0]
         reference = np.asarray(orjson.loads(body)["instances"], dtype=np.uint8)
         assert np.array_equal(decode_predict_body(body, inputs).tensors["examples"], reference)
-        base_ms = _best_ms(lambda body=body: np.asarray(orjson.loads(body)["instances"], dtype=np.uint8), args.repeat)
-        fast_ms = _best_ms(lambda body=body: decode_predict_body(body, inputs), args.repeat)
+
+        def decode_orjson(body: bytes = body) -> object:
+            return np.asarray(orjson.loads(body)["instances"], dtype=np.uint8)
+
+        def decode_fast(body: bytes = body) -> object:
+            return decode_predict_body(body, inputs)
+
+        base_ms = _best_ms(decode_orjson, args.repeat)
+        fast_ms = _best_ms(decode_fast, args.repeat)
         mb = len(body) / 1e6
         speed = f"{mb / fast_ms * 1000:>10.0f} {base_ms / fast_ms:>8.1f}x"
         print(f"{batch:>5} {mb:>6.1f} {base_ms:>18.1f} {fast_ms:>8.1f} {speed}")

@@ -166,7 +166,8 @@ def quit_workers(environment: Any, wait_s: float = MERGE_WAIT_S) -> None:
     runner = environment.runner
     clients = list(runner.clients.all)
     for client in clients:
-        runner.server.send_to_client(Message("quit", None, client.id))
+        # Locust's Message.__init__ is unannotated.
+        runner.server.send_to_client(Message("quit", None, client.id))  # type: ignore[no-untyped-call]
     deadline = time.monotonic() + wait_s
     while clients and runner.clients.all and len(runner.greenlet) and time.monotonic() < deadline:
         gevent.sleep(0.1)

@@ -95,7 +95,7 @@ def predict_once(client: Any, scenario: Scenario, state: UserState, sleep: Calla
     origin = intended if intended is not None else started
     lag_ms = send_lag_ms(origin, started)
     extra_ms = lag_ms + (encode_us / 1000.0 if scenario.config.encode_inline else 0.0)
-    info = {
+    info: dict[str, Any] = {
         "t_start": scenario.wall.unix_s(origin),
         "batch": cell.batch,
         "encoding": cell.encoding.name,
@@ -173,13 +173,20 @@ def warm_up(base_url: str, scenario: Scenario, state: UserState) -> int:
     from locust.contrib.fasthttp import FastHttpSession
     from locust.event import EventHook
 
-    session = FastHttpSession(base_url, request_event=EventHook(), user=None)
+    # Locust's EventHook.__init__ is unannotated.
+    session = FastHttpSession(base_url, request_event=EventHook(), user=None)  # type: ignore[no-untyped-call]
     cell_label = scenario.cell_for(scenario.step())
     ok = 0
     for _ in range(scenario.config.warmup):
         cell = _choose(scenario, state, None)
         body, _, headers = cell.body(False) if cell.pool is not None else cell.body(True)
-        response = session.request("POST", scenario.config.predict_path, data=body, headers=headers)
+        # Locust annotates data as str | dict | None; FastHttpSession sends bytes as they are.
+        response = session.request(
+            "POST",
+            scenario.config.predict_path,
+            data=body,  # type: ignore[arg-type]
+            headers=headers,
+        )
         scenario.warmup_by_cell[cell_label] = scenario.warmup_by_cell.get(cell_label, 0) + 1
         if response.status_code == 200:
             ok += 1

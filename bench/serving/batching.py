@@ -60,13 +60,17 @@ def parse_batching_parameters(path: Path | None) -> BatchingParameters:
     return BatchingParameters(**values)
 
 
+# (signature, ((input name, shape after the batch dimension, dtype string), ...)): one queue each.
+_Key = tuple[str, tuple[tuple[str, tuple[int, ...], str], ...]]
+
+
 class _Task:
     __slots__ = ("enqueued_s", "future", "size", "tensors")
 
     def __init__(self, tensors: Mapping[str, np.ndarray], size: int) -> None:
         self.tensors = tensors
         self.size = size
-        self.future: Future = Future()
+        self.future: Future[dict[str, np.ndarray]] = Future()
         self.enqueued_s = time.perf_counter()
 
 
@@ -93,7 +97,7 @@ class Batcher:
         self._metrics = metrics
         self._name = name
         self._cond = threading.Condition()
-        self._queues: dict[tuple, _Queue] = {}
+        self._queues: dict[_Key, _Queue] = {}
         self._closed = False
         self._threads = [
             threading.Thread(target=self._worker, name=f"tfsbench-batch-{i}", daemon=True)
@@ -134,7 +138,7 @@ class Batcher:
             self._cond.notify()
         return task.future.result()
 
-    def _ready(self, now: float) -> tuple[tuple, list[_Task]] | tuple[None, float]:
+    def _ready(self, now: float) -> tuple[_Key, list[_Task]] | tuple[None, float]:
         """A batch to run now (full, timed out, the oldest when another is queued behind it, or
         anything once closing), else how long to wait."""
         timeout_s = self.params.batch_timeout_micros / 1e6

@@ -59,7 +59,7 @@ _AS_BRACKET = np.arange(256, dtype=np.uint8)  # braces read as brackets for the 
 _AS_BRACKET[_LBRACE], _AS_BRACKET[_RBRACE] = _OPEN, _CLOSE
 
 
-def try_fast_decode(body: bytes, inputs: Inputs) -> DecodedPredict | None:
+def try_fast_decode(body: bytes | bytearray, inputs: Inputs) -> DecodedPredict | None:
     """The decoded request if ``body`` is a plain dense uint8 array body, else None (use the
     general path). ``inputs`` is what ``decode_predict_body`` takes."""
     head = _PREFIX.match(body[:_ENVELOPE_BYTES])
@@ -77,7 +77,7 @@ def try_fast_decode(body: bytes, inputs: Inputs) -> DecodedPredict | None:
         return None
     signature = (head.group(1) if head.group(1) is not None else tail.group(2) or b"").decode()
     try:
-        tensorinfo: Mapping[str, InputSpec] = resolve_inputs(inputs, signature)  # type: ignore[arg-type]
+        tensorinfo: Mapping[str, InputSpec] = resolve_inputs(inputs, signature)
     except ServingError:
         return None  # the general path reports it, after any JSON error that comes first
     if len(tensorinfo) != 1:
@@ -99,7 +99,9 @@ def try_fast_decode(body: bytes, inputs: Inputs) -> DecodedPredict | None:
     return DecodedPredict({name: values}, row, signature)
 
 
-def _decode_named_instances(body: bytes, full: np.ndarray, start: int, stop: int, key: bytes) -> np.ndarray | None:
+def _decode_named_instances(
+    body: bytes | bytearray, full: np.ndarray, start: int, stop: int, key: bytes
+) -> np.ndarray | None:
     """``[{"key": [...]}, ...]`` as ``[{[...]}, ...]``: the key text of every element blanked to
     spaces in a copy, then decoded as an array whose level-1 lists are braces."""
     if b'"' in key or b"\\" in key:
@@ -166,7 +168,8 @@ def _decode_array(src: np.ndarray, start: int, stop: int, *, named: bool) -> np.
 
 
 def _is_ws(sep: np.ndarray) -> np.ndarray:
-    return (sep == 32) | (sep == 10) | (sep == 13) | (sep == 9)
+    ws: np.ndarray = (sep == 32) | (sep == 10) | (sep == 13) | (sep == 9)
+    return ws
 
 
 def _numbers(src: np.ndarray, starts: np.ndarray, lengths: np.ndarray, shape: tuple[int, ...]) -> np.ndarray | None:
@@ -190,7 +193,8 @@ def _numbers(src: np.ndarray, starts: np.ndarray, lengths: np.ndarray, shape: tu
     words &= np.uint32(0x00FFFFFF)
     words *= np.uint32(0x00640A01)
     words >>= np.uint32(16)
-    return words.astype(np.uint8).reshape(shape)
+    numbers: np.ndarray = words.astype(np.uint8).reshape(shape)
+    return numbers
 
 
 def _shape_from_skeleton(sep: np.ndarray) -> tuple[int, ...] | None:

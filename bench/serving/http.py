@@ -18,7 +18,9 @@ import time
 import zlib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from email.message import Message
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
 
 from bench.errors import ConfigError
 from bench.serving.json_response import encode_error
@@ -39,7 +41,8 @@ class Reply:
     body: bytes
 
 
-Handle = Callable[[str, str, Mapping[str, str], bytes], Reply]
+# Request headers are the handler's HTTPMessage (email.message.Message); large bodies stay a bytearray.
+Handle = Callable[[str, str, "Mapping[str, str] | Message[str, str]", bytes | bytearray], Reply]
 
 
 class _Server(ThreadingHTTPServer):
@@ -50,7 +53,7 @@ class _Server(ThreadingHTTPServer):
     def __init__(self, address: tuple[str, int], owner: HttpFrontEnd) -> None:
         self.owner = owner
         self.draining = False
-        self.connections: dict[int, list] = {}  # id -> [socket, busy]
+        self.connections: dict[int, list[Any]] = {}  # id -> [socket, busy]
         self.conn_lock = threading.Lock()
         self.idle = threading.Condition(self.conn_lock)
         super().__init__(address, _Handler)
@@ -82,7 +85,7 @@ class _Handler(BaseHTTPRequestHandler):
             self.connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         except OSError:
             pass  # not a TCP socket (or already closed): nothing to tune
-        self._entry: list = [self.connection, False]
+        self._entry: list[Any] = [self.connection, False]
         with self.server.conn_lock:
             self.server.connections[id(self)] = self._entry
 
@@ -124,6 +127,7 @@ class _Handler(BaseHTTPRequestHandler):
         """The request body (inflated if gzip), or None after answering 4xx/413 ourselves."""
         limit = self.server.owner.max_body_bytes
         chunked = "chunked" in self.headers.get("Transfer-Encoding", "").lower()
+        body: bytes | bytearray
         if chunked:
             parts, total = [], 0
             while True:
@@ -202,9 +206,10 @@ class _Handler(BaseHTTPRequestHandler):
             self.close_connection = True
         # Status line, headers and body in one send: two small writes would be two segments, the
         # second held back by Nagle until the client ACKs the first.
-        self._headers_buffer.append(b"\r\n")
+        # _headers_buffer is BaseHTTPRequestHandler's private list of pending bytes: not in typeshed.
+        self._headers_buffer.append(b"\r\n")  # type: ignore[attr-defined]
         if self.command != "HEAD" and reply.body:
-            self._headers_buffer.append(reply.body)
+            self._headers_buffer.append(reply.body)  # type: ignore[attr-defined]
         self.flush_headers()
 
 
@@ -275,7 +280,7 @@ def _readable(sock: socket.socket) -> bool:
         return False
 
 
-def _gunzip(body: bytes, limit: int) -> bytes:
+def _gunzip(body: bytes | bytearray, limit: int) -> bytes:
     """Inflate a gzip body; like tensorflow/serving, a body that fails to inflate becomes empty."""
     try:
         inflater = zlib.decompressobj(16 + zlib.MAX_WBITS)

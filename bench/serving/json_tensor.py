@@ -20,6 +20,7 @@ from __future__ import annotations
 import base64
 import binascii
 from collections.abc import Mapping
+from typing import Any
 
 import numpy as np
 
@@ -52,7 +53,7 @@ _INT32_TYPES = frozenset(("uint8", "int8", "int16", "int32"))
 # -- parsing the document ---------------------------------------------------------------------
 
 
-def parse_request_json(body: bytes) -> dict:
+def parse_request_json(body: bytes | bytearray) -> dict[str, Any]:
     """``ParseJson``: the body as a JSON object, or the reference's parse/``Is not object`` error."""
     if not body:
         raise _invalid("JSON Parse error: The document is empty")
@@ -65,7 +66,7 @@ def parse_request_json(body: bytes) -> dict:
     return doc
 
 
-def _signature_name(doc: dict) -> str:
+def _signature_name(doc: dict[str, Any]) -> str:
     if "signature_name" in doc:
         name = doc["signature_name"]
         if not isinstance(name, str):
@@ -77,7 +78,7 @@ def _signature_name(doc: dict) -> str:
 
 
 def decode_predict_body(
-    body: bytes,
+    body: bytes | bytearray,
     inputs: Inputs,
     *,
     fast: bool = True,
@@ -135,7 +136,7 @@ class _Accumulator:
         self.shape: tuple[int, ...] = ()
 
 
-def _from_instances(instances: list, tensorinfo: Mapping[str, InputSpec]) -> dict[str, np.ndarray]:
+def _from_instances(instances: list[Any], tensorinfo: Mapping[str, InputSpec]) -> dict[str, np.ndarray]:
     names = sorted(tensorinfo)
     if not isinstance(instances[0], dict) and len(tensorinfo) > 1:
         raise _invalid(
@@ -236,7 +237,7 @@ def _fill_tensor(value: object, shape: tuple[int, ...], dtype: str) -> np.ndarra
     fast = _fill_numeric_fast(value, shape, dtype)
     if fast is not None:
         return fast
-    leaves: list = []
+    leaves: list[Any] = []
     rank = len(shape)
     # Iterative depth-first walk in document order (deep nesting must not hit the recursion limit).
     stack: list[tuple[object, int]] = [(value, 0)]
@@ -291,13 +292,13 @@ def _fill_numeric_fast(value: object, shape: tuple[int, ...], dtype: str) -> np.
 
 def _contains_bool(value: object, rank: int) -> bool:
     """Whether any leaf is a bool (numpy would silently turn True into 1)."""
-    rows: list = [value]
+    rows: list[Any] = [value]
     for _ in range(rank - 1):
         rows = [item for row in rows for item in row]
     return any(type(x) is bool for row in rows for x in row)
 
 
-def _leaves_to_array(leaves: list, dtype: str) -> np.ndarray:
+def _leaves_to_array(leaves: list[Any], dtype: str) -> np.ndarray:
     if dtype == "string":
         out = np.empty(len(leaves), dtype=object)
         out[:] = leaves
@@ -366,7 +367,7 @@ def _b64decode(text: str) -> bytes:
 # -- classify / regress bodies ----------------------------------------------------------------
 
 
-def parse_classify_regress_body(body: bytes) -> str:
+def parse_classify_regress_body(body: bytes | bytearray) -> str:
     """Check a ``:classify``/``:regress`` body as ``FillClassifyRegressRequestFromJson`` does.
 
     Returns the signature name; raises the reference's format errors (which come before the

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import threading
 from pathlib import Path
+from typing import Any
 
 from bench.api_names import (
     INPUT_BATCH_SIZE,
@@ -108,8 +109,8 @@ class Metrics:
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
-        self._counters: dict[str, dict[tuple, float]] = {}
-        self._histograms: dict[str, dict[tuple, list]] = {}
+        self._counters: dict[str, dict[tuple[tuple[str, str], ...], float]] = {}
+        self._histograms: dict[str, dict[tuple[tuple[str, str], ...], list[Any]]] = {}
 
     def inc(self, name: str, labels: dict[str, str] | None = None, value: float = 1.0) -> None:
         key = tuple(sorted((labels or {}).items()))

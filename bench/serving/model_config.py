@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from bench.errors import ConfigError
 from bench.serving.text_proto import parse_text_proto
@@ -70,7 +71,7 @@ def parse_model_server_config(path: Path) -> list[ModelConfig]:
     return configs
 
 
-def _single(entry: dict, key: str, path: Path) -> object:
+def _single(entry: dict[str, Any], key: str, path: Path) -> object:
     values = entry.get(key)
     if not values:
         raise ConfigError(f"--model_config_file {path}: a config entry has no {key}")

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import math
 from decimal import Decimal
+from typing import Any
 
 import orjson
 
@@ -53,7 +54,7 @@ class JsonParseError(ValueError):
         self.offset = offset
 
 
-def loads(body: bytes) -> object:
+def loads(body: bytes | bytearray) -> object:
     """Parse ``body`` (non-empty) as tensorflow/serving does; raises ``JsonParseError``."""
     try:
         return orjson.loads(body)
@@ -90,7 +91,7 @@ _ARR_INIT, _ELEMENT, _ELEM_DELIM = range(7, 10)
 class _Parser:
     """A port of rapidjson's iterative parser (kParseIterativeFlag | NanAndInf | StopWhenDone)."""
 
-    def __init__(self, body: bytes) -> None:
+    def __init__(self, body: bytes | bytearray) -> None:
         self.b = body
         self.n = len(body)
         self.i = 0
@@ -127,7 +128,7 @@ class _Parser:
     def parse(self) -> object:
         state = _START
         # Stack of open containers: (container, pending key or None, is_object).
-        stack: list[list] = []
+        stack: list[list[Any]] = []
         root: object = None
         self.skip_ws()
         while self.peek() != 0:
@@ -183,7 +184,7 @@ class _Parser:
         raise self.handle_error(state)
 
     @staticmethod
-    def _add(stack: list[list], value: object) -> tuple[int, object]:
+    def _add(stack: list[list[Any]], value: object) -> tuple[int, object]:
         """Hand a finished value to the open container (or finish the document with it)."""
         if not stack:
             return _FINISH, value
@@ -287,7 +288,7 @@ class _Parser:
                 self.i += 1
         int_digits = b[int_start : self.i]
         is_double = False
-        frac_digits = b""
+        frac_digits: bytes | bytearray = b""
         if self.peek() == ord("."):
             self.i += 1
             if self.peek() not in _DIGITS:
@@ -297,7 +298,7 @@ class _Parser:
                 self.i += 1
             frac_digits = b[f0 : self.i]
             is_double = True
-        exp_text = b""
+        exp_text: bytes | bytearray = b""
         if self.peek() in (ord("e"), ord("E")):
             self.i += 1
             is_double = True
@@ -419,7 +420,7 @@ class _DebugWriter:
         self.parts: list[str] = []
         self.size = 0
         self.limit = limit
-        self.levels: list[list] = []  # [in_array, value_count]
+        self.levels: list[list[Any]] = []  # [in_array, value_count]
 
     def put(self, text: str) -> None:
         self.parts.append(text)

@@ -15,6 +15,7 @@ import threading
 import time
 import urllib.parse
 from collections.abc import Mapping
+from email.message import Message
 
 from bench.api_names import DEFAULT_SIGNATURE
 from bench.payloads.specs import InputSpec
@@ -84,7 +85,9 @@ class RestApi:
 
     # -- entry point ----------------------------------------------------------------------------
 
-    def handle(self, method: str, path: str, headers: Mapping[str, str], body: bytes) -> Reply:
+    def handle(
+        self, method: str, path: str, headers: Mapping[str, str] | Message[str, str], body: bytes | bytearray
+    ) -> Reply:
         """Answer one request. Never raises for anything a client can send."""
         if self.prometheus_path is not None and path.split("?", 1)[0] == self.prometheus_path:
             return self._prometheus(path)
@@ -117,7 +120,7 @@ class RestApi:
 
     # -- ProcessRequest -------------------------------------------------------------------------
 
-    def _process(self, method: str, path: str, body: bytes) -> tuple[str, str, bytes]:
+    def _process(self, method: str, path: str, body: bytes | bytearray) -> tuple[str, str, bytes]:
         """Returns (model name, API, response body); raises ServingError / _EmptyBodyError."""
         match = None
         if method == "POST":
@@ -151,7 +154,7 @@ class RestApi:
             exc.model_name = name  # type: ignore[attr-defined]
             raise
 
-    def _predict(self, name: str, version: int | None, label: str | None, body: bytes) -> bytes:
+    def _predict(self, name: str, version: int | None, label: str | None, body: bytes | bytearray) -> bytes:
         found: list[LoadedVersion] = []
 
         def resolve(signature_name: str) -> Mapping[str, InputSpec]:
@@ -166,7 +169,9 @@ class RestApi:
         outputs = self.core.run(loaded, signature, decoded.tensors)
         return encode_predict_response(outputs, decoded.row_format)
 
-    def _classify_regress(self, verb: str, name: str, version: int | None, label: str | None, body: bytes) -> bytes:
+    def _classify_regress(
+        self, verb: str, name: str, version: int | None, label: str | None, body: bytes | bytearray
+    ) -> bytes:
         signature_name = parse_classify_regress_body(body) or DEFAULT_SIGNATURE
         loaded = self.core.lookup(name, version, label)
         if signature_name not in loaded.inputs:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -34,7 +35,7 @@ class LoadedVersion:
         proto.ParseFromString((path / "saved_model.pb").read_bytes())
         meta = proto.meta_graphs[0]
         # SignatureDefMap (tensorflow_serving/apis) is {signature_def: map<string, SignatureDef>}.
-        self.signature_map_json: dict = {
+        self.signature_map_json: dict[str, Any] = {
             "signature_def": {
                 key: json_format.MessageToDict(
                     sig, preserving_proto_field_name=True, always_print_fields_with_no_presence=True

@@ -27,6 +27,7 @@ import sys
 import threading
 from collections.abc import Mapping
 from dataclasses import dataclass
+from email.message import Message
 from pathlib import Path
 from typing import Any
 
@@ -174,7 +175,9 @@ class EmbeddedServer:
     def __exit__(self, *exc: object) -> None:
         self.stop()
 
-    def _handle_http(self, method: str, path: str, headers: Mapping[str, str], body: bytes) -> Reply:
+    def _handle_http(
+        self, method: str, path: str, headers: Mapping[str, str] | Message[str, str], body: bytes | bytearray
+    ) -> Reply:
         with self._slots:  # --rest_api_num_threads bounds concurrent request processing
             try:
                 return self.api.handle(method, path, headers, body)

@@ -7,6 +7,7 @@ each config reader checks the fields it uses.
 from __future__ import annotations
 
 import re
+from typing import Any
 
 from bench.errors import ConfigError
 
@@ -17,7 +18,7 @@ _TOKEN = re.compile(
 )
 
 
-def parse_text_proto(text: str, source: str = "config") -> dict[str, list]:
+def parse_text_proto(text: str, source: str = "config") -> dict[str, list[Any]]:
     """Parse protobuf text format into ``{field: [values]}`` (messages become nested dicts).
 
     Raises ``ConfigError`` naming ``source`` and the position for malformed text.
@@ -38,8 +39,8 @@ def parse_text_proto(text: str, source: str = "config") -> dict[str, list]:
                 tokens.append((kind, match.group(group), match.start(group)))
                 break
 
-    def parse_message(i: int, closing: str | None) -> tuple[dict[str, list], int]:
-        message: dict[str, list] = {}
+    def parse_message(i: int, closing: str | None) -> tuple[dict[str, list[Any]], int]:
+        message: dict[str, list[Any]] = {}
         while i < len(tokens):
             kind, value, at = tokens[i]
             if kind == "punct" and value in ("}", ">"):

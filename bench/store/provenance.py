@@ -89,6 +89,7 @@ def _memory_bytes() -> int | None:
 
 def machine_info() -> dict[str, Any]:
     """Host name, OS, CPU model, logical CPUs (and those this process may use), memory in bytes."""
+    usable: int | None
     try:
         usable = len(os.sched_getaffinity(0))
     except (AttributeError, OSError):

@@ -212,7 +212,7 @@ class TFServingClient:
             self._metadata = self._json(self._request("GET", self.metadata_url))
         return self._metadata
 
-    def signatures(self) -> dict[str, dict]:
+    def signatures(self) -> dict[str, dict[str, Any]]:
         """Signature name -> signature def, without TF's internal ``__saved_model_init_op``."""
         try:
             defs = self.metadata()["metadata"]["signature_def"]["signature_def"]
@@ -220,7 +220,7 @@ class TFServingClient:
             raise ServerError(f"{self.metadata_url} returned metadata without signature_def") from exc
         return {name: sig for name, sig in defs.items() if not name.startswith("__")}
 
-    def _signature(self, signature_name: str) -> dict:
+    def _signature(self, signature_name: str) -> dict[str, Any]:
         name = signature_name or DEFAULT_SIGNATURE
         signatures = self.signatures()
         if name not in signatures:
@@ -255,7 +255,7 @@ class TFServingClient:
         headers: Mapping[str, str] | None = None,
         signature_name: str = "",
         batch: int | None = None,
-    ) -> dict:
+    ) -> dict[str, Any]:
         """POST ``body`` to ``:predict`` and return the decoded response.
 
         With ``batch`` (images in the body), the response is checked: one prediction per image,
@@ -388,5 +388,6 @@ def _error_message(response: requests.Response) -> str:
         text = response.text.strip().replace("\n", " ")
         return f"{response.reason or 'error'}: {text[:200]}"
     if isinstance(doc, dict) and isinstance(doc.get("error"), str):
-        return doc["error"]
+        message: str = doc["error"]
+        return message
     return response.text.strip()[:200]

@@ -77,6 +77,7 @@ def test_measure_ratios_are_consistent() -> None:
     ],
 )
 def test_bad_input_exits_2_with_one_line(argv: list[str], message: str, capsys: pytest.CaptureFixture[str]) -> None:
+    code: str | int | None
     try:
         code = main(["codecs", "--repeats", "1", *argv])
     except SystemExit as exc:  # argparse's own validation

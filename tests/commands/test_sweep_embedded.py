@@ -12,6 +12,7 @@ import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import cast
 
 import numpy as np
 import pandas as pd
@@ -98,7 +99,7 @@ def test_server_killed_mid_cell_keeps_rows_and_marks_incomplete(model_base_path:
     assert "incomplete run" in stderr.splitlines()[-1]
     run = runs.load_run(out / runs.LATEST)
     assert run.incomplete
-    assert "server_down" in run.incomplete_reason
+    assert "server_down" in cast(str, run.incomplete_reason)
     first, second = run.cells
     assert first["status"] == "server_down"
     assert second["status"] == "skipped"

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
+from typing import Any, cast
 
 import numpy as np
 
@@ -59,7 +60,7 @@ def write_run(
                         )
                     )
                     t += latency / 1000.0
-                entry = {
+                entry: dict[str, Any] = {
                     "cell": cell,
                     "batch": batch,
                     "encoding": enc,
@@ -125,7 +126,7 @@ def write_capacity_run(out: Path, requests_per_probe: int = 150) -> Path:
     t = 1_700_000_000.0
     with RecordWriter(run_dir / runs.REQUESTS_FILE) as writer:
         for cell, (offered, achieved, late_share, cpu) in PROBES.items():
-            batch = int(re.match(r"b(\d+)-", cell)[1])
+            batch = int(cast("re.Match[str]", re.match(r"b(\d+)-", cell))[1])
             late_every = round(1 / late_share) if late_share else 0
             for i in range(requests_per_probe):
                 # A server behind the offered rate builds a backlog; otherwise late sends are stalls.

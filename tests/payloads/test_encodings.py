@@ -13,9 +13,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
-from bench.cli import ENCODING_NAMES
 from bench.errors import ConfigError
-from bench.payloads.encodings import ENCODINGS, decode_batch, get_encoding, get_encodings
+from bench.payloads.encodings import ENCODING_NAMES, ENCODINGS, decode_batch, get_encoding, get_encodings
 from bench.payloads.fast_json import dumps_uint8, padded_bytes
 from bench.payloads.images import SyntheticImages
 

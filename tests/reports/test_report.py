@@ -12,6 +12,7 @@ import shutil
 import subprocess
 import sys
 from pathlib import Path
+from typing import cast
 
 import numpy as np
 import pandas as pd
@@ -220,7 +221,7 @@ def test_report_renders_in_headless_chromium(tmp_path: Path) -> None:
     # Every image decodes in the browser: the DOM dump lists each figure with its natural width.
     dom = subprocess.run(
         [
-            chromium(),
+            cast(str, chromium()),  # the test is skipped without one
             "--headless",
             "--no-sandbox",
             "--disable-gpu",
@@ -259,7 +260,7 @@ def test_summary_tables_fit_a_1400px_page_without_scrolling(tmp_path: Path) -> N
     probe.write_text(page.replace("</body>", FIT_PROBE))
     dom = subprocess.run(
         [
-            chromium(),
+            cast(str, chromium()),  # the test is skipped without one
             "--headless",
             "--no-sandbox",
             "--disable-gpu",

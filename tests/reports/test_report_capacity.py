@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
+from typing import cast
 
 import numpy as np
 import pandas as pd
@@ -48,13 +49,13 @@ def test_capacity_run_report_orders_cells_and_labels_saturation_by_cause(tmp_pat
     assert not on_time["server_saturated"].any()
 
     page = result.html_path.read_text()
-    banner = re.search(r'<div class="banner warn" id="server-saturated">(.*?)</div>', page)[1]
+    banner = cast("re.Match[str]", re.search(r'<div class="banner warn" id="server-saturated">(.*?)</div>', page))[1]
     assert "b1-row-orjson@640rps" in banner
     assert "b16-row-orjson@80rps" not in banner
-    client_banner = re.search(r'<div class="banner warn" id="saturated">(.*?)</div>', page)[1]
+    client_banner = cast("re.Match[str]", re.search(r'<div class="banner warn" id="saturated">(.*?)</div>', page))[1]
     assert "b16-row-orjson@45rps" in client_banner
     assert "b1-row-orjson@640rps" not in client_banner
-    table = re.search(r'<table id="summary">(.*?)</table>', page)[1]
+    table = cast("re.Match[str]", re.search(r'<table id="summary">(.*?)</table>', page))[1]
     assert re.findall(r'<td class="l">(b\d+-row-orjson@[^<]+)</td>', table) == NATURAL_ORDER
 
     # The per-batch-size lines would zig-zag through every probe: left out; the rest stays.
@@ -76,7 +77,8 @@ def test_capacity_figures_aggregate_per_batch_and_list_cells_naturally(tmp_path:
     encode = fig_encode_cost(data.summary)
     (line,) = encode.axes[0].get_lines()
     # One point per batch size (not per probe), in batch order.
-    np.testing.assert_allclose(line.get_xdata(), [200_000, 800_000, 3_200_000])
-    np.testing.assert_allclose(line.get_ydata(), [0.9, 3.6, 14.4])
+    # matplotlib types get_xdata()/get_ydata() as any ArrayLike (strings included); these are numeric Series.
+    np.testing.assert_allclose(line.get_xdata(), [200_000, 800_000, 3_200_000])  # type: ignore[arg-type]
+    np.testing.assert_allclose(line.get_ydata(), [0.9, 3.6, 14.4])  # type: ignore[arg-type]
     errors = fig_error_rate(data.summary)
     assert [t.get_text() for t in errors.axes[0].get_yticklabels()] == NATURAL_ORDER

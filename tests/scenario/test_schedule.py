@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import numpy as np
 import pytest
 
 from bench.errors import ConfigError
 from bench.scenario.schedule import (
-    LATE_TOLERANCE_MS,
     Arrival,
     UserSchedule,
     global_user_index,
@@ -15,6 +16,7 @@ from bench.scenario.schedule import (
     parse_arrival,
     send_lag_ms,
 )
+from bench.store.records import LATE_TOLERANCE_MS
 
 
 def _times(arrival: Arrival, users: int, count: int, seed: int) -> np.ndarray:
@@ -46,7 +48,7 @@ def test_parse_arrival_rejects_bad_values(model: str, rate: str | None, think: s
 
 
 def _merged(
-    arrival: Arrival, users: int, horizon_s: float, starts_s: list[float], indexes: list[int | None], seed: int = 0
+    arrival: Arrival, users: int, horizon_s: float, starts_s: list[float], indexes: Sequence[int | None], seed: int = 0
 ) -> np.ndarray:
     """Intended sends of ``users`` schedules on one timeline (epoch 0), sorted, up to ``horizon_s``."""
     sends = []

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+from typing import Any, cast
 
 import numpy as np
 import orjson
@@ -51,10 +52,12 @@ def test_parse_errors_name_rapidjson_message_and_offset(body: bytes, message: st
 
 
 def test_parse_accepts_what_rapidjson_accepts() -> None:
-    assert loads(b'{"a": [NaN, Infinity, -Inf]}  garbage after the value')["a"][1] == math.inf
+    assert cast("dict[str, Any]", loads(b'{"a": [NaN, Infinity, -Inf]}  garbage after the value'))["a"][1] == math.inf
     assert loads(b'{"a": 1, "a": 2}') in ({"a": 1}, {"a": 2})  # orjson path; parser below keeps first
     assert loads(b'\xef\xbb\xbf{"a": 1, "a": 2}') == {"a": 1}
-    assert loads(b'{"big": 18446744073709551616}')["big"] == pytest.approx(1.8446744073709552e19)
+    assert cast("dict[str, Any]", loads(b'{"big": 18446744073709551616}'))["big"] == pytest.approx(
+        1.8446744073709552e19
+    )
     with pytest.raises(JsonParseError):
         loads(b"{")
 

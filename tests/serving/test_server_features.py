@@ -15,6 +15,7 @@ import sys
 import threading
 import time
 from pathlib import Path
+from typing import IO, cast
 
 import numpy as np
 import orjson
@@ -22,8 +23,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from bench.api_names import RUNTIME_LATENCY
 from bench.serving.batching import BatchingParameters
-from bench.serving.model_store import ModelConfig
+from bench.serving.model_config import ModelConfig
 from bench.serving.server import EmbeddedServer, ServerOptions
 from tests.helpers.paths import REPO
 
@@ -149,10 +151,16 @@ def test_batching_merges_concurrent_requests_and_splits_answers(batching_server,
     assert headers["content-type"] == "text/plain"
     metrics = text.decode()
     runs = float(
-        re.search(r"^:tensorflow:serving:batching_session:processed_batch_size_count (\S+)$", metrics, re.M)[1]
+        cast(
+            "re.Match[str]",
+            re.search(r"^:tensorflow:serving:batching_session:processed_batch_size_count (\S+)$", metrics, re.M),
+        )[1]
     )
     images_run = float(
-        re.search(r"^:tensorflow:serving:batching_session:processed_batch_size_sum (\S+)$", metrics, re.M)[1]
+        cast(
+            "re.Match[str]",
+            re.search(r"^:tensorflow:serving:batching_session:processed_batch_size_sum (\S+)$", metrics, re.M),
+        )[1]
     )
     assert images_run >= 32
     assert runs < images_run  # at least one model call served several requests
@@ -223,7 +231,7 @@ def test_config_file_labels_and_version_polling(tmp_path, model_base_path) -> No
 
 
 def test_runtime_latency_counts_each_successful_predict(model_base_path) -> None:
-    from bench.target.prometheus import RUNTIME_LATENCY, histogram_delta, parse_exposition, server_stats
+    from bench.target.prometheus import histogram_delta, parse_exposition, server_stats
 
     options = ServerOptions(
         models=(ModelConfig("classifier", model_base_path),), port=0, prometheus_path="/monitoring/prometheus/metrics"
@@ -231,7 +239,7 @@ def test_runtime_latency_counts_each_successful_predict(model_base_path) -> None
     with EmbeddedServer(options=options) as server:
 
         def scrape() -> dict:
-            status, _, text = call(server.port, "GET", options.prometheus_path)
+            status, _, text = call(server.port, "GET", cast(str, options.prometheus_path))
             assert status == 200
             return parse_exposition(text.decode())
 
@@ -313,7 +321,7 @@ def test_sigterm_drains_in_flight_requests_and_exits_0(model_base_path) -> None:
         line = ""
         deadline = time.monotonic() + 120
         while time.monotonic() < deadline and "listening on" not in line:
-            line = proc.stdout.readline()
+            line = cast(IO[str], proc.stdout).readline()  # stdout=PIPE: never None
             assert line or proc.poll() is None
         port = int(line.strip().rsplit(":", 1)[1])
         body = orjson.dumps({"instances": images(32, 2).tolist()})
