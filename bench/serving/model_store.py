@@ -2,8 +2,9 @@
 
 Mirrors tensorflow/serving's ServerCore as far as the REST API can see it:
 
-* ``--model_base_path``: numeric sub-directories are versions (``00000123`` -> 123); the default
-  policy serves the highest one; a poll every ``--file_system_poll_wait_seconds`` loads a new
+* ``--model_base_path``: children whose names parse as non-negative integers are versions,
+  loaded from their own directory and reported by value (``00000123/`` is version 123); the
+  default policy serves the highest one; a poll every ``--file_system_poll_wait_seconds`` loads a new
   version (AVAILABLE only after it is loaded and warmed up) and then unloads the old one
   (UNLOADING -> END, still listed by the status API);
 * ``--model_config_file``: a text-format ``ModelServerConfig`` (several models,
@@ -59,13 +60,50 @@ class _Model:
         self.status: dict[int, VersionStatus] = {}
 
 
-def _scan_versions(base: Path) -> list[int]:
-    """Numeric sub-directory names of ``base`` as versions (``00000123`` -> 123)."""
+_ASCII_SPACE = " \t\n\v\f\r"
+_INT64_MAX = 2**63 - 1
+
+
+def parse_version(name: str) -> int | None:
+    """A version directory's number as ``absl::SimpleAtoi`` reads it, or None.
+
+    Surrounding ASCII whitespace and a sign are allowed, digits only, within int64:
+    ``00000123`` -> 123, ``+7`` -> 7; ``1e3``, ``0x10``, ``v1`` are not versions. Negative
+    numbers parse upstream too; like the issue's contract we only serve non-negative ones.
+    """
+    text = name.strip(_ASCII_SPACE)
+    digits = text[1:] if text[:1] in ("+", "-") else text
+    if not digits or not (digits.isascii() and digits.isdigit()):
+        return None
+    value = -int(digits) if text[:1] == "-" else int(digits)
+    return value if 0 <= value <= _INT64_MAX else None
+
+
+def scan_versions(base: Path) -> dict[int, str]:
+    """Children of ``base`` whose names are versions: version -> the child's real name.
+
+    As ``file_system_storage_path_source.cc``: every child counts (a file named ``3`` is a
+    version that will fail to load), names are visited in sorted order and, when two name the
+    same version (``0123`` and ``123``), the later one wins with a warning.
+    """
     try:
-        entries = list(base.iterdir())
+        names = sorted(p.name for p in base.iterdir())
     except OSError:
-        return []
-    return sorted({int(p.name) for p in entries if p.name.isdigit() and p.is_dir()})
+        return {}
+    found: dict[int, str] = {}
+    for name in names:
+        version = parse_version(name)
+        if version is None:
+            continue
+        if version in found:
+            log.warning(
+                "Duplicate version directories detected. Version %d will be loaded from %s, %s will be ignored.",
+                version,
+                name,
+                found[version],
+            )
+        found[version] = name
+    return dict(sorted(found.items()))
 
 
 class ModelStore:
@@ -194,16 +232,22 @@ class ModelStore:
             return False
         return True
 
-    def _aspired(self, model: _Model) -> list[int]:
+    def _aspired(self, model: _Model) -> dict[int, str]:
+        """The versions the policy serves now: version -> directory name under the base path."""
         if not model.active:
-            return []
-        found = _scan_versions(model.config.base_path)
+            return {}
         kind, arg = model.config.policy
+        base = model.config.base_path
+        if kind == "specific" and all((base / str(v)).exists() for v in arg):  # type: ignore[attr-defined]
+            # AspireSpecificVersionsFastPath: every listed version exists under its plain name.
+            return {v: str(v) for v in sorted(arg)}  # type: ignore[call-overload]
+        found = scan_versions(base)
         if kind == "all":
             return found
         if kind == "specific":
-            return [v for v in found if v in arg]  # type: ignore[operator]
-        return found[-int(arg) :] if found and int(arg) > 0 else []  # type: ignore[call-overload]
+            return {v: d for v, d in found.items() if v in arg}  # type: ignore[operator]
+        latest = max(int(arg), 1)  # type: ignore[call-overload]
+        return dict(list(found.items())[-latest:])
 
     def _poll_model(self, model: _Model) -> None:
         aspired = self._aspired(model)
@@ -218,12 +262,13 @@ class ModelStore:
                     continue  # a failed load is not retried, as tensorflow/serving
                 model.status[version] = VersionStatus(version, "LOADING")
             try:
-                loaded = self._loader(model.config.name, version, model.config.base_path / str(version))
+                loaded = self._loader(model.config.name, version, model.config.base_path / aspired[version])
                 loaded.warm_up()
             except Exception as exc:  # any load failure is reported through the status API
                 log.error("Loading %s version %d failed: %s", model.config.name, version, exc)
+                code = exc.code if isinstance(exc, ServingError) else "UNKNOWN"
                 with self._lock:
-                    model.status[version] = VersionStatus(version, "END", "UNKNOWN", " ".join(str(exc).split())[:500])
+                    model.status[version] = VersionStatus(version, "END", code, " ".join(str(exc).split())[:500])
                 continue
             # Objects the model brought are long-lived: freezing them keeps the collector from
             # rescanning ~300k TensorFlow objects during every request (JSON decode gets ~5x faster).
