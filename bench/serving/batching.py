@@ -1,7 +1,7 @@
 """Server-side batching (``--enable_batching``): merge concurrent predict calls into one model run.
 
-Like tensorflow/serving's BatchingSession: requests for the same model version and signature
-whose inputs have the same non-batch shapes queue up; a batch is run when it reaches
+Like tensorflow/serving's BatchingSession: session runs of one model version with the same fetches
+(one signature's outputs) whose feeds have the same non-batch shapes queue up; a batch is run when it reaches
 ``max_batch_size`` or ``batch_timeout_micros`` after its first request arrived; outputs are split
 back along dimension 0. ``num_batch_threads`` batches run at once; at most
 ``max_enqueued_batches`` wait. The parameters come from a text-format ``BatchingParameters`` file.
@@ -26,8 +26,6 @@ from bench.serving.text_proto import parse_text_proto
 
 __all__ = ["Batcher", "BatchingParameters", "parse_batching_parameters"]
 
-Runner = Callable[[Mapping[str, np.ndarray]], dict[str, np.ndarray]]
-
 
 @dataclass(frozen=True)
 class BatchingParameters:
@@ -47,7 +45,9 @@ def parse_batching_parameters(path: Path | None) -> BatchingParameters:
         text = Path(path).read_text()
     except OSError as exc:
         raise ConfigError(f"--batching_parameters_file {path}: {exc.strerror}") from exc
-    message = parse_text_proto(text, f"--batching_parameters_file {path}")
+    message = parse_text_proto(
+        text, f"--batching_parameters_file {path}: Error parsing text-format tensorflow.serving.BatchingParameters"
+    )
     values = {}
     for name in ("max_batch_size", "batch_timeout_micros", "max_enqueued_batches", "num_batch_threads"):
         if name not in message:
@@ -60,8 +60,11 @@ def parse_batching_parameters(path: Path | None) -> BatchingParameters:
     return BatchingParameters(**values)
 
 
-# (signature, ((input name, shape after the batch dimension, dtype string), ...)): one queue each.
-_Key = tuple[str, tuple[tuple[str, tuple[int, ...], str], ...]]
+Fetches = tuple[str, ...]
+# A session run: (fetches, feeds) -> fetch name -> value (``LoadedVersion.run_session``).
+Runner = Callable[[Fetches, Mapping[str, np.ndarray]], dict[str, np.ndarray]]
+# (fetches, ((feed name, shape after the batch dimension, dtype string), ...)): one queue each.
+_Key = tuple[Fetches, tuple[tuple[str, tuple[int, ...], str], ...]]
 
 
 class _Task:
@@ -83,11 +86,11 @@ class _Queue:
 
 
 class Batcher:
-    """Merges concurrent runs of one model version; ``run(signature, tensors)`` blocks for its part."""
+    """Merges concurrent runs of one model version; ``run(fetches, feeds)`` blocks for its part."""
 
     def __init__(
         self,
-        run: Callable[[str, Mapping[str, np.ndarray]], dict[str, np.ndarray]],
+        run: Runner,
         params: BatchingParameters,
         metrics: Metrics | None = None,
         name: str = "model",
@@ -106,19 +109,19 @@ class Batcher:
         for thread in self._threads:
             thread.start()
 
-    def run(self, signature: str, tensors: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
-        """Queue one request's tensors and wait for its slice of the merged batch's outputs."""
+    def run(self, fetches: Fetches, tensors: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """Queue one request's feeds and wait for its slice of the merged batch's fetched values."""
         sizes = {value.shape[0] if value.ndim else -1 for value in tensors.values()}
         if len(sizes) != 1 or -1 in sizes:
             # tensorflow/serving's batching needs a shared 0th dimension; run such calls alone.
-            return self._run(signature, tensors)
+            return self._run(fetches, tensors)
         size = sizes.pop()
         if size > self.params.max_batch_size:
             raise ServingError(
                 "INVALID_ARGUMENT",
                 f"Task size {size} is larger than maximum input batch size {self.params.max_batch_size}",
             )
-        key = (signature, tuple(sorted((k, v.shape[1:], v.dtype.str) for k, v in tensors.items())))
+        key = (fetches, tuple(sorted((k, v.shape[1:], v.dtype.str) for k, v in tensors.items())))
         task = _Task(tensors, size)
         if self._metrics is not None:
             self._metrics.observe(INPUT_BATCH_SIZE, size)
@@ -168,7 +171,7 @@ class Batcher:
                     self._cond.wait(timeout=batch)  # type: ignore[arg-type]
             self._execute(key[0], batch)  # type: ignore[arg-type]
 
-    def _execute(self, signature: str, batch: list[_Task]) -> None:
+    def _execute(self, fetches: Fetches, batch: list[_Task]) -> None:
         started = time.perf_counter()
         if self._metrics is not None:
             total = sum(t.size for t in batch)
@@ -186,7 +189,7 @@ class Batcher:
                 name: batch[0].tensors[name] if len(batch) == 1 else np.concatenate([t.tensors[name] for t in batch])
                 for name in names
             }
-            outputs = self._run(signature, merged)
+            outputs = self._run(fetches, merged)
         except BaseException as exc:
             for task in batch:
                 task.future.set_exception(exc)

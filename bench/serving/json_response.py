@@ -1,4 +1,4 @@
-"""Predict responses and error bodies as tensorflow/serving writes them (``MakeJsonFromTensors``).
+"""Predict, classify and regress responses and error bodies as tensorflow/serving writes them.
 
 Row format ``{"predictions": ...}`` or columnar ``{"outputs": ...}``, rapidjson's pretty printer
 (4-space indent, single-line innermost rows), floats with ``WriteDecimal``'s digits, ``_bytes``
@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import base64
 import math
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 
@@ -150,3 +150,27 @@ def encode_error(message: str) -> bytes:
     """``MakeJsonFromStatus``: ``{"error": "<message>"}`` pretty-printed; always valid UTF-8 JSON."""
     text = message.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
     return ('{\n    "error": ' + escape_string(text) + "\n}").encode()
+
+
+def encode_classification_result(result: Sequence[Sequence[tuple[bytes, float]]]) -> bytes:
+    """``MakeJsonFromClassificationResult``: ``{"results": [[["label", score], ...], ...]}``.
+
+    Each example's classes go on one line (the writer switches to single-line arrays before
+    each example), so the pretty printer's newline comes only before the outer ``]``.
+    """
+    if not result:
+        raise invalid_argument("Cannot convert empty ClassificationResults to JSON")
+    rows = []
+    for classes in result:
+        pairs = (
+            f"[{escape_string(label.decode('utf-8', 'replace'))}, {format_float(score)}]" for label, score in classes
+        )
+        rows.append("[" + ", ".join(pairs) + "]")
+    return ('{\n    "results": [' + ", ".join(rows) + "\n    ]\n}").encode("utf-8", "replace")
+
+
+def encode_regression_result(result: Sequence[float]) -> bytes:
+    """``MakeJsonFromRegressionResult``: ``{"results": [v1, v2, ...]}`` on one line."""
+    if not result:
+        raise invalid_argument("Cannot convert empty RegressionResults to JSON")
+    return ('{\n    "results": [' + ", ".join(format_float(v) for v in result) + "]\n}").encode()

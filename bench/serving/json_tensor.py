@@ -31,7 +31,7 @@ from bench.serving.rapidjson import JsonParseError, debug_string, json_type_name
 from bench.serving.status import ServingError
 from bench.serving.status import invalid_argument as _invalid
 
-__all__ = ["decode_predict_body", "parse_classify_regress_body", "parse_request_json"]
+__all__ = ["b64decode", "decode_predict_body", "is_b64_object", "parse_request_json", "request_signature_name"]
 
 # TF short dtype name -> numpy dtype of the tensor we build.
 _NUMPY = {
@@ -66,7 +66,8 @@ def parse_request_json(body: bytes | bytearray) -> dict[str, Any]:
     return doc
 
 
-def _signature_name(doc: dict[str, Any]) -> str:
+def request_signature_name(doc: dict[str, Any]) -> str:
+    """``FillSignature``: the body's ``signature_name`` ("" when absent), or the reference's error."""
     if "signature_name" in doc:
         name = doc["signature_name"]
         if not isinstance(name, str):
@@ -96,7 +97,7 @@ def decode_predict_body(
         if decoded is not None:
             return decoded
     doc = parse_request_json(body)
-    signature_name = _signature_name(doc)
+    signature_name = request_signature_name(doc)
     tensorinfo = resolve_inputs(inputs, signature_name)
     if not tensorinfo:
         raise _invalid(f"Failed to get input map for signature: {signature_name or 'DEFAULT'}")
@@ -118,12 +119,13 @@ def decode_predict_body(
     raise _invalid("Missing 'inputs' or 'instances' key")
 
 
-def _is_b64_object(value: object) -> bool:
+def is_b64_object(value: object) -> bool:
+    """``IsValBase64Object``: ``{"b64": "<string>"}`` and nothing else."""
     return isinstance(value, dict) and len(value) == 1 and isinstance(value.get("b64"), str)
 
 
 def _is_element_object(value: object) -> bool:
-    return isinstance(value, dict) and not _is_b64_object(value)
+    return isinstance(value, dict) and not is_b64_object(value)
 
 
 class _Accumulator:
@@ -199,7 +201,7 @@ def _add_instance_item(
 
 
 def _from_inputs(value: object, tensorinfo: Mapping[str, InputSpec]) -> dict[str, np.ndarray]:
-    if not isinstance(value, dict) or _is_b64_object(value):
+    if not isinstance(value, dict) or is_b64_object(value):
         if len(tensorinfo) > 1:
             raise _invalid(
                 "inputs is a plain value/list, but expecting an object as multiple input tensors "
@@ -317,9 +319,9 @@ def _convert_value(value: object, dtype: str) -> object:
     if isinstance(value, dict):
         if dtype != "string":
             raise _type_error(value, dtype)
-        if not _is_b64_object(value):
+        if not is_b64_object(value):
             raise _invalid(f"JSON Value: {debug_string(value)} not formatted correctly for base64 data")
-        return _b64decode(value["b64"])
+        return b64decode(value["b64"])
     is_int = isinstance(value, int) and not isinstance(value, bool)
     if dtype in _INT32_TYPES:
         if not (is_int and -(2**31) <= value < 2**31):  # type: ignore[operator]
@@ -352,7 +354,7 @@ def _convert_value(value: object, dtype: str) -> object:
     raise ServingError("UNIMPLEMENTED", f"Conversion of JSON Value: {debug_string(value)} to type: {dtype}")
 
 
-def _b64decode(text: str) -> bytes:
+def b64decode(text: str) -> bytes:
     """absl ``Base64Unescape``: standard alphabet, padding optional, whitespace not allowed."""
     data = text.encode("utf-8", "surrogateescape")
     stripped = data.rstrip(b"=")
@@ -362,60 +364,3 @@ def _b64decode(text: str) -> bytes:
         return base64.b64decode(stripped + b"=" * (-len(stripped) % 4), validate=True)
     except (binascii.Error, ValueError):
         raise _invalid("Unable to base64 decode") from None
-
-
-# -- classify / regress bodies ----------------------------------------------------------------
-
-
-def parse_classify_regress_body(body: bytes | bytearray) -> str:
-    """Check a ``:classify``/``:regress`` body as ``FillClassifyRegressRequestFromJson`` does.
-
-    Returns the signature name; raises the reference's format errors (which come before the
-    model lookup). Feature conversion itself is left to the (absent) classification service.
-    """
-    doc = parse_request_json(body)
-    signature_name = _signature_name(doc)
-    if "context" in doc:
-        _check_example(doc["context"])
-    if "examples" not in doc:
-        raise _invalid(
-            f"JSON Value: {debug_string(doc)} When method is classify, key 'examples' is expected and was not found"
-        )
-    examples = doc["examples"]
-    if not isinstance(examples, list):
-        raise _invalid(f"JSON Value: {debug_string(doc)} Expecting 'examples' value to be an list/array")
-    if not examples:
-        raise _invalid(f"JSON Value: {debug_string(doc)} 'examples' value is an empty array")
-    for example in examples:
-        _check_example(example)
-    return signature_name
-
-
-def _check_example(value: object) -> None:
-    if not isinstance(value, dict):
-        raise _invalid(f"Example must be JSON object but got JSON {json_type_name(value)}")
-    for name, content in value.items():
-        kind = None
-        for item in content if isinstance(content, list) else [content]:
-            kind = _feature_kind(name, item, kind)
-
-
-def _feature_kind(name: str, item: object, kind: str | None) -> str:
-    """``AddValueToFeature``: the feature list kind this value needs, checked against ``kind``."""
-    if item is None or isinstance(item, list) or (isinstance(item, dict) and not _is_b64_object(item)):
-        raise _invalid(f"Feature: {name} has element with unexpected JSON type: {json_type_name(item)}")
-    if isinstance(item, bool):
-        needed = "int64"
-    elif isinstance(item, (dict, str)):
-        needed = "bytes"
-    elif isinstance(item, float):
-        needed = "float"
-    else:
-        needed = "int64"
-    if kind is not None and kind != needed:
-        raise _invalid(f"Unexpected element type in feature: {name} expecting type: {kind}")
-    if isinstance(item, dict):
-        _b64decode(item["b64"])
-    if needed == "int64" and not isinstance(item, bool) and item >= 2**63:  # type: ignore[operator]
-        raise _invalid(f"Feature: {name} has uint64 element. Only int64 is supported.")
-    return needed

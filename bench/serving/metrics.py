@@ -25,6 +25,8 @@ from bench.api_names import (
     PROMETHEUS_PATH,
     QUEUING_LATENCY,
     REQUEST_COUNT,
+    REQUEST_EXAMPLE_COUNT_TOTAL,
+    REQUEST_EXAMPLE_COUNTS,
     REQUEST_LATENCY,
     RUNTIME_LATENCY,
     WRAPPED_RUN_COUNT,
@@ -37,6 +39,7 @@ __all__ = ["Metrics", "monitoring_config_text", "parse_monitoring_config"]
 LATENCY_BUCKETS_US = tuple(10 * 1.8**i for i in range(33))
 QUEUE_BUCKETS_US = tuple(100 * 1.2**i for i in range(52))
 BATCH_BUCKETS = tuple(float(2**i) for i in range(14))
+EXAMPLE_BUCKETS = tuple(float(2**i) for i in range(15))
 
 _HELP = {
     REQUEST_COUNT: ("counter", "The total number of requests."),
@@ -48,6 +51,8 @@ _HELP = {
         "histogram",
         "Distribution of wall time (in microseconds) for Tensorflow runtime.",
     ),
+    REQUEST_EXAMPLE_COUNTS: ("histogram", "The number of tensorflow.Examples per request."),
+    REQUEST_EXAMPLE_COUNT_TOTAL: ("counter", "The total number of tensorflow.Examples."),
     INPUT_BATCH_SIZE: (
         "histogram",
         "Tracks the batch size distribution on the inputs.",
@@ -71,6 +76,7 @@ _BUCKETS = {
     INPUT_BATCH_SIZE: BATCH_BUCKETS,
     PROCESSED_BATCH_SIZE: BATCH_BUCKETS,
     QUEUING_LATENCY: QUEUE_BUCKETS_US,
+    REQUEST_EXAMPLE_COUNTS: EXAMPLE_BUCKETS,
 }
 
 
@@ -85,7 +91,9 @@ def parse_monitoring_config(path: Path) -> str | None:
         text = Path(path).read_text()
     except OSError as exc:
         raise ConfigError(f"--monitoring_config_file {path}: {exc.strerror}") from exc
-    message = parse_text_proto(text, f"--monitoring_config_file {path}")
+    message = parse_text_proto(
+        text, f"--monitoring_config_file {path}: Error parsing text-format tensorflow.serving.MonitoringConfig"
+    )
     prometheus = message.get("prometheus_config", [{}])[0]
     if not isinstance(prometheus, dict):
         raise ConfigError(f"--monitoring_config_file {path}: prometheus_config must be a message")
@@ -134,22 +142,24 @@ class Metrics:
             state[2] += 1
 
     def render(self) -> str:
-        """Prometheus exposition text."""
+        """Prometheus exposition text, families sorted by name. As upstream's exporter, every
+        known family has its ``# TYPE`` line, with no samples until something is recorded."""
         lines: list[str] = []
         with self._lock:
-            for name in sorted(self._counters):
-                lines.append(f"# TYPE {name} counter")
-                for key, value in sorted(self._counters[name].items()):
-                    lines.append(f"{name}{_labels(key)} {value:g}")
-            for name in sorted(self._histograms):
-                lines.append(f"# TYPE {name} histogram")
-                bounds = _BUCKETS[name]
-                for key, (counts, total, count) in sorted(self._histograms[name].items()):
-                    running = 0
-                    for bound, n in zip(bounds, counts, strict=True):
-                        running += n
-                        lines.append(f"{name}_bucket{_labels((*key, ('le', f'{bound:g}')))} {running}")
-                    lines.append(f"{name}_bucket{_labels((*key, ('le', '+Inf')))} {count}")
-                    lines.append(f"{name}_sum{_labels(key)} {total:g}")
-                    lines.append(f"{name}_count{_labels(key)} {count}")
+            for name in sorted(set(_HELP) | set(self._counters) | set(self._histograms)):
+                if name in self._histograms or (name not in self._counters and _HELP[name][0] == "histogram"):
+                    lines.append(f"# TYPE {name} histogram")
+                    bounds = _BUCKETS[name]
+                    for key, (counts, total, count) in sorted(self._histograms.get(name, {}).items()):
+                        running = 0
+                        for bound, n in zip(bounds, counts, strict=True):
+                            running += n
+                            lines.append(f"{name}_bucket{_labels((*key, ('le', f'{bound:g}')))} {running}")
+                        lines.append(f"{name}_bucket{_labels((*key, ('le', '+Inf')))} {count}")
+                        lines.append(f"{name}_sum{_labels(key)} {total:g}")
+                        lines.append(f"{name}_count{_labels(key)} {count}")
+                else:
+                    lines.append(f"# TYPE {name} counter")
+                    for key, value in sorted(self._counters.get(name, {}).items()):
+                        lines.append(f"{name}{_labels(key)} {value:g}")
         return "\n".join(lines) + "\n"

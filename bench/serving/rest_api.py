@@ -20,8 +20,14 @@ from email.message import Message
 from bench.api_names import DEFAULT_SIGNATURE
 from bench.payloads.specs import InputSpec
 from bench.serving.http import Reply
-from bench.serving.json_response import encode_error, encode_predict_response
-from bench.serving.json_tensor import decode_predict_body, parse_classify_regress_body
+from bench.serving.json_examples import parse_classify_regress_body
+from bench.serving.json_response import (
+    encode_classification_result,
+    encode_error,
+    encode_predict_response,
+    encode_regression_result,
+)
+from bench.serving.json_tensor import decode_predict_body
 from bench.serving.predict_core import PredictCore
 from bench.serving.saved_model import LoadedVersion
 from bench.serving.status import ServingError
@@ -172,26 +178,12 @@ class RestApi:
     def _classify_regress(
         self, verb: str, name: str, version: int | None, label: str | None, body: bytes | bytearray
     ) -> bytes:
-        signature_name = parse_classify_regress_body(body) or DEFAULT_SIGNATURE
+        """``ProcessClassifyRequest`` / ``ProcessRegressRequest``: the body is checked before the lookup."""
+        request = parse_classify_regress_body(body)
         loaded = self.core.lookup(name, version, label)
-        if signature_name not in loaded.inputs:
-            raise ServingError("INVALID_ARGUMENT", f"No signature was found with the name: {signature_name}")
-        # PreProcessClassification / PreProcessRegression on the signature (method name check off,
-        # as tensorflow_model_server's default).
-        if len(loaded.inputs[signature_name]) != 1:
-            raise ServingError("INVALID_ARGUMENT", "Expected one input Tensor.")
-        outputs = loaded.output_counts.get(signature_name, 0)
-        if verb == "classify" and outputs not in (1, 2):
-            raise ServingError("INVALID_ARGUMENT", f"Expected one or two output Tensors, found {outputs}")
-        if verb == "regress" and outputs != 1:
-            raise ServingError("INVALID_ARGUMENT", "Expected one output Tensor.")
-        if "inputs" not in loaded.inputs[signature_name]:
-            kind = "classification" if verb == "classify" else "regression"
-            raise ServingError(
-                "INVALID_ARGUMENT",
-                f"No {kind} inputs found in SignatureDef: {loaded.signature_text.get(signature_name, '')}",
-            )
-        raise ServingError("UNIMPLEMENTED", f"The embedded server does not run {verb} signatures")
+        if verb == "classify":
+            return encode_classification_result(self.core.classify(loaded, request.signature_name, request.input))
+        return encode_regression_result(self.core.regress(loaded, request.signature_name, request.input))
 
     def _status(self, name: str, version: int | None) -> bytes:
         rows = self.store.status(name, version)

@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 
 from bench.payloads.specs import REFERENCE_SIGNATURES, InputSpec
 from bench.serving.json_response import encode_error, encode_predict_response, format_float
-from bench.serving.json_tensor import decode_predict_body, parse_classify_regress_body
+from bench.serving.json_tensor import decode_predict_body
 from bench.serving.rapidjson import JsonParseError, debug_string, loads
 from bench.serving.status import ServingError
 from tests.helpers.decode_helpers import dense, outcome
@@ -216,19 +216,6 @@ def test_base64_errors() -> None:
     assert error_of(b'{"signature_name": "serving_bytes", "instances": [[{"b64": 1}]]}')[1].endswith(
         'JSON Value: {\n    "b64": 1\n} not formatted correctly for base64 data'
     )
-
-
-def test_classify_regress_body_errors() -> None:
-    def message(body: bytes) -> str:
-        with pytest.raises(ServingError) as info:
-            parse_classify_regress_body(body)
-        return info.value.message
-
-    assert message(b"{}") == "JSON Value: {} When method is classify, key 'examples' is expected and was not found"
-    assert message(b'{"examples": 1}').endswith("Expecting 'examples' value to be an list/array")
-    assert message(b'{"examples": []}').endswith("'examples' value is an empty array")
-    assert message(b'{"examples": [1]}') == "Example must be JSON object but got JSON Number"
-    assert parse_classify_regress_body(b'{"signature_name": "s", "examples": [{"f": [1.5]}]}') == "s"
 
 
 def test_float_formatting_matches_tensorflow_serving() -> None:

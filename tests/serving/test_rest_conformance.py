@@ -308,13 +308,32 @@ def test_uint8_values_wrap_instead_of_failing(embedded_server) -> None:
     assert predict(embedded_server, orjson.dumps({"instances": [negative]}))["predictions"] == expected
 
 
-@pytest.mark.parametrize("shape", [(1, 2, 2, 3), (1, 3), (2,)])
-def test_wrong_inner_shape_passes_conversion_and_fails_at_the_run_with_400(embedded_server, shape) -> None:
+def test_the_graph_decides_which_shapes_run_not_the_declared_signature(embedded_server) -> None:
+    # [-1,128,128,3] is declared; tensorflow/serving feeds the placeholder whatever the body holds.
+    small = orjson.dumps({"instances": np.ones((2, 2, 2, 3), int).tolist()})
+    assert len(predict(embedded_server, small)["predictions"]) == 2
+    status, _, body = call(
+        embedded_server, "POST", M + ":predict", orjson.dumps({"instances": np.ones((1, 4, 4, 4), int).tolist()})
+    )
+    assert status == 400
+    assert json.loads(body)["error"].startswith("input depth must be evenly divisible by filter depth: 4 vs 3")
+
+
+@pytest.mark.parametrize(
+    ("shape", "message"),
+    [
+        ((1, 3), "convolution input must be 4-dimensional: [1,3]"),
+        ((2,), "convolution input must be 4-dimensional: [2]"),
+        ((2, 128, 3), "convolution input must be 4-dimensional: [2,128,3]"),
+    ],
+)
+def test_a_batch_below_rank_4_is_refused_instead_of_aborting_the_server(embedded_server, shape, message) -> None:
+    # oneDNN's convolution fails a CHECK (the process aborts) on such input; TensorFlow's own
+    # kernel answers it with this INVALID_ARGUMENT, and so do we.
     status, _, body = call(
         embedded_server, "POST", M + ":predict", orjson.dumps({"instances": np.ones(shape, int).tolist()})
     )
-    assert status == 400
-    assert "shape" in json.loads(body)["error"]
+    assert (status, json.loads(body)) == (400, {"error": message})
     assert call(embedded_server, "GET", M)[0] == 200  # and the server is still there
 
 

@@ -249,8 +249,8 @@ def test_runtime_latency_counts_each_successful_predict(model_base_path) -> None
                 server.port, "POST", M + ":predict", orjson.dumps({"instances": images(n, i).tolist()})
             )
             assert status == 200, body
-        bad = orjson.dumps({"instances": np.zeros((1, 4, 4, 3), np.uint8).tolist()})
-        assert call(server.port, "POST", M + ":predict", bad)[0] == 400  # never reaches the model run
+        bad = orjson.dumps({"instances": np.zeros((1, 4, 4, 4), np.uint8).tolist()})
+        assert call(server.port, "POST", M + ":predict", bad)[0] == 400  # the run fails: not counted
         after = scrape()
     labels = {lab for (name, lab) in after if name == RUNTIME_LATENCY + "_count"}
     assert labels == {(("API", "Predict"), ("model_name", "classifier"), ("runtime", "TF1"))}
