@@ -42,3 +42,17 @@ def embedded_server(model_base_path: Path):
 
     with EmbeddedServer(model_base_path=model_base_path, model_name=MODEL_NAME, port=0) as server:
         yield server
+
+
+@pytest.fixture(scope="session")
+def half_plus_two_models(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """tensorflow/serving's test models, as ``export.half_plus_two`` writes them, each in
+    ``<name>/00000123``: ``half_plus_two`` (TF1 graph), ``half_plus_two_tf2`` (tf.Module) and
+    ``half_plus_three`` (TF1, ``0.5 * x + 3``)."""
+    from export.half_plus_two import export_half_plus_two
+
+    out = tmp_path_factory.mktemp("half_plus_two")
+    export_half_plus_two(out)
+    export_half_plus_two(out, model_name="half_plus_two_tf2", tf2=True)
+    export_half_plus_two(out, model_name="half_plus_three", plus=3.0)
+    return out
