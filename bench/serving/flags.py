@@ -108,6 +108,17 @@ def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
         "let version_labels name versions not loaded yet; without it every label fails at start-up, "
         "as in tensorflow_model_server (default false)",
     )
+    _add_bool(
+        parser,
+        "--enable_signature_method_name_check",
+        "require predict/classify/regress signatures to carry the matching method_name (default false)",
+    )
+    parser.add_argument(
+        "--saved_model_tags",
+        default="serve",
+        metavar="TAGS",
+        help="comma-separated tags of the MetaGraph to load from each SavedModel (default serve)",
+    )
     parser.add_argument(
         "--rest_api_max_body_bytes",
         type=argtypes.positive_int,

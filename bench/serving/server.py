@@ -28,6 +28,7 @@ import threading
 from collections.abc import Mapping
 from dataclasses import dataclass
 from email.message import Message
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -42,6 +43,7 @@ from bench.serving.model_config import ModelConfig, parse_model_server_config
 from bench.serving.model_store import ModelStore
 from bench.serving.predict_core import PredictCore
 from bench.serving.rest_api import RestApi
+from bench.serving.saved_model import LoadedVersion
 
 __all__ = ["EmbeddedServer", "ServerOptions", "run_serve"]
 
@@ -67,6 +69,8 @@ class ServerOptions:
     prometheus_path: str | None = None
     cors: bool = False
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
+    method_name_check: bool = False  # --enable_signature_method_name_check
+    saved_model_tags: tuple[str, ...] = ("serve",)
 
 
 def tune_malloc() -> bool:
@@ -123,10 +127,16 @@ class EmbeddedServer:
             config_file=options.config_file,
             config_poll_wait_s=options.config_poll_wait_s,
             allow_unavailable_labels=options.allow_unavailable_labels,
+            loader=partial(LoadedVersion, tags=options.saved_model_tags),
         )
         slots = max(options.num_threads, 1)
         self.core = PredictCore(
-            self.store, self.metrics, timeout_ms=options.timeout_ms, batching=options.batching, run_threads=slots
+            self.store,
+            self.metrics,
+            timeout_ms=options.timeout_ms,
+            batching=options.batching,
+            run_threads=slots,
+            method_name_check=options.method_name_check,
         )
         self.api = RestApi(self.core, cors=options.cors, prometheus_path=options.prometheus_path)
         self._slots = threading.BoundedSemaphore(slots)
@@ -221,7 +231,17 @@ def options_from_args(args: argparse.Namespace) -> ServerOptions:
         prometheus_path=prometheus,
         cors=args.rest_api_enable_cors_support,
         max_body_bytes=getattr(args, "rest_api_max_body_bytes", None) or DEFAULT_MAX_BODY_BYTES,
+        method_name_check=bool(getattr(args, "enable_signature_method_name_check", False)),
+        saved_model_tags=_tags(getattr(args, "saved_model_tags", "serve")),
     )
+
+
+def _tags(text: str) -> tuple[str, ...]:
+    """``--saved_model_tags serve,gpu`` -> ("serve", "gpu")."""
+    tags = tuple(t.strip() for t in text.split(",") if t.strip())
+    if not tags:
+        raise ConfigError("--saved_model_tags names no tag (e.g. --saved_model_tags serve)")
+    return tags
 
 
 def run_serve(args: argparse.Namespace) -> int:
