@@ -9,7 +9,11 @@ module translates tensorflow_model_server's flag syntax (``--name=value``, boole
 - other genuine tensorflow_model_server flags are accepted and reported as ignored;
 - anything else is refused, as tensorflow_model_server refuses unknown flags.
 
-It is also the container's tiny init: as PID 1 it starts the server as a child, forwards
+``host_main`` is the same translation as the ``tensorflow_model_server`` console script, for
+running tensorflow/serving's own test suite (or anything else that starts that binary) against
+``tfsbench serve`` on this machine, bound to loopback.
+
+In the container it is also the tiny init: as PID 1 it starts the server as a child, forwards
 SIGTERM/SIGINT to it and reaps it, so ``docker stop`` ends the container at once (a PID 1
 without handlers would ignore SIGTERM and wait for SIGKILL).
 """
@@ -66,23 +70,47 @@ def run_child(argv: Sequence[str]) -> int:
             return 0 if code in (130, 143) and forwarded else code
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point of ``tensorflow_model_server`` in the stand-in image."""
-    argv = sys.argv[1:] if argv is None else argv
+def _translate(argv: Sequence[str], who: str) -> tuple[Translation, dict[str, bool]] | int:
+    """The serve flags for a tensorflow_model_server argv; an exit status where there is nothing to run."""
     try:
         options = serve_options()
         translation = translate(argv, options)
     except ConfigError as exc:
-        print(f"tensorflow_model_server (tfsbench stand-in): {exc}", file=sys.stderr)
+        print(f"tensorflow_model_server ({who}): {exc}", file=sys.stderr)
         return 1
     if translation.show_version:
-        print(f"TensorFlow ModelServer: tfsbench-standin {__version__} (server: tfsbench serve)")
+        print(f"TensorFlow ModelServer: {who} {__version__} (server: tfsbench serve)")
         return 0
     for flag in translation.ignored:
-        print(f"tensorflow_model_server (tfsbench stand-in): accepted but not implemented: {flag}", file=sys.stderr)
+        print(f"tensorflow_model_server ({who}): accepted but not implemented: {flag}", file=sys.stderr)
+    return translation, options
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of ``tensorflow_model_server`` in the stand-in image."""
+    translated = _translate(sys.argv[1:] if argv is None else argv, "tfsbench stand-in")
+    if isinstance(translated, int):
+        return translated
+    translation, options = translated
     command = [sys.executable, "-m", "bench", "serve", *container_serve_args(translation, options)]
     print("tensorflow_model_server (tfsbench stand-in): " + " ".join(command[1:]), file=sys.stderr, flush=True)
     return run_child(command)
+
+
+def host_main(argv: Sequence[str] | None = None) -> int:
+    """The ``tensorflow_model_server`` console script: the same translation, on this machine.
+
+    Binds 127.0.0.1 unless ``--rest_api_host`` says otherwise, and replaces itself with the
+    server (``exec``), so whoever started it (a test suite that kills its servers) holds the
+    server's own process.
+    """
+    translated = _translate(sys.argv[1:] if argv is None else argv, "tfsbench")
+    if isinstance(translated, int):
+        return translated
+    command = [sys.executable, "-m", "bench", "serve", *translated[0].serve_args]
+    print("tensorflow_model_server (tfsbench): " + " ".join(command[1:]), file=sys.stderr, flush=True)
+    os.execv(sys.executable, command)
+    return 0  # not reached: execv replaces the process
 
 
 if __name__ == "__main__":

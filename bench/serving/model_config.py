@@ -34,7 +34,9 @@ def parse_model_server_config(path: Path) -> list[ModelConfig]:
         text = Path(path).read_text()
     except OSError as exc:
         raise ConfigError(f"--model_config_file {path}: {exc.strerror}") from exc
-    message = parse_text_proto(text, f"--model_config_file {path}")
+    message = parse_text_proto(
+        text, f"--model_config_file {path}: Error parsing text-format tensorflow.serving.ModelServerConfig"
+    )
     lists = message.get("model_config_list", [])
     if not lists:
         raise ConfigError(f"--model_config_file {path}: no model_config_list")
