@@ -252,12 +252,21 @@ class LoadedVersion:
             return run
 
     def warm_up(self) -> None:
-        """Run each numeric signature once on zeros, so the first request pays no graph set-up.
+        """Prepare every signature's session callable and run each numeric signature once on
+        zeros, so the first request pays no graph set-up.
 
-        Builds the session callable a REST predict of the whole signature uses; a signature the
-        zeros do not suit (a graph that rejects them) just stays cold.
+        The callable is the one a request for all of a signature's outputs uses (predict, and
+        classify/regress, which fetch the same tensors in the same order); a signature the zeros
+        do not suit (a graph that rejects them) is only prepared.
         """
         for key, signature in self.signatures.items():
+            feeds = tuple(signature.input_tensors[a] for a in sorted(signature.input_tensors))
+            fetches = tuple(dict.fromkeys(signature.output_tensors[a] for a in sorted(signature.output_tensors)))
+            if feeds and fetches and (feeds, fetches) not in self._callables:
+                try:
+                    self._make_callable((feeds, fetches))
+                except ServingError:
+                    continue
             tensors = {}
             for alias, spec in signature.inputs.items():
                 if spec.dtype == "string" or not spec.shape or any(d is None for d in spec.shape[1:]):
