@@ -20,6 +20,7 @@ without handlers would ignore SIGTERM and wait for SIGKILL).
 
 from __future__ import annotations
 
+import argparse
 import os
 import signal
 import subprocess
@@ -28,7 +29,7 @@ from collections.abc import Sequence
 
 from bench import __version__
 from bench.errors import ConfigError
-from bench.serving.flags import Translation, serve_options, translate
+from bench.serving.flags import Translation, add_serve_arguments, serve_options, translate
 
 
 def container_serve_args(translation: Translation, options: dict[str, bool]) -> list[str]:
@@ -72,6 +73,15 @@ def run_child(argv: Sequence[str]) -> int:
 
 def _translate(argv: Sequence[str], who: str) -> tuple[Translation, dict[str, bool]] | int:
     """The serve flags for a tensorflow_model_server argv; an exit status where there is nothing to run."""
+    if any(arg in ("--help", "-h", "--helpfull") for arg in argv):
+        parser = argparse.ArgumentParser(
+            prog="tensorflow_model_server",
+            description=f"tensorflow_model_server's command line, run by tfsbench serve ({who}). Flags of "
+            "tensorflow_model_server that tfsbench serve lacks are accepted and reported as not implemented.",
+        )
+        add_serve_arguments(parser)
+        parser.print_help()
+        return 0
     try:
         options = serve_options()
         translation = translate(argv, options)

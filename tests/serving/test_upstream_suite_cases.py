@@ -317,6 +317,21 @@ def _free_port() -> int:
         return int(sock.getsockname()[1])
 
 
+def test_console_script_help_version_and_unknown_flags() -> None:
+    script = _model_server()
+    done = subprocess.run([script, "--help"], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0
+    assert done.stdout.startswith("usage: tensorflow_model_server")
+    assert "--rest_api_port PORT" in done.stdout
+    done = subprocess.run([script, "--version"], capture_output=True, text=True, timeout=60)
+    assert (done.returncode, done.stdout.split(":")[0]) == (0, "TensorFlow ModelServer")
+    done = subprocess.run([script, "--no_such_flag=1"], capture_output=True, text=True, timeout=60)
+    assert (done.returncode, done.stderr.strip()) == (
+        1,
+        "tensorflow_model_server (tfsbench): unknown command line flag 'no_such_flag'",
+    )
+
+
 def test_bad_model_config_fails_with_the_text_format_parse_error(tmp_path) -> None:
     """testBadModelConfig: the suite reads this text from the server's stderr."""
     bad = tmp_path / "bad_model_config.txt"
