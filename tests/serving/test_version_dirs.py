@@ -10,8 +10,9 @@ import urllib.request
 
 import pytest
 
+from bench.errors import ModelError
 from bench.serving.model_store import parse_version, scan_versions
-from bench.serving.server import EmbeddedServer
+from bench.serving.server import EmbeddedServer, ServerOptions
 
 
 @pytest.mark.parametrize(
@@ -58,3 +59,21 @@ def test_a_zero_padded_version_is_served_and_reported_by_value(model_base_path, 
             assert json.loads(reply.read())["model_spec"]["version"] == "42"
         with urllib.request.urlopen(server.url + "/v1/models/padded", timeout=30) as reply:
             assert [row["version"] for row in json.loads(reply.read())["model_version_status"]] == ["42"]
+
+
+def test_a_version_that_cannot_load_reports_upstream_s_code_and_text(model_base_path, tmp_path) -> None:
+    from bench.serving.model_config import ModelConfig
+    from bench.serving.model_store import ModelStore
+
+    (tmp_path / "empty" / "3").mkdir(parents=True)
+    shutil.copytree(model_base_path / "1", tmp_path / "tagged" / "1")
+    store = ModelStore([ModelConfig("empty", tmp_path / "empty")], poll_wait_s=0)
+    store.poll_once()
+    (row,) = store.status("empty")
+    assert (row.version, row.state, row.error_code) == (3, "END", "NOT_FOUND")
+    assert row.error_message == (
+        f"Could not find SavedModel .pb or .pbtxt at supplied export directory path: {tmp_path / 'empty' / '3'}"
+    )
+    options = ServerOptions(models=(ModelConfig("tagged", tmp_path / "tagged"),), saved_model_tags=("serve", "gpu"))
+    with pytest.raises(ModelError, match=r"Could not find meta graph def matching supplied tags: \{ serve gpu \}"):
+        EmbeddedServer(options=options).start()
