@@ -53,8 +53,12 @@ def test_parse_errors_name_rapidjson_message_and_offset(body: bytes, message: st
 
 def test_parse_accepts_what_rapidjson_accepts() -> None:
     assert cast("dict[str, Any]", loads(b'{"a": [NaN, Infinity, -Inf]}  garbage after the value'))["a"][1] == math.inf
-    assert loads(b'{"a": 1, "a": 2}') in ({"a": 1}, {"a": 2})  # orjson path; parser below keeps first
-    assert loads(b'\xef\xbb\xbf{"a": 1, "a": 2}') == {"a": 1}
+    # Duplicate keys: the first wins, as rapidjson's FindMember finds it, whichever parser reads the body.
+    assert loads(b'{"a": 1, "a": 2}') == {"a": 1}  # orjson's path
+    assert loads(b'\xef\xbb\xbf{"a": 1, "a": 2}') == {"a": 1}  # this module's parser (orjson refuses a BOM)
+    assert loads(b'{"a": 1, "a": 2} trailing') == {"a": 1}  # the prefix orjson re-reads
+    assert loads(b'{"x": [{"k": "a:b", "k": 2}], "y": {"z": 1}}') == {"x": [{"k": "a:b"}], "y": {"z": 1}}
+    assert loads(b'{"s": "no:dup", "t": 1}') == {"s": "no:dup", "t": 1}  # a colon in a string is no duplicate
     assert cast("dict[str, Any]", loads(b'{"big": 18446744073709551616}'))["big"] == pytest.approx(
         1.8446744073709552e19
     )
@@ -207,6 +211,12 @@ def test_successful_decodes() -> None:
     )
     assert sig.signature_name == "serving_bytes"
     assert sig.tensors["image_bytes"].tolist() == [b"hi", b"hi"]
+    # A key given twice: the first one is the request, as in tensorflow/serving (rapidjson's FindMember).
+    for fast in (True, False):
+        twice = decode_predict_body(b'{"instances": [[1, 2]], "instances": [[3, 4], [5, 6]]}', SMALL, fast=fast)
+        assert twice.tensors["x"].tolist() == [[1, 2]]
+        named_twice = decode_predict_body(b'{"inputs": {"x": [[7, 8]], "x": [[9, 9]]}}', SMALL, fast=fast)
+        assert named_twice.tensors["x"].tolist() == [[7, 8]]
 
 
 def test_base64_errors() -> None:
