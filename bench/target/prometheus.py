@@ -11,8 +11,15 @@ enable: true path: "/monitoring/prometheus/metrics" }``), on the REST port. The 
 
 A cell's server-side numbers are ``after - before`` of these cumulative series, so other
 traffic before the cell does not leak in (traffic *during* the cell does; a sweep owns its
-target). Percentiles from histogram buckets are interpolated inside a bucket, so they are as
-coarse as the server's bucket bounds; the report labels them as the server's view.
+target; the sweep takes ``before`` once the cell's first request is recorded, after its warm-up).
+Series are matched on every wanted label exactly: one lacking ``model_name`` is another
+model's or none's, never ours (the batching families carry no model label upstream, so they
+are asked for without one: they are server-wide). A series whose count went down between the
+scrapes was reset (the server restarted): its ``after`` is the whole delta, as Prometheus's
+``increase()`` reads a reset. Percentiles from histogram buckets are interpolated inside a
+bucket, so they are as coarse as the server's bucket bounds; one that falls in the ``+Inf``
+bucket is unknown (above the last bound), never that bound. The report labels them as the
+server's view.
 
 Usage::
 
@@ -99,7 +106,11 @@ class HistogramDelta:
         return self.sum / self.count if self.count > 0 else math.nan
 
     def quantile(self, q: float) -> float:
-        """Linear interpolation inside the bucket holding the q-quantile (0 < q < 1)."""
+        """Linear interpolation inside the bucket holding the q-quantile (0 < q < 1).
+
+        ``inf`` when it lies in the ``+Inf`` bucket: above the last finite bound, by how much
+        the histogram cannot tell.
+        """
         if self.count <= 0 or not self.buckets:
             return math.nan
         rank = q * self.count
@@ -107,48 +118,60 @@ class HistogramDelta:
         for le, cumulative in self.buckets:
             if cumulative >= rank:
                 if math.isinf(le):
-                    return prev_le
+                    return math.inf
                 span = cumulative - prev_count
                 frac = (rank - prev_count) / span if span > 0 else 1.0
                 return prev_le + frac * (le - prev_le)
             prev_le, prev_count = le, cumulative
-        return prev_le
+        return math.inf
 
 
 def _matches(labels: Labels, want: Mapping[str, str]) -> bool:
+    """Every wanted label present with the wanted value (other labels may be there too)."""
     d = dict(labels)
-    return all(d.get(k) == v for k, v in want.items() if k in d)
+    return all(d.get(k) == v for k, v in want.items())
+
+
+def _series(samples: Samples, name: str, want: Mapping[str, str]) -> dict[Labels, float]:
+    return {lab: value for (n, lab), value in samples.items() if n == name and _matches(lab, want)}
+
+
+def _without_le(labels: Labels) -> Labels:
+    return tuple((k, v) for k, v in labels if k != "le")
 
 
 def histogram_delta(before: Samples, after: Samples, family: str, **labels: str) -> HistogramDelta | None:
-    """``after - before`` for one histogram family, summed over series whose labels match."""
+    """``after - before`` for one histogram family, summed over series whose labels match.
 
-    def total(samples: Samples, suffix: str) -> dict[Labels, float]:
-        out: dict[Labels, float] = {}
-        for (name, lab), value in samples.items():
-            if name == family + suffix and _matches(lab, labels):
-                out[lab] = value
-        return out
-
-    counts_after = total(after, "_count")
+    A series whose ``_count`` went down was reset between the scrapes: its ``before`` is zero.
+    """
+    counts_after = _series(after, family + "_count", labels)
     if not counts_after:
         return None
-    counts_before = total(before, "_count")
-    count = sum(counts_after.values()) - sum(counts_before.values())
-    s = sum(total(after, "_sum").values()) - sum(total(before, "_sum").values())
+    counts_before = _series(before, family + "_count", labels)
+    reset = {lab for lab, value in counts_after.items() if value < counts_before.get(lab, 0.0)}
+
+    def base(samples: dict[Labels, float], lab: Labels) -> float:
+        return 0.0 if _without_le(lab) in reset else samples.get(lab, 0.0)
+
+    sums_after, sums_before = _series(after, family + "_sum", labels), _series(before, family + "_sum", labels)
+    count = sum(v - base(counts_before, lab) for lab, v in counts_after.items())
+    total = sum(v - base(sums_before, lab) for lab, v in sums_after.items())
     by_le: dict[float, float] = {}
-    before_b = total(before, "_bucket")
-    for lab, value in total(after, "_bucket").items():
+    buckets_before = _series(before, family + "_bucket", labels)
+    for lab, value in _series(after, family + "_bucket", labels).items():
         le = float(dict(lab).get("le", "nan").replace("+Inf", "inf"))
-        by_le[le] = by_le.get(le, 0.0) + value - before_b.get(lab, 0.0)
-    return HistogramDelta(count=count, sum=s, buckets=tuple(sorted(by_le.items())))
+        by_le[le] = by_le.get(le, 0.0) + value - base(buckets_before, lab)
+    return HistogramDelta(count=count, sum=total, buckets=tuple(sorted(by_le.items())))
 
 
 def counter_delta(before: Samples, after: Samples, family: str, **labels: str) -> float | None:
-    keys = [k for k in after if k[0] == family and _matches(k[1], labels)]
-    if not keys:
+    """``after - before`` of a counter family over the matching series; a reset series counts from zero."""
+    now = _series(after, family, labels)
+    if not now:
         return None
-    return sum(after[k] - before.get(k, 0.0) for k in keys)
+    then = _series(before, family, labels)
+    return sum(v - (then.get(lab, 0.0) if v >= then.get(lab, 0.0) else 0.0) for lab, v in now.items())
 
 
 def server_stats(before: Samples | None, after: Samples | None, model_name: str | None = None) -> dict[str, float]:
@@ -175,8 +198,9 @@ def server_stats(before: Samples | None, after: Samples | None, model_name: str 
         if count:
             out["requests"] = count
     for family in BATCH_SIZE_FAMILIES:
-        batch = histogram_delta(before, after, family, **want)
+        batch = histogram_delta(before, after, family)  # server-wide: upstream gives them no model label
         if batch is not None and batch.count > 0:
             out["batch_size_mean"] = batch.mean
             break
-    return {k: float(v) for k, v in out.items() if not math.isnan(v)}
+    # A percentile in the +Inf bucket (inf) or of nothing (NaN) is not a number to report.
+    return {k: float(v) for k, v in out.items() if math.isfinite(v)}

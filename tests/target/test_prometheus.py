@@ -6,7 +6,7 @@ import math
 
 import pytest
 
-from bench.target.prometheus import HistogramDelta, histogram_delta, parse_exposition, server_stats
+from bench.target.prometheus import HistogramDelta, counter_delta, histogram_delta, parse_exposition, server_stats
 
 
 def exposition(latency_us: list[float], runtime_us: list[float], batches: list[int]) -> str:
@@ -62,3 +62,44 @@ def test_histogram_quantile_interpolates_within_a_bucket() -> None:
     assert h.quantile(0.5) == pytest.approx(10.0)
     assert h.quantile(0.75) == pytest.approx(15.0)
     assert histogram_delta({}, {}, "nope") is None
+
+
+def test_series_lacking_a_wanted_label_are_not_ours() -> None:
+    before = parse_exposition("")
+    after = parse_exposition(
+        ':tensorflow:serving:request_latency_count{API="predict",model_name="classifier"} 5\n'
+        ':tensorflow:serving:request_latency_sum{API="predict",model_name="classifier"} 500\n'
+        # No model_name at all: once let through, it counted as ours.
+        ':tensorflow:serving:request_latency_count{API="predict"} 1000\n'
+        ':tensorflow:serving:request_latency_sum{API="predict"} 9e9\n'
+    )
+    delta = histogram_delta(before, after, ":tensorflow:serving:request_latency", model_name="classifier")
+    assert delta is not None
+    assert delta.count == 5
+    assert delta.mean == 100.0
+
+
+def test_a_quantile_beyond_the_last_bucket_is_unknown_not_that_bound() -> None:
+    h = HistogramDelta(count=100, sum=0.0, buckets=((10.0, 50.0), (20.0, 90.0), (math.inf, 100.0)))
+    assert h.quantile(0.5) == pytest.approx(10.0)
+    assert h.quantile(0.99) == math.inf  # 10 of 100 above 20: the p99 is somewhere past it
+    # server_stats reports no p99 then, rather than the last bound (20 ms would be a lie).
+    slow = [800.0] * 90 + [50_000.0] * 10  # microseconds; the largest bucket bound is 20 ms
+    stats = server_stats(parse_exposition(""), parse_exposition(exposition(slow, [300.0], [1])), "classifier")
+    assert "latency_p99_ms" not in stats
+    assert stats["latency_p50_ms"] <= 1.0
+    assert stats["requests"] == 100
+
+
+def test_a_counter_reset_between_scrapes_counts_from_zero() -> None:
+    # The server restarted during the cell: its counters started again below their old values.
+    before = parse_exposition(exposition([800.0] * 500, [300.0] * 500, [1] * 500))
+    after = parse_exposition(exposition([3000.0] * 40, [2000.0] * 40, [4] * 40))
+    stats = server_stats(before, after, model_name="classifier")
+    assert stats["requests"] == 40
+    assert stats["latency_mean_ms"] == pytest.approx(3.0)
+    assert stats["runtime_mean_ms"] == pytest.approx(2.0)
+    assert stats["batch_size_mean"] == pytest.approx(4.0)
+    counts = parse_exposition(':c{model_name="m",status="OK"} 7\n:c{model_name="m",status="ERR"} 3\n')
+    restarted = parse_exposition(':c{model_name="m",status="OK"} 2\n:c{model_name="m",status="ERR"} 5\n')
+    assert counter_delta(counts, restarted, ":c", model_name="m") == 2 + (5 - 3)
