@@ -58,14 +58,8 @@ def test_image_size_needs_an_image_batch() -> None:
 
 
 @pytest.fixture(scope="module")
-def client(request: pytest.FixtureRequest) -> Iterator[TFServingClient]:
-    # The session fixture `embedded_server` comes from the embedded server's work; until it is
-    # there these tests skip instead of erroring.
-    try:
-        server: Any = request.getfixturevalue("embedded_server")
-    except pytest.FixtureLookupError:
-        pytest.skip("the embedded_server fixture is not available yet")
-    with TFServingClient(server.url, "classifier", timeout_s=30) as c:
+def client(embedded_server: Any) -> Iterator[TFServingClient]:
+    with TFServingClient(embedded_server.url, "classifier", timeout_s=30) as c:
         c.wait_until_available(timeout_s=60)
         yield c
 
