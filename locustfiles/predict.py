@@ -49,6 +49,11 @@ def _on_test_start(environment: Any, **_kwargs: Any) -> None:
     hooks.on_test_start(environment)
 
 
+@events.test_stopping.add_listener  # type: ignore[untyped-decorator]  # Locust's add_listener is unannotated
+def _on_test_stopping(environment: Any, **_kwargs: Any) -> None:
+    hooks.on_test_stopping(environment)
+
+
 @events.test_stop.add_listener  # type: ignore[untyped-decorator]  # Locust's add_listener is unannotated
 def _on_test_stop(environment: Any, **_kwargs: Any) -> None:
     hooks.on_test_stop(environment)

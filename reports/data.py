@@ -17,8 +17,9 @@ import numpy as np
 import pandas as pd
 
 from bench.errors import ResultsError
+from bench.store.lateness import LATE_SHARE_LIMIT
 from bench.store.record_parts import cell_record_files
-from bench.store.records import LATE_SHARE_LIMIT, read_records
+from bench.store.records import read_records
 from bench.store.runs import Run, load_run
 from bench.store.summary import summarize
 

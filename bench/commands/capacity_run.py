@@ -39,8 +39,9 @@ from bench.commands.cells import validate as validate_sweep
 from bench.commands.sweep import describe_target
 from bench.errors import ConfigError, ResultsError, ServerError
 from bench.store import provenance, runs
+from bench.store.lateness import LATE_SHARE_LIMIT, LATE_TOLERANCE_MS
 from bench.store.record_parts import cell_record_files
-from bench.store.records import LATE_SHARE_LIMIT, LATE_TOLERANCE_MS, read_records
+from bench.store.records import read_records
 from reports.data import load_run_data
 
 MIN_USERS = 4

@@ -14,12 +14,14 @@ Locust patches the process with gevent, which the rest of the suite must not get
 from __future__ import annotations
 
 import logging
+import resource
 import sys
 import time
 from typing import Any
 
 from bench.errors import BenchError, ResultsError
 from bench.scenario.cpu_monitor import CPU_SAMPLE_S
+from bench.scenario.loop_lag import LOOP_TICK_S
 from bench.scenario.options import config_from_options
 from bench.scenario.predict_user import stats_name
 from bench.scenario.process import Scenario
@@ -29,6 +31,8 @@ log = logging.getLogger("tfsbench.load")
 
 SCENARIO_ATTR = "tfsbench_scenario"  # where the process's Scenario hangs on Locust's Environment
 MERGE_WAIT_S = 15.0
+# The calling thread's counters where the OS has them (Linux), else the process's.
+_RUSAGE = getattr(resource, "RUSAGE_THREAD", resource.RUSAGE_SELF)
 
 
 def is_worker(runner: Any) -> bool:
@@ -94,26 +98,59 @@ def on_test_start(environment: Any) -> None:
 
 
 def _start_cpu_monitor(environment: Any, scenario: Scenario) -> None:
+    """The generator watching itself: CPU share every second, event-loop lag every 10 ms, and
+    libev's prepare/check watchers around every I/O poll (when the loop last idled)."""
     import gevent  # lazy: only inside a Locust process (it patches the process on import)
 
-    def loop() -> None:
+    loop = gevent.get_hub().loop
+    watch = scenario.loop_watch
+    # Lowest priority before the poll and highest after it: nothing of ours runs inside the gap.
+    prepare, check = loop.prepare(ref=False, priority=-2), loop.check(ref=False, priority=2)
+    prepare.start(lambda: watch.before_poll(time.perf_counter(), _voluntary_switches()))
+    check.start(lambda: watch.after_poll(time.perf_counter(), _voluntary_switches()))
+    scenario.loop_watchers = [prepare, check]
+
+    def cpu_loop() -> None:
         while getattr(environment, SCENARIO_ATTR, None) is scenario:
             gevent.sleep(CPU_SAMPLE_S)
             scenario.on_cpu_sample()
 
-    gevent.spawn(loop)
+    def lag_loop() -> None:
+        while getattr(environment, SCENARIO_ATTR, None) is scenario:
+            asked = time.perf_counter()
+            gevent.sleep(LOOP_TICK_S)
+            scenario.loop_lag.record((time.perf_counter() - asked - LOOP_TICK_S) * 1000.0)
+
+    gevent.spawn(cpu_loop)
+    gevent.spawn(lag_loop)
+
+
+def _voluntary_switches() -> int:
+    """This thread's voluntary context switches: it blocked (in a poll: nothing was ready)."""
+    return resource.getrusage(_RUSAGE).ru_nvcsw
 
 
 def close_scenario(environment: Any) -> None:
     scenario = getattr(environment, SCENARIO_ATTR, None)
     if scenario is not None:
         setattr(environment, SCENARIO_ATTR, None)
+        for watcher in scenario.loop_watchers:
+            watcher.stop()
         scenario.close()
+
+
+def on_test_stopping(environment: Any) -> None:
+    """Before Locust stops the users: sends due after this moment are not owed."""
+    scenario = getattr(environment, SCENARIO_ATTR, None)
+    if scenario is not None:
+        scenario.on_stopping()
 
 
 def on_test_stop(environment: Any) -> None:
     scenario = getattr(environment, SCENARIO_ATTR, None)
     if scenario is not None:
+        scenario.on_stopping()  # a stop without test_stopping (a shape that ended) stops now
+        scenario.count_unanswered()
         scenario.on_cpu_sample(final=True)
         # A worker's file is finished only when it closes: after its final stats went to the
         # master, so the master never merges a part whose requests it has not counted yet.

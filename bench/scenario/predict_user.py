@@ -11,12 +11,12 @@ import os
 import random
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from bench.scenario.options import Step
 from bench.scenario.process import CellPayloads, Scenario
-from bench.scenario.schedule import UserSchedule, send_lag_ms
+from bench.scenario.schedule import LagAccount, UserSchedule
 from bench.store.records import RequestRecord
 from bench.target.response_check import check_predict_response
 
@@ -31,6 +31,7 @@ class UserState:
     index: int = 0  # this user's spawn order within its process (0, 1, ...)
     schedule: UserSchedule | None = None
     schedule_key: tuple[Any, ...] = ()
+    lag: LagAccount = field(default_factory=LagAccount)  # who made its sends late (open model)
 
 
 def new_user_state(scenario: Scenario) -> UserState:
@@ -68,6 +69,7 @@ def _intended_send(
             epoch_s=scenario.epoch_perf_s,
         )
         state.schedule_key = key
+        scenario.schedules[state.index] = state.schedule  # owed slots are counted at the stop
     intended = state.schedule.next_send()
     wait = state.schedule.wait_s(intended)
     if wait > 0:
@@ -92,9 +94,10 @@ def predict_once(client: Any, scenario: Scenario, state: UserState, sleep: Calla
     intended = _intended_send(scenario, state, step, sleep)
     started = time.perf_counter()
     body, encode_us, headers = cell.body(scenario.config.encode_inline)
+    inline_ms = encode_us / 1000.0 if scenario.config.encode_inline else 0.0
     origin = intended if intended is not None else started
-    lag_ms = send_lag_ms(origin, started)
-    extra_ms = lag_ms + (encode_us / 1000.0 if scenario.config.encode_inline else 0.0)
+    lag_ms, cause = state.lag.on_send(intended, started) if intended is not None else (0.0, "")
+    extra_ms = lag_ms + inline_ms
     info: dict[str, Any] = {
         "t_start": scenario.wall.unix_s(origin),
         "batch": cell.batch,
@@ -103,6 +106,7 @@ def predict_once(client: Any, scenario: Scenario, state: UserState, sleep: Calla
         "encode_us": encode_us,
         "cell": scenario.cell_for(step),
         "send_lag_ms": lag_ms,
+        "lag_cause": cause,
     }
     with client.request(
         "POST",
@@ -128,6 +132,12 @@ def predict_once(client: Any, scenario: Scenario, state: UserState, sleep: Calla
                 response.success()
         meta["response_time"] = meta["response_time"] + extra_ms
         meta["response_length"] = len(body)
+    if intended is not None and state.schedule is not None:
+        # The record is written (the request event fired as the block closed): the slot is answered.
+        state.schedule.finished()
+        done = time.perf_counter()
+        # Since the loop last idled the reply had arrived and waited for us (inline encoding included).
+        state.lag.on_done(started, done, scenario.loop_watch.generator_ms(started, done))
 
 
 def _content(response: Any) -> bytes:
@@ -156,6 +166,7 @@ def on_request(scenario: Scenario | None, response_time: float, exception: Any, 
             error=error,
             cell=info["cell"],
             send_lag_ms=info["send_lag_ms"],
+            lag_cause=info.get("lag_cause", ""),
         )
     )
 

@@ -3,7 +3,9 @@
 Per process (local runner, or each worker with ``--processes N`` / ``--worker``), one
 :class:`Scenario` is built at test start from the options (the master's values, which Locust
 ships to its workers with each spawn message): pre-encoded payload pools for every (batch size,
-encoding) cell, the records writer, and a CPU monitor of the load generator itself.
+encoding) cell, the records writer, the load generator watching itself (CPU monitor, event-loop
+lag), and every user's open-model schedule, so that at the stop the sends that were due but
+never answered can be counted (the side-car's ``unanswered_by_cell``).
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ import os
 import sys
 import time
 from dataclasses import dataclass, replace
+from typing import Any
 
 import numpy as np
 
@@ -19,9 +22,10 @@ from bench.payloads.encodings import Encoding, get_encoding
 from bench.payloads.images import image_source
 from bench.payloads.pool import PayloadPool
 from bench.scenario.cpu_monitor import CPU_SAMPLE_S, CPU_WINDOW_SAMPLES, CpuMonitor
+from bench.scenario.loop_lag import LoopLag, LoopWatch
 from bench.scenario.options import ScenarioConfig, Step
-from bench.scenario.schedule import Arrival, WallClock, global_user_index
-from bench.store.load_stats import LoadStats, write_load_stats
+from bench.scenario.schedule import Arrival, UserSchedule, WallClock, global_user_index
+from bench.store.load_stats import LoadStats, time_bins, write_load_stats
 from bench.store.record_parts import records_path_for
 from bench.store.records import RecordWriter, RequestRecord
 
@@ -78,7 +82,14 @@ class Scenario:
         self.records_path = records_path_for(config.records, distributed) if config.records else None
         self.writer = RecordWriter(self.records_path) if self.records_path else None
         self.cpu = CpuMonitor(config.cpu_warn_pct)
+        self.loop_lag = LoopLag()
+        self.loop_watch = LoopWatch()
+        self.loop_watchers: list[Any] = []  # libev prepare/check watchers feeding loop_watch (hooks)
         self.user_seq = 0
+        # Each user's current open-model schedule (by spawn index; a new step replaces it).
+        self.schedules: dict[int, UserSchedule] = {}
+        self.stopping_perf_s: float | None = None
+        self.unanswered_by_cell: dict[str, list[list[float]]] = {}
 
     def _build_payloads(self) -> dict[tuple[int, str], CellPayloads]:
         source = image_source(self.config.images_dir, 128, 128)
@@ -124,6 +135,27 @@ class Scenario:
         if self.writer is not None and not self.writer.closed:
             self.writer.write(record)
 
+    def on_stopping(self) -> None:
+        """The run begins to stop (Locust's ``test_stopping``, before users stop): no slot after this is due."""
+        if self.stopping_perf_s is None:
+            self.stopping_perf_s = time.perf_counter()
+
+    def count_unanswered(self) -> None:
+        """After the users stopped: every slot due before the stop that got no recorded answer, per cell.
+
+        Their user was behind (slots never handed out) or was stopped mid-request (the slot
+        open). A probe judges the server's rate against the sends that were due, not the wall
+        time to its last reply (bench.commands.capacity_run.probe_result).
+        """
+        if self.stopping_perf_s is None or not self.schedules:
+            return
+        times = [s.unanswered_until(self.stopping_perf_s) for s in self.schedules.values()]
+        self.schedules.clear()
+        owed = np.concatenate(times) if times else np.empty(0)
+        if owed.size:
+            cell = self.cell_for(self.step(self.wall.unix_s(self.stopping_perf_s)))
+            self.unanswered_by_cell[cell] = time_bins(owed + self.wall.offset_s)
+
     def load_stats(self, finished: bool) -> LoadStats:
         return LoadStats(
             processes=1,
@@ -131,6 +163,10 @@ class Scenario:
             client_cpu_pct_max=self.cpu.max_window_pct,
             client_cpu_pct_mean=self.cpu.mean_pct,
             saturated=self.cpu.saturated,
+            loop_lag_ms_p99=self.loop_lag.p99_ms,
+            loop_lag_ms_max=self.loop_lag.max_ms,
+            stopping_unix_s=self.wall.unix_s(self.stopping_perf_s) if self.stopping_perf_s is not None else 0.0,
+            unanswered_by_cell=dict(self.unanswered_by_cell),
             warnings=tuple(self.warnings),
             finished=finished,
         )

@@ -35,6 +35,12 @@ Usage::
     intended = schedule.next_send()                     # perf_counter seconds
     ...sleep until intended, send, measure latency from intended...
     lag_ms = send_lag_ms(intended, time.perf_counter())
+
+Who made a send late (``lag_cause`` in the records) is :class:`LagAccount`'s, one per user:
+it carries the user's lateness forward from send to send, split into the part the target
+caused (the user waited on a reply) and the part the generator caused (it woke late, or a
+reply sat in its own event loop), so a user that fell behind because its process was
+overloaded is not later blamed on the server just because it is now always busy.
 """
 
 from __future__ import annotations
@@ -45,8 +51,10 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
+import numpy as np
+
 from bench.errors import ConfigError
-from bench.store.records import LATE_TOLERANCE_MS
+from bench.store.lateness import CAUSE_BUSY, CAUSE_IDLE, LATE_TOLERANCE_MS
 
 ARRIVALS: tuple[str, ...] = ("closed", "poisson", "constant")
 
@@ -142,6 +150,7 @@ class UserSchedule:
         self.interval_s = 1.0 / self.rate_per_s
         self._rng = random.Random(seed)
         self._clock = clock
+        self._open_s: float | None = None  # the slot handed out whose send has not finished
         begin = clock() if start_s is None else start_s
         if arrival.model == "poisson":
             # The first gap is exponential like every other (memoryless).
@@ -159,14 +168,50 @@ class UserSchedule:
         self._next_s = self._origin_s + self._slot * self.interval_s
 
     def next_send(self) -> float:
-        """The next intended send time (clock seconds); advances the schedule."""
+        """The next intended send time (clock seconds); advances the schedule.
+
+        The slot stays *open* until :meth:`finished`: a send that never completes (its user was
+        stopped mid-request) is still owed at the end (:meth:`unanswered_until`).
+        """
         intended = self._next_s
         if self.arrival.model == "poisson":
             self._next_s = intended + self._rng.expovariate(self.rate_per_s)
         else:
             self._slot += 1
             self._next_s = self._origin_s + self._slot * self.interval_s
+        self._open_s = intended
         return intended
+
+    def finished(self) -> None:
+        """The send of the slot last handed out completed (answered and recorded, or failed and recorded)."""
+        self._open_s = None
+
+    def unanswered_until(self, until_s: float) -> np.ndarray:
+        """Intended times (clock s) up to ``until_s`` that never got an answer; ends the schedule.
+
+        The slot handed out but not :meth:`finished`, and every slot not handed out yet (its
+        user was behind). Counted arithmetically (constant) or drawn in bulk (poisson: the
+        rest of a Poisson stream, statistically the same as drawing it one gap at a time),
+        because a user far behind at a high rate owes thousands of slots.
+        """
+        open_s, self._open_s = self._open_s, None
+        head = np.array([open_s] if open_s is not None and open_s <= until_s else [], dtype=float)
+        if self._next_s > until_s:
+            return head
+        if self.arrival.model == "poisson":
+            rng = np.random.default_rng(self._rng.getrandbits(64))
+            times: list[np.ndarray] = []
+            t = self._next_s
+            while t <= until_s:
+                chunk = t + np.concatenate(([0.0], np.cumsum(rng.exponential(self.interval_s, size=1023))))
+                times.append(chunk[chunk <= until_s])
+                t = float(chunk[-1]) + float(rng.exponential(self.interval_s))
+            rest = np.concatenate(times)
+        else:
+            last = math.floor((until_s - self._origin_s) / self.interval_s + 1e-9)
+            rest = self._origin_s + np.arange(self._slot, last + 1) * self.interval_s
+        self._next_s = math.inf
+        return np.concatenate((head, rest))
 
     def wait_s(self, intended_s: float) -> float:
         """Seconds to sleep until ``intended_s`` (0 when it is already due or past)."""
@@ -191,6 +236,54 @@ def send_lag_ms(intended_s: float, actual_s: float) -> float:
 
 def is_late(lag_ms: float, tolerance_ms: float = LATE_TOLERANCE_MS) -> bool:
     return lag_ms > tolerance_ms
+
+
+@dataclass
+class LagAccount:
+    """One user's send lag, split into what the target caused and what the generator caused.
+
+    A user owns one request at a time. When its slot comes while its previous request is
+    still out, the slot waits for the user (``busy``); when the user is free but the send
+    starts late, the generator is behind (``idle``). A user that fell behind stays behind:
+    every later slot then finds it busy, although the lateness it carries was made by
+    whatever made it fall behind. So the account carries the lateness forward: the wait of
+    a slot for its user is the previous send's lag plus the previous request's duration
+    (minus the interval), and it is split in the proportions those were made of. The
+    generator's part of a request's duration is its event-loop lag at the reply (the reply
+    waited that long for the process to run the user) plus any inline encoding; the rest is
+    the server and the network. The cause of a send is the larger part.
+
+    Usage (perf_counter seconds; ``loop_lag_ms`` from bench.scenario.loop_lag)::
+
+        lag_ms, cause = account.on_send(intended_s, started_s)
+        ...request...
+        account.on_done(started_s, done_s, generator_ms=loop_lag_ms)
+    """
+
+    free_at_s: float | None = None  # when the previous request completed; None before the first
+    lag_ms: float = 0.0  # the previous send's lag ...
+    lag_generator_ms: float = 0.0  # ... and the generator's part of it
+    duration_ms: float = 0.0  # the previous request, from its send to its reply being handled ...
+    duration_generator_ms: float = 0.0  # ... and the generator's part of that
+
+    def on_send(self, intended_s: float, started_s: float) -> tuple[float, str]:
+        """``(send_lag_ms, cause)`` of a send that was due at ``intended_s`` and started at ``started_s``."""
+        lag = send_lag_ms(intended_s, started_s)
+        wait = wait_generator = 0.0
+        if self.free_at_s is not None and self.free_at_s > intended_s:
+            wait = min(lag, (self.free_at_s - intended_s) * 1000.0)
+            chain = self.lag_ms + self.duration_ms
+            if chain > 0:
+                wait_generator = wait * min(1.0, (self.lag_generator_ms + self.duration_generator_ms) / chain)
+        generator = wait_generator + (lag - wait)  # after the user was free, the lag is the generator's
+        self.lag_ms, self.lag_generator_ms = lag, generator
+        return lag, (CAUSE_BUSY if lag - generator > generator else CAUSE_IDLE)
+
+    def on_done(self, started_s: float, done_s: float, generator_ms: float) -> None:
+        """The request sent at ``started_s`` was handled at ``done_s``; ``generator_ms`` of it was the generator's."""
+        self.duration_ms = max(0.0, (done_s - started_s) * 1000.0)
+        self.duration_generator_ms = min(self.duration_ms, max(0.0, generator_ms))
+        self.free_at_s = done_s
 
 
 class WallClock:

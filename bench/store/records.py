@@ -12,9 +12,18 @@ The records are the single source of truth for reports. Columns (``requests.csv`
     response_bytes  response body size
     error           "" on success, else the failure message (the server's own text where it sent one)
     cell            label of the sweep cell / Locust run the request belongs to
-    send_lag_ms     (trailing extra) how late the send started after its intended time; 0 in the
-                    closed model. ``latency_ms - send_lag_ms`` is the uncorrected (coordinated
+    send_lag_ms     (extra) ms: how late the send started after its intended time; 0 in the closed
+                    model. ``latency_ms - send_lag_ms`` is the uncorrected (coordinated
                     omission) latency, kept for comparison as wrk2 does.
+    lag_cause       (extra) why the send was as late as it was, from what its user knew then:
+                    ``busy`` (it was still waiting on its previous reply, which the server or the
+                    network held up), ``idle`` (it was free, or its reply sat in the generator's
+                    own event loop: the load generator was behind); "" in the closed model.
+                    Decided per row by the process that sent it (bench.scenario.schedule.LagAccount),
+                    so rows from any process or machine mean the same; the rule that makes a
+                    send late is bench.store.lateness.
+
+Files written before an extra column existed read with its default (0.0, "").
 
 Usage::
 
@@ -56,20 +65,12 @@ COLUMNS: tuple[str, ...] = (
     "error",
     "cell",
 )
-EXTRA_COLUMNS: tuple[str, ...] = ("send_lag_ms",)
+EXTRA_COLUMNS: tuple[str, ...] = ("send_lag_ms", "lag_cause")
 ALL_COLUMNS: tuple[str, ...] = COLUMNS + EXTRA_COLUMNS
-
-# The lateness rule, one for the scheduler, the summaries, the reports and capacity probes: a send
-# that starts more than this long after its intended time is late. Gevent's scheduling jitter on a
-# busy machine is a few ms; beyond this the generator fell behind (its user was still waiting for
-# a reply, or the process ran out of CPU) ...
-LATE_TOLERANCE_MS = 10.0
-# ... and a cell with more than this share of late sends did not hold its schedule.
-LATE_SHARE_LIMIT = 0.05
 
 _INT_COLUMNS = ("status", "batch", "payload_bytes", "response_bytes")
 _FLOAT_COLUMNS = ("t_start", "latency_ms", "encode_us", "send_lag_ms")
-_STR_COLUMNS = ("encoding", "error", "cell")
+_STR_COLUMNS = ("encoding", "error", "cell", "lag_cause")
 
 
 @dataclass(frozen=True)
@@ -87,6 +88,7 @@ class RequestRecord:
     error: str = ""
     cell: str = ""
     send_lag_ms: float = 0.0
+    lag_cause: str = ""
 
     def to_row(self) -> list[str]:
         """The CSV row, in :data:`ALL_COLUMNS` order; floats keep microsecond resolution."""
@@ -102,6 +104,7 @@ class RequestRecord:
             self.error,
             self.cell,
             f"{self.send_lag_ms:.3f}",
+            self.lag_cause,
         ]
 
     @classmethod
@@ -122,6 +125,7 @@ class RequestRecord:
                 error=_text(row.get("error")),
                 cell=_text(row.get("cell")),
                 send_lag_ms=float(row.get("send_lag_ms") or 0.0),
+                lag_cause=_text(row.get("lag_cause")),
             )
         except (KeyError, TypeError, ValueError) as exc:
             raise ResultsError(f"not a request record: {row!r} ({exc})") from exc
@@ -193,7 +197,7 @@ class RecordWriter:
 def read_records(paths: Path | str | Iterable[Path | str]) -> pd.DataFrame:
     """Read one or more records files into one DataFrame with :data:`ALL_COLUMNS`.
 
-    Files without the trailing extra columns get their defaults (``send_lag_ms`` = 0). A row
+    Files without the extra columns get their defaults (``send_lag_ms`` 0, ``lag_cause`` ""). A row
     cut off by a killed writer (missing fields) is dropped. Raises ResultsError for a missing
     file or one that is not a records file.
     """
@@ -228,6 +232,8 @@ def _read_one(path: Path) -> pd.DataFrame:
         raise ResultsError(f"{path} is not a records file (missing columns: {', '.join(missing)})")
     if "send_lag_ms" not in frame.columns:
         frame["send_lag_ms"] = 0.0
+    if "lag_cause" not in frame.columns:
+        frame["lag_cause"] = ""
     # A partial last line (writer killed mid-row) parses with empty numeric fields.
     for c in (*_INT_COLUMNS, *_FLOAT_COLUMNS):
         frame[c] = pd.to_numeric(frame[c], errors="coerce")

@@ -155,6 +155,14 @@ def test_open_model_overload_grows_latency_and_counts_late_sends(tmp_path: Path)
     assert np.median(thirds[2]) > 2 * np.median(thirds[0])
     summary = summarize(frame)
     assert summary["late_sends"].sum() > len(frame) // 3
+    # Every user waited on the one-at-a-time server: the lateness is the server's, not the generator's.
+    assert summary["late_busy"].iloc[0] > 0.9 * summary["late_sends"].iloc[0]
+    assert summary["late_idle"].iloc[0] <= 0.05 * len(frame)
+    # The sends still owed when the run stopped (users behind their slots) are counted in the side-car.
+    owed = read_load_stats(result["records"])
+    assert owed is not None
+    assert owed.unanswered("locust") > 0
+    assert owed.stopping_unix_s > frame["t_start"].max() - 1.0
     # The uncorrected latency (from the actual send) hides the queue; the recorded one does not.
     assert summary["p99_ms"].iloc[0] > 2 * summary["p99_uncorrected_ms"].iloc[0]
     # Locust's own stats carry the corrected latency too.
@@ -165,6 +173,26 @@ def test_open_model_overload_grows_latency_and_counts_late_sends(tmp_path: Path)
     load = read_load_stats(result["records"])
     assert load is not None
     assert load.saturated
+
+
+def test_encode_inline_puts_the_encoding_inside_the_measured_request(tmp_path: Path) -> None:
+    # Batch 4 with stdlib json (the slow encoder): each body is encoded in the timed path, and its
+    # cost is both recorded per row and part of the latency Locust and the records report.
+    with LoopbackServer(delay_s=0.002) as server:
+        result = run_locust(
+            server.url, tmp_path, "--encode-inline", "--encodings", "row-json", "--batch-sizes", "4",
+            "--pool-size", "2", run_time="3s", users=1,
+        )  # fmt: skip
+    assert result["rc"] == 0, result["stderr"]
+    frame = read_records(result["records"])
+    assert len(frame) == locust_requests(result["stats"]) > 5
+    encode_ms = frame["encode_us"].to_numpy() / 1000.0
+    assert (encode_ms > 1.0).all()  # json on tolist() of 4 images takes tens of ms, measured each time
+    assert frame["encode_us"].nunique() > 1  # timed per request, not a pool's one figure
+    # Latency = encode + request: never less than the encode time plus the server's 2 ms.
+    assert (frame["latency_ms"].to_numpy() >= encode_ms + 2.0).all()
+    entry = result["stats"]["predict b=4 row-json"]
+    assert entry["total_response_time"] / entry["num_requests"] == pytest.approx(frame["latency_ms"].mean(), rel=0.02)
 
 
 def test_a_stall_shows_in_p99_and_max_in_the_open_model(tmp_path: Path) -> None:

@@ -8,15 +8,17 @@ import numpy as np
 import pytest
 
 from bench.errors import ConfigError
+from bench.scenario.loop_lag import LoopLag, LoopWatch
 from bench.scenario.schedule import (
     Arrival,
+    LagAccount,
     UserSchedule,
     global_user_index,
     is_late,
     parse_arrival,
     send_lag_ms,
 )
-from bench.store.records import LATE_TOLERANCE_MS
+from bench.store.lateness import LATE_TOLERANCE_MS
 
 
 def _times(arrival: Arrival, users: int, count: int, seed: int) -> np.ndarray:
@@ -147,3 +149,86 @@ def test_lag_and_lateness() -> None:
     assert send_lag_ms(10.0, 9.0) == 0.0
     assert not is_late(LATE_TOLERANCE_MS)
     assert is_late(LATE_TOLERANCE_MS + 0.1)
+
+
+def test_unanswered_slots_are_the_open_one_and_those_never_handed_out() -> None:
+    # 10 req/s over 2 users: each user's slots are 0.2 s apart, user 1 at 0.1, 0.3, 0.5, ...
+    schedule = UserSchedule(Arrival("constant", 10.0), users=2, user_index=1, start_s=0.0, epoch_s=0.0)
+    assert schedule.next_send() == pytest.approx(0.1)
+    schedule.finished()  # answered and recorded
+    assert schedule.next_send() == pytest.approx(0.3)  # handed out, never finished: owed
+    owed = schedule.unanswered_until(1.0)
+    np.testing.assert_allclose(owed, [0.3, 0.5, 0.7, 0.9])
+    assert schedule.unanswered_until(5.0).size == 0  # counted once: the schedule has ended
+
+
+def test_poisson_unanswered_slots_continue_the_stream_at_its_rate() -> None:
+    schedule = UserSchedule(Arrival("poisson", 1000.0), users=1, seed=4, start_s=0.0)
+    first = schedule.next_send()
+    schedule.finished()
+    owed = schedule.unanswered_until(20.0)  # 20 s at 1000/s: the user sent one and fell behind for good
+    assert owed.size == pytest.approx(20_000, rel=0.03)
+    assert owed.min() > first
+    assert owed.max() <= 20.0
+    assert np.all(np.diff(owed) >= 0)
+
+
+def test_lag_of_a_free_user_is_the_generators() -> None:
+    account = LagAccount()
+    assert account.on_send(1.000, 1.000) == (0.0, "idle")
+    account.on_done(1.000, 1.005, generator_ms=0.2)
+    lag, cause = account.on_send(1.100, 1.130)  # free since 1.005, woke 30 ms late
+    assert lag == pytest.approx(30.0)
+    assert cause == "idle"
+
+
+def test_lag_of_a_user_held_by_a_slow_reply_is_the_servers() -> None:
+    account = LagAccount()
+    account.on_send(1.000, 1.000)
+    account.on_done(1.000, 1.250, generator_ms=0.5)  # 250 ms, the loop idled until the reply came
+    lag, cause = account.on_send(1.100, 1.251)  # the slot came while the user still waited
+    assert lag == pytest.approx(151.0)
+    assert cause == "busy"
+
+
+def test_a_user_behind_because_of_the_generator_stays_the_generators() -> None:
+    # The process is overloaded: each request takes 60 ms, all of it waiting for the loop, and
+    # slots are 20 ms apart. The user falls further behind each time and is always busy at its
+    # slot, but the lateness it carries is the generator's.
+    account = LagAccount()
+    started = 0.0
+    causes = []
+    for k in range(20):
+        intended = k * 0.020
+        lag, cause = account.on_send(intended, max(intended, started))
+        causes.append(cause)
+        done = max(intended, started) + 0.060
+        account.on_done(max(intended, started), done, generator_ms=60.0)
+        started = done + 0.0005
+    assert set(causes) == {"idle"}
+    assert lag == pytest.approx(19 * 40.0 + 19 * 0.5, rel=0.01)
+
+
+def test_loop_watch_bounds_the_generators_part_by_its_last_idle_moment() -> None:
+    watch = LoopWatch()
+    watch.before_poll(1.000, 7)
+    watch.after_poll(1.00002, 8)  # returned at once: work was pending, not an idle moment
+    watch.before_poll(1.001, 8)
+    watch.after_poll(1.009, 8)  # 8 ms, but preempted by the kernel (no voluntary switch): not idle
+    assert watch.last_idle_end_s == float("-inf")
+    assert watch.generator_ms(1.0, 1.1) == pytest.approx(100.0)  # never idled: all of it ours
+    watch.before_poll(1.010, 8)
+    watch.after_poll(1.095, 9)  # blocked 85 ms: nothing was ready, the reply had not come
+    assert watch.idle_s == pytest.approx(0.085)
+    assert watch.generator_ms(1.0, 1.1) == pytest.approx(5.0)
+    assert watch.generator_ms(1.097, 1.1) == pytest.approx(3.0)  # sent after the idle moment
+
+
+def test_loop_lag_keeps_p99_and_max() -> None:
+    lag = LoopLag()
+    for value in [0.1] * 98 + [5.0, 50.0]:
+        lag.record(value)
+    lag.record(-1.0)  # a timer that woke early is on time
+    assert lag.max_ms == 50.0
+    assert lag.samples == 101
+    assert 0.1 <= lag.p99_ms <= 50.0
