@@ -81,6 +81,25 @@ def duration_s(text: str) -> float:
     return seconds
 
 
+def non_negative_duration_s(text: str) -> float:
+    """Like :func:`duration_s`, but ``0`` is allowed (it switches the step off)."""
+    if text.strip() in ("0", "0s", "0.0"):
+        return 0.0
+    return duration_s(text)
+
+
+def percent(text: str) -> float:
+    """A percentage above 0, e.g. ``10`` or ``10%``; returns the number (10.0)."""
+    stripped = text.strip().removesuffix("%")
+    try:
+        value = float(stripped)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"'{text}' is not a percentage (e.g. 10 or 10%)") from None
+    if not 0 < value < 1000:
+        raise argparse.ArgumentTypeError(f"'{text}' must be a percentage above 0, e.g. 10")
+    return value
+
+
 def int_list(text: str) -> list[int]:
     """Comma-separated positive integers, e.g. ``1,4,16``; keeps order, drops duplicates."""
     values: list[int] = []

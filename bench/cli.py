@@ -222,6 +222,25 @@ def _add_scenario_options(p: argparse.ArgumentParser, per: str) -> None:
     )
 
 
+def _add_stability(p: argparse.ArgumentParser, per: str, window_s: float) -> None:
+    """--stability and --stability-window: measure until the last three windows agree (perf_analyzer's rule)."""
+    p.add_argument(
+        "--stability",
+        type=argtypes.percent,
+        default=None,
+        metavar="PCT",
+        help=f"keep each {per} measuring in windows until the last three agree on throughput and p99 within "
+        f"PCT percent (max/min), bounded by its time cap; e.g. 10 (default: off)",
+    )
+    p.add_argument(
+        "--stability-window",
+        type=argtypes.duration_s,
+        default=window_s,
+        metavar="TIME",
+        help=f"length of one --stability window, by request completion time (default {window_s:g}s)",
+    )
+
+
 def _add_sweep(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser(
         "sweep", help="run one Locust load test per (batch size, encoding) cell and record every request"
@@ -297,6 +316,7 @@ def _add_sweep(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
         metavar="P",
         help="Locust processes per cell (--processes; default 1)",
     )
+    _add_stability(p, "cell", 5.0)
     _add_scenario_options(p, per="cell")
     p.add_argument(
         "--metrics-path",
@@ -339,10 +359,12 @@ def _add_capacity(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     p = sub.add_parser(
         "capacity",
         help="find the highest load one replica serves within a latency SLO",
-        description="For each (batch size, encoding): open-model probes at fixed request rates (step up by "
-        "--growth, then bisect) for the highest rate whose latency percentile, counted from each request's "
-        "intended send time, meets the SLO with no errors, no late sends and no saturation. Writes capacity.csv, "
-        "probes.csv, requests.csv, meta.json and report.html into a new run directory.",
+        description="For each (batch size, encoding): a short closed run finds the throughput ceiling, then "
+        "open-model probes at fixed request rates (bracket from there, then bisect) find the highest rate whose "
+        "latency percentile, counted from each request's intended send time, meets the SLO with no errors and "
+        "every due send answered on schedule. The answer says what limited it (slo, errors, server-saturation, "
+        "generator, max-rate, max-probes). Writes capacity.csv, probes.csv, requests.csv, meta.json and "
+        "report.html into a new run directory.",
     )
     p.add_argument("--host", required=True, metavar="URL", help="TF Serving REST endpoint")
     p.add_argument("--slo", type=argtypes.slo, default=(99.0, 100.0), metavar="SLO", help="e.g. 'p99<100ms' (default)")
@@ -370,7 +392,7 @@ def _add_capacity(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
         type=argtypes.positive_float,
         default=10.0,
         metavar="REQ/S",
-        help="first probe's rate (default 10)",
+        help="first probe's rate without a calibration (default 10)",
     )
     p.add_argument(
         "--growth",
@@ -394,14 +416,15 @@ def _add_capacity(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
         type=argtypes.positive_float,
         default=5000.0,
         metavar="REQ/S",
-        help="never probe above this rate (default 5000)",
+        help="the highest rate probed; when it passes, the answer is 'at least this' (default 5000)",
     )
     p.add_argument(
         "--min-samples",
         type=argtypes.positive_int,
-        default=300,
+        default=None,
         metavar="N",
-        help="requests per probe for the percentile, within --max-probe-time (default 300)",
+        help="requests per probe for the percentile, within --max-probe-time (default 400 constant: the fewest "
+        "that bound a p99 from above at 95 %%; 1000 poisson: its bursts make a shorter p99 wander)",
     )
     p.add_argument(
         "--max-probe-time",
@@ -431,6 +454,29 @@ def _add_capacity(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
         metavar="N",
         help="Locust users per probe at most (default 256)",
     )
+    p.add_argument(
+        "--processes",
+        type=argtypes.positive_int,
+        default=1,
+        metavar="P",
+        help="Locust processes per probe, when one cannot drive the rates searched (default 1; at most one per core)",
+    )
+    p.add_argument(
+        "--calibration-time",
+        type=argtypes.non_negative_duration_s,
+        default=3.0,
+        metavar="TIME",
+        help="per cell, a closed-model run this long (after --warmup-time) finds the throughput ceiling the "
+        "search starts from; 0: no calibration, step up from --start-rate (default 3s)",
+    )
+    p.add_argument(
+        "--calibration-users",
+        type=argtypes.positive_int,
+        default=8,
+        metavar="N",
+        help="users of the calibration run: enough to keep the server busy (default 8)",
+    )
+    _add_stability(p, "probe", 2.0)
     _add_scenario_options(p, per="probe")
     p.add_argument("--no-report", dest="report", action="store_false", help="skip building report.html at the end")
     p.add_argument("--out", type=Path, default=Path("runs"), metavar="DIR", help="runs directory (default runs)")

@@ -26,6 +26,7 @@ from matplotlib.ticker import FuncFormatter
 
 from bench.errors import ResultsError
 from bench.store.runs import CAPACITY_FILE, PROBES_FILE, Run
+from reports.figures import ci_error_bars
 from reports.page import fmt, img_tag, png_bytes
 
 FIGURE_NAME = "capacity"
@@ -64,6 +65,8 @@ def fig_capacity(capacity: pd.DataFrame, probes: pd.DataFrame, pct_label: str, l
     """Latency percentile vs offered images/s per cell; SLO line; operating points starred."""
     fig, ax = plt.subplots(figsize=(10, 5.5), dpi=DPI)
     cmap = plt.get_cmap("tab10")
+    if "kind" in probes:
+        probes = probes[probes["kind"].fillna("probe") != "calibration"]
     cells = list(probes.groupby(["batch", "encoding"], sort=True)) if not probes.empty else []
     for i, ((batch, encoding), group) in enumerate(cells):
         color = cmap(i % 10)
@@ -72,6 +75,9 @@ def fig_capacity(capacity: pd.DataFrame, probes: pd.DataFrame, pct_label: str, l
         latency = g["latency_pct_ms"].where(g["latency_pct_ms"] > 0)
         label = f"batch {batch} {encoding}"
         ax.plot(offered, latency, color=color, alpha=0.6, linewidth=1.2)
+        if "latency_ci_low_ms" in g:  # 95 % intervals; an open one (too few samples) dotted up to the top
+            top = g["latency_ci_high_ms"].fillna(latency)
+            ci_error_bars(ax, offered, latency, g["latency_ci_low_ms"], g["latency_ci_high_ms"], color, top)
         passed = g["passed"].astype(str).str.lower() == "true"
         ax.scatter(offered[passed], latency[passed], color=color, marker="o", s=30, zorder=3, label=label)
         ax.scatter(offered[~passed], latency[~passed], color=color, marker="x", s=40, zorder=3)
@@ -83,7 +89,7 @@ def fig_capacity(capacity: pd.DataFrame, probes: pd.DataFrame, pct_label: str, l
             ax.annotate(f"{x:.0f} img/s", (x, y), xytext=(6, 8), textcoords="offset points", fontsize=8, color="black")
     if not math.isnan(limit_ms):
         ax.axhline(limit_ms, color="#d93025", linestyle="--", linewidth=1.2, label=f"SLO {pct_label} < {limit_ms:g} ms")
-    ax.scatter([], [], color="grey", marker="x", label="probe failed (SLO, errors, late or saturated)")
+    ax.scatter([], [], color="grey", marker="x", label="probe failed (SLO, errors, unanswered sends, generator)")
     ax.scatter([], [], color="grey", marker="*", s=120, edgecolors="black", label="operating point (highest pass)")
     ax.set_xscale("log")
     ax.set_yscale("log")
@@ -125,10 +131,18 @@ def _answer(capacity: pd.DataFrame, run: Run, slo_text: str, pct_label: str) -> 
         parts.append(f"No probed rate met {html.escape(slo_text)} in any cell.")
     else:
         best = met.loc[met["max_images_per_s"].idxmax()]
+        at_least = "at least " if str(best.get("limited_by") or "") in ("generator", "max-rate", "max-probes") else ""
+        interval = ""
+        if "latency_ci_low_ms" in best and not pd.isna(best["latency_ci_low_ms"]):
+            high = best.get("latency_ci_high_ms")
+            interval = (
+                f" (95% interval {best['latency_ci_low_ms']:.1f}–"
+                f"{'?' if high is None or pd.isna(high) else f'{high:.1f}'} ms)"
+            )
         sentence = (
             f"Best: batch {int(best['batch'])} {html.escape(str(best['encoding']))}, "
-            f"<b>{best['max_images_per_s']:.1f} images/s</b> per replica ({best['max_rps']:.1f} req/s) at "
-            f"{pct_label} {best['latency_ms_at_max']:.1f} ms"
+            f"<b>{at_least}{best['max_images_per_s']:.1f} images/s</b> per replica ({best['max_rps']:.1f} req/s) at "
+            f"{pct_label} {best['latency_ms_at_max']:.1f} ms{interval}"
         )
         if target and not pd.isna(best.get("replicas")):
             sentence += (
@@ -138,7 +152,31 @@ def _answer(capacity: pd.DataFrame, run: Run, slo_text: str, pct_label: str) -> 
         parts.append(sentence + ".")
     for _, r in capacity[capacity["max_rps"] <= 0].iterrows():
         parts.append(f"Batch {int(r['batch'])} {html.escape(str(r['encoding']))}: no rate met {html.escape(slo_text)}.")
+    parts += _caveats(capacity)
     return "".join(f"<p>{p}</p>" for p in parts)
+
+
+def _caveats(capacity: pd.DataFrame) -> list[str]:
+    """Lower bounds and unmet tolerances, said next to the answer they qualify."""
+    out = []
+    for _, r in capacity.iterrows():
+        name = f"Batch {int(r['batch'])} {html.escape(str(r['encoding']))}"
+        limited = str(r.get("limited_by") or "")
+        if limited == "generator":
+            out.append(
+                f'<span class="warn-text">{name}: the load generator could not drive more; '
+                f"{float(r['max_rps']):.4g} req/s is a lower bound, not the server's capacity (add --processes or "
+                "load machines).</span>"
+            )
+        elif limited in ("max-rate", "max-probes"):
+            out.append(f"{name}: every probe passed up to {float(r['max_rps']):.4g} req/s ({limited}): a lower bound.")
+        met = r.get("tolerance_met")
+        if met is not None and not pd.isna(met) and str(met).lower() == "false" and not pd.isna(r.get("fail_rps")):
+            out.append(
+                f'<span class="warn-text">{name}: the search stopped with the answer between '
+                f"{float(r['max_rps']):.4g} and {float(r['fail_rps']):.4g} req/s, wider than --tolerance.</span>"
+            )
+    return out
 
 
 CAPACITY_DISPLAY = (
@@ -147,24 +185,34 @@ CAPACITY_DISPLAY = (
     ("max_rps", "max req/s", ".1f"),
     ("max_images_per_s", "max images/s", ".1f"),
     ("latency_ms_at_max", "latency at max (ms)", ".1f"),
+    ("latency_ci_low_ms", "95% interval low", ".1f"),
+    ("latency_ci_high_ms", "95% interval high", ".1f"),
     ("samples", "samples", "d"),
     ("replicas", "replicas", "d"),
-    ("stopped_by", "step-up stopped by", "s"),
+    ("limited_by", "limited by", "s"),
+    ("fail_rps", "next rate failed (req/s)", ".4g"),
+    ("probes", "probes", "d"),
+    ("ceiling_rps", "closed-run ceiling req/s", ".1f"),
 )
 PROBES_DISPLAY = (
     ("batch", "batch", "d"),
     ("encoding", "encoding", "s"),
+    ("kind", "kind", "s"),
     ("probe", "#", "d"),
     ("rate_rps", "target req/s", ".4g"),
     ("achieved_rps", "achieved req/s", ".1f"),
     ("users", "users", "d"),
-    ("requests", "samples", "d"),
+    ("due", "due", "d"),
+    ("requests", "answered", "d"),
     ("latency_pct_ms", "percentile ms", ".1f"),
+    ("latency_ci_low_ms", "95% low", ".1f"),
+    ("latency_ci_high_ms", "95% high", ".1f"),
     ("p50_ms", "p50 ms", ".1f"),
     ("errors", "errors", "d"),
-    ("late_sends", "late", "d"),
+    ("late_busy", "late: server", "d"),
+    ("late_idle", "late: generator", "d"),
     ("late_allowed", "late allowed", "d"),
-    ("warmup_excluded", "warm-up excl.", "d"),
+    ("client_cpu_pct", "client CPU %", ".0f"),
     ("duration_s", "wall s", ".1f"),
     ("passed", "passed", "s"),
     ("reason", "failed on", "s"),
@@ -180,9 +228,10 @@ def capacity_section(run: Run) -> CapacitySection:
     probes = read_table(run.path / PROBES_FILE) if (run.path / PROBES_FILE).is_file() else pd.DataFrame()
     slo_text, percentile, limit_ms = run_slo(run)
     pct_label = f"p{percentile:g}"
-    stopped = {(c.get("batch"), c.get("encoding")): c.get("stopped_by") for c in run.meta.get("capacity") or []}
-    if not capacity.empty:
-        capacity["stopped_by"] = [
+    if not capacity.empty and "limited_by" not in capacity:
+        # Runs from before capacity.csv said what limited each answer: meta.json's step-up reason.
+        stopped = {(c.get("batch"), c.get("encoding")): c.get("stopped_by") for c in run.meta.get("capacity") or []}
+        capacity["limited_by"] = [
             stopped.get((int(b), str(e)), "") for b, e in zip(capacity["batch"], capacity["encoding"], strict=True)
         ]
     figure_path: Path | None = None
@@ -200,21 +249,23 @@ def capacity_section(run: Run) -> CapacitySection:
         img = (
             f'<figure id="fig-{FIGURE_NAME}">{img_tag(png, "throughput vs latency")}'
             "<figcaption>One point per probe: the percentile of latency counted from each request's intended "
-            "send time, at the probe's offered load. Dots passed, crosses failed (SLO, errors, late sends, or the "
-            "server fell behind the offered rate); the star is the highest passing rate, the capacity reported "
-            "above. Past the knee latency climbs steeply: the server is queueing.</figcaption></figure>"
+            "send time, at the probe's offered load, with its 95 % confidence interval as a bar (dotted: no upper "
+            "end, too few samples). Dots passed, crosses failed (SLO, errors, sends due left unanswered, or the "
+            "generator behind); the star is the highest passing rate, the capacity reported above. Past the knee "
+            "latency climbs steeply: the server is queueing.</figcaption></figure>"
         )
     config = run.meta.get("config") or {}
     arrival = html.escape(str(config.get("arrival", "?")))
     body = (
         f'<h2 id="capacity">Capacity at {html.escape(slo_text)}</h2>'
-        f'<p class="sub">Open-model probes ({arrival} arrivals) at fixed request rates per batch size: step up, '
-        "then bisect, for the highest rate whose latency percentile (from intended send times, warm-up excluded) "
-        "meets the SLO with no errors and the load generator on schedule. Replicas: target / (max images/s x "
-        "(1 - headroom)), rounded up. In the summary further down, probes past the knee read "
-        '"server saturated": each simulated user waits for its reply, so once the server queues, sends fall '
-        "behind and the achieved rate stays below the offered one while the client's CPU is low; the search "
-        "reads that as the server's limit. Cells are listed by batch size, encoding, then offered rate.</p>"
+        f'<p class="sub">Per batch size, a short closed run finds the throughput ceiling (kind "calibration"), '
+        f"then open-model probes ({arrival} arrivals) at fixed request rates bracket and bisect for the highest "
+        "rate whose latency percentile (from intended send times, warm-up excluded, successful requests) meets "
+        "the SLO with no errors and the sends due answered. Limited by: slo, errors, server-saturation (sends "
+        "due left unanswered), generator (the load generator fell behind: a lower bound, not the server's "
+        "capacity), max-rate, max-probes. Replicas: target / (max images/s x (1 - headroom)), rounded up. In the "
+        'summary further down, probes past the knee read "server saturated": their users still waited on '
+        "replies when their slots came. Cells are listed by batch size, encoding, then offered rate.</p>"
         + _answer(capacity, run, slo_text, pct_label)
         + _table(capacity, CAPACITY_DISPLAY, "capacity-table")
         + img

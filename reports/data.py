@@ -1,9 +1,12 @@
 """Load a run for reporting: raw records, the per-cell summary, and each cell's trust verdict.
 
-Percentiles always come from the raw per-request rows (``bench.store.records.summarize``), never from
-Locust's rounded buckets. The sweep's per-cell facts in meta.json (client CPU share, late sends,
-warm-up count, Locust's own request count, server-side Prometheus deltas) are joined onto the
-summary here, so the report and ``summary.csv`` show the same trust columns.
+Percentiles always come from the raw per-request rows (``bench.store.summary.summarize``: successful
+requests, each percentile with its 95 % interval), never from Locust's rounded buckets. The sweep's
+per-cell facts in meta.json (the generator's busiest process's CPU and event-loop lag, the CPU
+monitor's flag, sends never answered, warm-up count, Locust's own request count, stability,
+server-side Prometheus deltas) are joined onto the summary here, so the report and ``summary.csv``
+show the same trust columns. The verdict (:func:`add_trust`) rests on the per-request lag causes
+of the rows (bench.store.lateness): whose fault a late send was is decided where it was sent.
 """
 
 from __future__ import annotations
@@ -17,33 +20,37 @@ import numpy as np
 import pandas as pd
 
 from bench.errors import ResultsError
-from bench.store.lateness import LATE_SHARE_LIMIT
+from bench.store.lateness import LATE_SHARE_LIMIT, late_tolerance_ms
 from bench.store.record_parts import cell_record_files
 from bench.store.records import read_records
 from bench.store.runs import Run, load_run
-from bench.store.summary import summarize
+from bench.store.summary import failed_mask, summarize
 
-# A Locust process (one gevent loop) above this CPU share is the bottleneck itself: its
-# latencies include its own queueing, so the cell measures the client, not the server.
+# A Locust process (one gevent loop) above this CPU share of one core is the bottleneck itself:
+# its latencies include its own queueing, so the cell measures the client, not the server.
 SATURATED_CPU_PCT = 90.0
-# Open model: more than LATE_SHARE_LIMIT of sends later than scheduled means the generator fell behind.
-# Below this many successful samples a p99 is one or two requests: shown, but flagged.
-MIN_SAMPLES_P99 = 100
-# Late sends with the client this far below a core per process and the achieved rate this far
-# below the offered one: the users were all waiting on replies, i.e. the server was past its
-# capacity (what capacity probes do on purpose), not the load generator out of CPU.
-LOW_CLIENT_CPU_PCT = 50.0
+# An event loop that woke its 10 ms timer this late (p99) was queueing ready work: in a closed run,
+# where no schedule says whether sends were late, that is the generator measuring itself.
+LOOP_LAG_LIMIT_MS = 10.0
+# The server did not answer this share of the sends due (open model): it was behind.
 SERVER_BEHIND_SHARE = 0.95
 # ``tfsbench capacity`` names each probe's cell ``b16-row-orjson@42.5rps`` (``#n`` on a repeat).
 _PROBE_RATE = re.compile(r"@([0-9]+(?:\.[0-9]*)?(?:e[-+]?[0-9]+)?)rps")
 
-# Trust and server-side columns written after the contract's summary columns.
+# Trust and server-side columns written after the summary's own.
 TRUST_COLUMNS = (
     "client_cpu_pct",
+    "client_cpu_pct_max",
+    "loop_lag_ms_p99",
     "late_sends",
+    "late_busy",
+    "late_idle",
+    "unanswered",
     "warmup_excluded",
     "locust_requests",
     "cell_status",
+    "stable",
+    "windows",
     "saturated",
     "server_saturated",
     "trust",
@@ -129,10 +136,15 @@ def _cell_facts(run: Run) -> pd.DataFrame:
             {
                 "cell": c.get("cell"),
                 "client_cpu_pct": c.get("client_cpu_pct"),
-                "late_sends": c.get("late_sends"),
+                "client_cpu_pct_max": c.get("client_cpu_pct_max"),
+                "loop_lag_ms_p99": c.get("loop_lag_ms_p99"),
+                "unanswered": c.get("unanswered"),
                 "warmup_excluded": c.get("warmup_excluded"),
                 "locust_requests": c.get("locust_requests"),
                 "cell_status": c.get("status"),
+                "stable": c.get("stable"),
+                "windows": c.get("windows"),
+                "monitor_saturated": c.get("saturated"),
                 "processes": c.get("processes") or 1,
                 "server_requests": server.get("requests"),
                 "server_latency_mean_ms": server.get("latency_mean_ms"),
@@ -145,87 +157,151 @@ def _cell_facts(run: Run) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+def _number(row: pd.Series, key: str) -> float | None:
+    value = row.get(key)
+    if value is None or value is pd.NA or (isinstance(value, float) and np.isnan(value)):
+        return None
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        return None
+
+
+def _pct(count: float, total: float) -> str:
+    return f"{100.0 * count / total:.0f}%" if total else "0%"
+
+
 def _verdict(row: pd.Series) -> tuple[bool, bool, str]:
-    """(client saturated, server saturated, human-readable trust note) for one summary row."""
+    """(client saturated, server saturated, human-readable trust note) for one summary row.
+
+    Open model: the per-request lag causes decide. Sends late while their user was free (the
+    generator fell behind) beyond LATE_SHARE_LIMIT make the cell client-saturated, red, whatever
+    the server did; sends late because their user still waited on a reply (or never answered)
+    make it server-saturated, yellow. The busiest process's CPU and event-loop lag and the CPU
+    monitor's flag are the evidence quoted; in a closed run (no schedule) they are the verdict.
+    """
     notes: list[str] = []
-    saturated = server_saturated = False
-    cpu = row.get("client_cpu_pct")
-    procs = max(float(row.get("processes") or 1), 1.0)
-    cpu_known = cpu is not None and not pd.isna(cpu)
-    if cpu_known and cpu / procs >= SATURATED_CPU_PCT:
-        saturated = True
-        notes.append(f"client saturated (CPU {cpu:.0f}%)")
-    late = row.get("late_sends")
-    requests = row.get("requests") or 0
-    if late is not None and not pd.isna(late) and requests and late / requests > LATE_SHARE_LIMIT:
-        offered = row.get("offered_rps")
-        achieved = row.get("rps")
-        cpu_low = cpu_known and cpu / procs < LOW_CLIENT_CPU_PCT
-        if saturated or not cpu_low:
-            saturated = True
-            notes.append(f"client fell behind ({int(late)} late sends)")
-        elif offered is not None and not pd.isna(offered) and achieved < SERVER_BEHIND_SHARE * offered:
-            # Every user was waiting on a reply: the server's rate, not the client's, was the limit.
-            server_saturated = True
-            notes.append(f"server saturated ({achieved:.4g} of {offered:.4g} req/s, client CPU {cpu:.0f}%)")
-        else:
-            saturated = True
-            # Not the client's CPU: its users were held by slow replies or the machine was busy.
-            notes.append(f"behind schedule ({int(late)} late sends, client CPU {cpu:.0f}%)")
-    ok = int(requests) - int(row.get("errors") or 0)
-    if ok < MIN_SAMPLES_P99:
-        notes.append(f"few samples ({ok}): p99 is rough")
-    if row.get("errors"):
-        notes.append(f"{int(row['errors'])} errors")
+    requests = _number(row, "requests") or 0.0
+    cpu = _number(row, "client_cpu_pct")
+    cpu_max = _number(row, "client_cpu_pct_max")
+    loop_p99 = _number(row, "loop_lag_ms_p99")
+    monitor = bool(row.get("monitor_saturated")) if not pd.isna(row.get("monitor_saturated")) else False
+    late_idle = _number(row, "late_idle") or 0.0
+    late_busy = _number(row, "late_busy") or 0.0
+    late = _number(row, "late_sends") or 0.0
+    unanswered = _number(row, "unanswered") or 0.0
+    offered = _number(row, "offered_rps")
+    limit = LATE_SHARE_LIMIT * requests
+    cpu_seen = max((v for v in (cpu, cpu_max) if v is not None), default=None)
+    cpu_hot = monitor or (cpu_seen is not None and cpu_seen >= SATURATED_CPU_PCT)
+    evidence = ", ".join(
+        part
+        for part in (
+            f"busiest generator process at {cpu_seen:.0f}% of a core" if cpu_seen is not None else "",
+            f"event-loop lag p99 {loop_p99:.0f} ms" if loop_p99 is not None and loop_p99 > 0 else "",
+        )
+        if part
+    )
+    fix = "add --processes (one per core) or load machines"
+    client = server = False
+    if late_idle > limit:
+        client = True
+        notes.append(
+            f"client saturated: {_pct(late_idle, requests)} of sends started late with their user idle, "
+            f"the load generator fell behind ({evidence or 'its CPU was not measured'}); {fix}"
+        )
+    elif offered is None and cpu_hot:
+        client = True
+        notes.append(f"client saturated: {evidence or 'CPU monitor tripped'}; {fix}")
+    elif offered is None and loop_p99 is not None and loop_p99 > LOOP_LAG_LIMIT_MS:
+        client = True
+        notes.append(f"client saturated: its event loop lagged (p99 {loop_p99:.0f} ms); {fix}")
+    elif cpu_hot:
+        notes.append(f"generator busy ({evidence}) but on schedule")
+    unknown = late - late_busy - late_idle
+    if not client and (late_busy > limit or (requests and unanswered > (1 - SERVER_BEHIND_SHARE) * requests)):
+        server = True
+        achieved = _number(row, "rps")
+        rate = f", {achieved:.4g} of {offered:.4g} req/s answered" if achieved is not None and offered else ""
+        never = f", {int(unanswered)} due sends never answered" if unanswered else ""
+        notes.append(
+            f"server saturated: {_pct(late_busy, requests)} of sends late because their user still waited on "
+            f"the previous reply{never}{rate}: the server (or network) is the limit at this load"
+        )
+    if not client and not server and unknown > limit:
+        client = True  # records from before causes were kept: who was behind is not known
+        notes.append(f"behind schedule: {int(unknown)} late sends, cause not recorded")
+    rough = str(row.get("rough") or "")
+    samples = int(_number(row, "samples") or 0)
+    if requests and not samples:
+        notes.append("no successful request: no percentile")
+    elif rough:
+        notes.append(f"{rough} rough: wide or open 95% interval ({samples} samples)")
+    errors = int(_number(row, "errors") or 0)
+    if errors:
+        notes.append(f"{errors} errors (not in the percentiles)")
+    stable = row.get("stable")
+    if isinstance(stable, bool | np.bool_) and not stable:
+        notes.append(f"not stable after {int(_number(row, 'windows') or 0)} windows")
     status = row.get("cell_status")
     if isinstance(status, str) and status not in ("done", ""):
         notes.append(f"cell {status}")
-    return saturated, server_saturated, "; ".join(notes) if notes else "ok"
+    return client, server, "; ".join(notes) if notes else "ok"
 
 
 def add_trust(summary: pd.DataFrame, run: Run) -> pd.DataFrame:
     """Join the sweep's per-cell facts onto ``summary`` and set ``saturated`` and ``trust``.
 
-    The sweep measured each cell's client CPU and warm-up count (meta.json ``cells``); those
-    replace summarize()'s run-wide placeholders. ``late_sends`` stays as computed from the rows.
+    The sweep measured each cell's generator (busiest process's CPU, loop lag, the CPU monitor's
+    flag, unanswered sends) and warm-up count (meta.json ``cells``); those replace summarize()'s
+    placeholders. Late sends stay as computed from the rows.
     """
     out = summary.copy()
     facts = _cell_facts(run)
     if not facts.empty:
         facts = facts.drop_duplicates("cell", keep="last").set_index("cell")
         for col in facts.columns:
-            if col == "late_sends" and col in out:
-                continue
             values = out["cell"].map(facts[col])
             out[col] = values.where(values.notna(), out[col]) if col in out else values
-    for col in (*TRUST_COLUMNS, "processes"):
+    for col in (*TRUST_COLUMNS, "processes", "monitor_saturated"):
         if col not in out:
             out[col] = "" if col in ("cell_status", "trust") else np.nan
-    out["offered_rps"] = [offered_rps(c, run) for c in out["cell"]]
+    offered = [offered_rps(c, run) for c in out["cell"]]
+    out["offered_rps"] = offered
     verdicts = [_verdict(row) for _, row in out.iterrows()]
-    prior = out["saturated"].fillna(False).astype(bool)
-    out["saturated"] = [bool(p) or v[0] for p, v in zip(prior, verdicts, strict=True)]
+    out["saturated"] = [v[0] for v in verdicts]
     out["server_saturated"] = [v[1] for v in verdicts]
-    out["trust"] = [
-        v[2] if not p or v[0] else f"client saturated; {v[2]}" for p, v in zip(prior, verdicts, strict=True)
-    ]
-    optional = ("offered_rps", *SERVER_COLUMNS)  # only where known (open model; server metrics)
+    out["trust"] = [v[2] for v in verdicts]
+    optional = ("offered_rps", "stable", "windows", *SERVER_COLUMNS)  # only where known
     server = [c for c in optional if c in out and out[c].notna().any()]
-    first = [c for c in out.columns if c not in TRUST_COLUMNS and c not in optional and c != "processes"]
-    return out[first + list(TRUST_COLUMNS) + server + ["processes"]]
+    hidden = {"processes", "monitor_saturated"}
+    first = [c for c in out.columns if c not in TRUST_COLUMNS and c not in optional and c not in hidden]
+    trust = [c for c in TRUST_COLUMNS if c not in optional]
+    return out[first + trust + server + ["processes"]]
 
 
 def summarize_run(run: Run, records: pd.DataFrame) -> pd.DataFrame:
-    """The summary.csv frame: contract columns from the raw rows, then trust and server columns."""
+    """The summary.csv frame: contract columns from the raw rows, then trust and server columns.
+
+    Late sends are counted with the run's own lateness rule (bench.store.lateness): a capacity
+    run's SLO sets it, as it did for its probes.
+    """
     if records.empty:
         raise ResultsError(f"{run.path} has no recorded requests yet (requests.csv is empty or missing)")
-    summary = summarize(records)
+    summary = summarize(records, late_tolerance_ms=late_tolerance_ms(run_limit_ms(run)))
     if "latency_mean_ms" not in summary:
         # Means add up where percentiles do not: the client/server split needs them.
         means = ok_rows(records).groupby("cell")["latency_ms"].mean().rename("latency_mean_ms")
         summary = summary.merge(means, left_on="cell", right_index=True, how="left")
     summary = add_trust(summary, run)
     return sort_cells(summary)
+
+
+def run_limit_ms(run: Run) -> float | None:
+    """A capacity run's SLO limit (ms); None for a sweep."""
+    slo = run.meta.get("slo") or {}
+    value = slo.get("limit_ms")
+    return float(value) if isinstance(value, int | float) and is_capacity_run(run) else None
 
 
 def load_run_data(path: Path) -> RunData:
@@ -236,8 +312,7 @@ def load_run_data(path: Path) -> RunData:
 
 def ok_rows(records: pd.DataFrame) -> pd.DataFrame:
     """Successful requests: HTTP 200 and no error text."""
-    err = records["error"].fillna("").astype(str).str.len() > 0 if "error" in records else False
-    return records[(records["status"] == 200) & ~err]
+    return records[~failed_mask(records)]
 
 
 def meta_items(run: Run) -> list[tuple[str, Any]]:

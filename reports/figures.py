@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import matplotlib.pyplot as plt
 import numpy as np
@@ -90,12 +91,43 @@ def _legend(ax, saturated_any: bool) -> None:
     ax.legend(handles, labels, fontsize=8, loc="best")
 
 
+def ci_error_bars(
+    ax: Axes, x: pd.Series, value: pd.Series, low: pd.Series, high: pd.Series, color: Any, top: pd.Series
+) -> bool:
+    """95 % intervals as error bars around ``value``; an interval with no upper end (too few samples
+    for that percentile) is drawn dashed up to ``top`` (the largest sample). True if one was open."""
+    have = value.notna() & low.notna()
+    closed = have & high.notna()
+    if closed.any():
+        ax.errorbar(
+            x[closed],
+            value[closed],
+            yerr=[(value - low)[closed].clip(lower=0), (high - value)[closed].clip(lower=0)],
+            fmt="none",
+            ecolor=color,
+            elinewidth=1,
+            capsize=3,
+            alpha=0.8,
+        )
+    open_ = have & high.isna()
+    for xv, lo, hi in zip(x[open_], low[open_], top[open_], strict=True):
+        ax.plot([xv, xv], [lo, max(hi, lo)], color=color, linestyle=":", linewidth=1, alpha=0.8)
+        ax.plot([xv], [max(hi, lo)], marker="^", color=color, markersize=4, alpha=0.8)
+    return bool(open_.any())
+
+
 def fig_latency_percentiles(summary: pd.DataFrame) -> Figure:
     fig, axes = plt.subplots(1, 3, figsize=(13, 4.2), sharey=True, dpi=DPI)
     colors = encoding_colors(list(summary["encoding"].unique()))
+    any_open = False
     for ax, pct in zip(axes, ("p50", "p95", "p99"), strict=True):
         for enc, g in _per_encoding(summary):
             ax.plot(g["batch"], g[f"{pct}_ms"], marker="o", color=colors[enc], label=enc)
+            if f"{pct}_ci_low_ms" in g:
+                any_open |= ci_error_bars(
+                    ax, g["batch"], g[f"{pct}_ms"], g[f"{pct}_ci_low_ms"], g[f"{pct}_ci_high_ms"], colors[enc],
+                    g["max_ms"],
+                )  # fmt: skip
             _mark_saturated(ax, g, "batch", f"{pct}_ms")
         batch_axis(ax, list(summary["batch"]))
         ax.set_yscale("log")
@@ -103,7 +135,10 @@ def fig_latency_percentiles(summary: pd.DataFrame) -> Figure:
         ax.set_title(f"{pct} latency")
     axes[0].set_ylabel("latency (ms, log scale)")
     _legend(axes[0], bool(summary["saturated"].any()))
-    fig.suptitle("Client-side latency vs batch size")
+    if any_open:
+        axes[-1].plot([], [], marker="^", linestyle=":", color="grey", label="no upper bound (too few samples)")
+        axes[-1].legend(fontsize=8, loc="best")
+    fig.suptitle("Client-side latency vs batch size (bars: 95 % confidence interval of each percentile)")
     fig.tight_layout()
     return fig
 
@@ -358,7 +393,10 @@ FIGURES: tuple[tuple[str, str, str, FigureFn], ...] = (
     (
         "latency_percentiles_vs_batch",
         "Latency percentiles vs batch size",
-        "p50, p95 and p99 of client-side latency per request, one line per encoding.",
+        "p50, p95 and p99 of client-side latency per successful request, one line per encoding; the bars are "
+        "each percentile's 95 % confidence interval (order statistics, no assumption about the distribution). "
+        "Where they overlap, two points may not differ at all; a dotted bar has no upper end: too few samples "
+        "for that percentile.",
         lambda d: fig_latency_percentiles(d.summary),
     ),
     (
@@ -409,8 +447,8 @@ SPLIT_FIGURE = (
     "wire + HTTP, server time (outside the model run and the run itself where the server "
     "exports runtime latency), with the client's encode time (done before the request) as a thin hatched bar; "
     "and, with server-side batching on, the batch sizes the server actually ran. "
-    "The server's figures include the cell's warm-up requests, so cells with few requests can show more "
-    "server time than client time.",
+    "The server's figures count from the cell's first recorded request (warm-up excluded) to its end; "
+    "a server quantile beyond its last bucket bound is left out rather than read as that bound.",
     lambda d: fig_latency_split(d.summary),
 )
 

@@ -37,6 +37,9 @@ figcaption{color:#555;font-size:.9em}
 .meta td{text-align:left;white-space:normal;word-break:break-all}
 .scroll{overflow-x:auto}
 p.none{font-weight:600;color:#1e7e34}
+span.ci{display:block;font-size:9.5px;color:#777;line-height:1.1}
+td.rough span.ci{color:#b36b00;font-weight:600}
+.warn-text{color:#8a6d00;font-weight:600}
 """
 
 

@@ -47,8 +47,16 @@ SUMMARY_DISPLAY: tuple[tuple[str, str, str], ...] = (
 )
 DETAIL_DISPLAY: tuple[tuple[str, str, str], ...] = (
     ("cell", "cell", "s"),
-    ("client_cpu_pct", "client CPU %", ".0f"),
+    ("samples", "samples", "d"),
+    ("error_p50_ms", "errors p50 ms", ".2f"),
+    ("client_cpu_pct", "client CPU % (busiest process)", ".0f"),
+    ("loop_lag_ms_p99", "event-loop lag p99 ms", ".1f"),
     ("late_sends", "late sends", "d"),
+    ("late_busy", "late: user waited on server", "d"),
+    ("late_idle", "late: generator behind", "d"),
+    ("unanswered", "due, never answered", "d"),
+    ("stable", "stable", "s"),
+    ("windows", "windows", "d"),
     ("warmup_excluded", "warm-up excl.", "d"),
     ("latency_mean_ms", "client mean ms", ".2f"),
     ("server_latency_mean_ms", "server mean ms", ".2f"),
@@ -56,6 +64,10 @@ DETAIL_DISPLAY: tuple[tuple[str, str, str], ...] = (
     ("server_latency_p99_ms", "server p99 ms", ".2f"),
     ("server_batch_size_mean", "server batch", ".1f"),
 )
+
+
+# Percentile columns shown with their 95 % interval underneath.
+CI_DISPLAYED = frozenset({"p50_ms", "p95_ms", "p99_ms"})
 
 
 @dataclass(frozen=True)
@@ -68,6 +80,17 @@ class ReportResult:
     incomplete: bool
 
 
+def _interval_html(r: pd.Series, col: str, spec: str) -> tuple[str, bool]:
+    """The 95 % interval under a percentile (``p99_ms`` -> its ``p99_ci_*``), and whether it is rough."""
+    low, high = r.get(f"{col[:-3]}_ci_low_ms"), r.get(f"{col[:-3]}_ci_high_ms")
+    if pd.isna(r.get(col)) or (low is None and high is None):
+        return "", False
+    rough = col[:-3] in str(r.get("rough") or "").split(",")
+    text = f"{fmt(low, spec) if not pd.isna(low) else '?'}–{fmt(high, spec) if not pd.isna(high) else '?'}"
+    title = "95% confidence interval" + (" (rough: open or wider than half the value)" if rough else "")
+    return f'<span class="ci" title="{title}">{html.escape(text)}{" rough" if rough else ""}</span>', rough
+
+
 def summary_table_html(
     summary: pd.DataFrame, display: tuple[tuple[str, str, str], ...] = SUMMARY_DISPLAY, table_id: str = "summary"
 ) -> str:
@@ -78,6 +101,11 @@ def summary_table_html(
         cells = []
         for col, _, spec in cols:
             cls = "l" if spec == "s" else ""
+            if col in CI_DISPLAYED:
+                interval, rough = _interval_html(r, col, spec)
+                cls += " rough" if rough else ""
+                cells.append(f'<td class="{cls.strip()}">{html.escape(fmt(r[col], spec))}{interval}</td>')
+                continue
             if col == "trust":
                 cls += (
                     " trust trust-bad"
@@ -138,10 +166,11 @@ def banners_html(data: RunData) -> str:
     sat = data.summary[data.summary["saturated"].astype(bool)]
     if not sat.empty:
         out.append(
-            f'<div class="banner warn" id="saturated">{len(sat)} cell(s) had a saturated client (load generator '
-            f"CPU ≥ {SATURATED_CPU_PCT:.0f}% or sends behind schedule): "
+            f'<div class="banner warn" id="saturated">{len(sat)} cell(s) had a saturated client (the load '
+            "generator fell behind its schedule, or a process at "
+            f"{SATURATED_CPU_PCT:.0f}% of a core in a closed run): "
             f"{html.escape(', '.join(sat['cell'].astype(str)))}. Their numbers measure the client, not the "
-            "server.</div>"
+            "server: add --processes (one per core) or load machines.</div>"
         )
     if "server_saturated" in data.summary:
         srv = data.summary[data.summary["server_saturated"].fillna(False).astype(bool)]
@@ -153,8 +182,9 @@ def banners_html(data: RunData) -> str:
             )
             out.append(
                 f'<div class="banner warn" id="server-saturated">{len(srv)} cell(s) offered more than the server '
-                "answered (achieved rate below the offered one, sends late because every user waited on a reply, "
-                f"client CPU low): {html.escape(', '.join(srv['cell'].astype(str)))}; {why}.</div>"
+                "answered in time (sends late because their users still waited on replies, or due sends never "
+                f"answered, with the load generator on schedule): {html.escape(', '.join(srv['cell'].astype(str)))}; "
+                f"{why}.</div>"
             )
     return "\n".join(out)
 
@@ -187,13 +217,18 @@ def render_html(data: RunData, figures: list[tuple[str, str, str, bytes | None]]
 {banners_html(data)}
 {extra_html}
 <h2>Summary per cell</h2>
-<p class="sub">Percentiles from every recorded request (failed ones included: a timeout is latency a user saw;
-warm-up requests excluded). Trust: client CPU share, late sends (open model), warm-up requests excluded, sample
-count. Red rows: client saturated or behind schedule, so those numbers measure the load generator; yellow
-rows: the server saturated (offered rate not achieved while the client had CPU to spare). The second table
-holds what the trust verdict is made of and, where the target exports Prometheus metrics, the server's own
-view: its columns come from the server's histograms over the whole cell (warm-up requests included, p99
-interpolated inside buckets 1.8x wide), so they can exceed the client's.</p>
+<p class="sub">Percentiles from every successful request (warm-up excluded; failed requests are counted in
+"errors" and their latency shown apart, since a fast 503 would pull a percentile down), each with its 95 %
+confidence interval underneath (order statistics: no assumption about the distribution; "?": too few samples
+to bound that side; orange "rough": open, or wider than half the value). Trust: who made late sends late
+(open model: a send late while its user was free means the load generator fell behind; one late because its
+user still waited on a reply means the server did), the generator's busiest process (CPU, event-loop lag),
+warm-up requests excluded, interval width. Red rows: client saturated, so those numbers measure the load
+generator whatever the server did; yellow rows: the server saturated (users waited on replies past their
+slots, or sends due were never answered). The second table holds what the trust verdict is made of and, where
+the target exports Prometheus metrics, the server's own view: its columns come from the server's histograms
+from the cell's first recorded request to its end (p99 interpolated inside buckets 1.8x wide), so they can
+exceed the client's.</p>
 {summary_table_html(data.summary)}
 <h3 id="summary-detail-head">Trust inputs and server view per cell</h3>
 {summary_table_html(data.summary, DETAIL_DISPLAY, "summary-detail")}

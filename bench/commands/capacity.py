@@ -26,16 +26,19 @@ def answer_lines(results: list[CapacityResult], config: CapacityConfig) -> list[
     )
     lines = [
         f"capacity per replica at {config.slo_text} ({config.arrival} arrivals){target}:",
-        f"{'batch':>5}  {'encoding':<16} {'max req/s':>9} {'images/s':>9} {pct + ' ms':>9} {'samples':>7} "
-        f"{'replicas':>8}  stopped by",
+        f"{'batch':>5}  {'encoding':<16} {'max req/s':>9} {'images/s':>9} {pct + ' ms':>9} {'95% interval':>15} "
+        f"{'samples':>7} {'replicas':>8}  limited by",
     ]
     for r in results:
         replicas = r.replicas(config.target_images_per_s, config.headroom)
         latency = "–" if math.isnan(r.latency_ms_at_max) else f"{r.latency_ms_at_max:.1f}"
         lines.append(
             f"{r.batch:>5}  {r.encoding:<16} {r.max_rps:>9.1f} {r.max_images_per_s:>9.1f} {latency:>9} "
-            f"{r.samples:>7} {'–' if replicas is None else replicas:>8}  {r.stopped_by}"
+            f"{interval_text(r.latency_ci_low_ms, r.latency_ci_high_ms, r.met_slo):>15} "
+            f"{r.samples:>7} {'–' if replicas is None else replicas:>8}  {r.limited_by}"
         )
+    for r in results:
+        lines += _caveats(r, config)
     for r in results:
         if not r.met_slo:
             measured = [p for p in r.probes if p.requests]
@@ -50,9 +53,11 @@ def answer_lines(results: list[CapacityResult], config: CapacityConfig) -> list[
     met = [r for r in results if r.met_slo]
     if met:
         best = max(met, key=lambda r: r.max_images_per_s)
+        at_least = "at least " if best.limited_by in ("generator", "max-rate", "max-probes") else ""
         line = (
-            f"best: batch {best.batch} {best.encoding}, {best.max_images_per_s:.1f} images/s per replica "
-            f"({best.max_rps:.1f} req/s) at {pct} {best.latency_ms_at_max:.1f} ms"
+            f"best: batch {best.batch} {best.encoding}, {at_least}{best.max_images_per_s:.1f} images/s per replica "
+            f"({best.max_rps:.1f} req/s) at {pct} {best.latency_ms_at_max:.1f} ms "
+            f"(95% interval {interval_text(best.latency_ci_low_ms, best.latency_ci_high_ms)})"
         )
         replicas = best.replicas(config.target_images_per_s, config.headroom)
         if replicas is not None:
@@ -61,6 +66,38 @@ def answer_lines(results: list[CapacityResult], config: CapacityConfig) -> list[
                 f"replica{'s' if replicas != 1 else ''}"
             )
         lines.append(line)
+    return lines
+
+
+def interval_text(low: float, high: float, shown: bool = True) -> str:
+    """``41.2–58.0`` for a 95 % interval; an end too few samples can bound is ``?``."""
+    if not shown:
+        return "–"
+    return f"{'?' if math.isnan(low) else f'{low:.1f}'}–{'?' if math.isnan(high) else f'{high:.1f}'}"
+
+
+def _caveats(r: CapacityResult, config: CapacityConfig) -> list[str]:
+    """What a reader must know about one answer: a lower bound only, a bracket wider than asked."""
+    name = f"b{r.batch} {r.encoding}"
+    lines = []
+    if r.limited_by == "generator":
+        above = f" at {r.fail_rps:.4g} req/s" if r.fail_rps else ""
+        lines.append(
+            f"{name}: the load generator could not keep up{above}: {r.max_rps:.4g} req/s is a lower bound, not the "
+            "server's capacity; add --processes (one per core) or load machines"
+        )
+    elif r.limited_by == "max-rate":
+        lines.append(f"{name}: --max-rate {config.max_rps:g} req/s passed: the capacity is at least that")
+    elif r.limited_by == "max-probes":
+        lines.append(
+            f"{name}: every probe passed before --max-probes {config.max_probes} ran out: {r.max_rps:.4g} req/s is "
+            "a lower bound; raise --max-probes or --growth"
+        )
+    if not r.tolerance_met and r.gap is not None:
+        lines.append(
+            f"{name}: warning: stopped with the answer between {r.max_rps:.4g} and {r.fail_rps:.4g} req/s "
+            f"({r.gap:.0%} apart, --tolerance {config.tolerance:.0%}): raise --max-probes or --tolerance"
+        )
     return lines
 
 
@@ -85,6 +122,11 @@ def config_from_args(args: argparse.Namespace) -> CapacityConfig:
         min_measure_s=args.min_measure_time,
         warmup_s=args.warmup_time,
         max_users=args.max_users,
+        processes=args.processes,
+        calibration_s=args.calibration_time,
+        calibration_users=args.calibration_users,
+        stability_pct=args.stability,
+        stability_window_s=args.stability_window,
         model_name=args.model_name,
         model_version=args.model_version,
         signature_name=args.signature_name or "",

@@ -1,15 +1,21 @@
-"""Running ``tfsbench capacity``: bounded Locust probes against a target, and the run directory.
+"""Running ``tfsbench capacity``: a calibration, bounded Locust probes against a target, and the run directory.
 
-Each probe is one sweep cell (bench.commands.cells.run_cell) at a fixed open-model rate; its rows are
-judged from the raw records (:func:`probe_result`), appended to requests.csv, and the search
-(bench.commands.capacity_search.search_capacity) picks the next rate. After every probe the run directory is
-rewritten whole (probes.csv, capacity.csv, meta.json), so an interrupted search keeps
-everything it measured::
+Per (batch, encoding) cell: first a short closed-model run (``--calibration-time``, default 3 s,
+``--calibration-users`` users) measures the throughput ceiling the target reaches with the
+generator at hand; the search (bench.commands.capacity_search.search_capacity) starts there, so it
+brackets the answer in a few probes. Each probe is one sweep cell (bench.commands.cells.run_cell)
+at a fixed open-model rate, with ``--processes`` Locust processes; its rows are judged from the
+raw records and the load side-car (:func:`probe_result`), appended to requests.csv, and the
+search picks the next rate. After every probe the run directory is rewritten whole
+(probes.csv, capacity.csv, meta.json), so an interrupted search keeps everything it measured::
 
-    runs/<id>/capacity.csv   batch, encoding, max_rps, max_images_per_s, latency_ms_at_max, samples, replicas
-    runs/<id>/probes.csv     every probe: target and achieved rate, users, samples, errors, late sends,
-                             percentile, p50, verdict and reason
-    runs/<id>/requests.csv   every request; cell ``b16-row-orjson@42.5rps``
+    runs/<id>/capacity.csv   batch, encoding, max_rps, max_images_per_s, latency_ms_at_max, samples, replicas,
+                             then latency_ci_low_ms/_high_ms (95 % interval of latency_ms_at_max), limited_by,
+                             tolerance_met, fail_rps (the failing rate above the answer), probes, ceiling_rps
+    runs/<id>/probes.csv     the calibration and every probe: target and achieved rate, sends due and the share
+                             answered, users, samples, errors, late sends by cause, percentile with its interval,
+                             p50, verdict and reason, the generator's CPU and loop lag
+    runs/<id>/requests.csv   every request; cell ``b16-row-orjson@42.5rps`` (``@closed-8u``: the calibration)
     runs/<id>/meta.json      command capacity, config, SLO, target, probes, results
 """
 
@@ -39,15 +45,25 @@ from bench.commands.cells import validate as validate_sweep
 from bench.commands.sweep import describe_target
 from bench.errors import ConfigError, ResultsError, ServerError
 from bench.store import provenance, runs
-from bench.store.lateness import LATE_SHARE_LIMIT, LATE_TOLERANCE_MS
+from bench.store.lateness import late_tolerance_ms, lateness
+from bench.store.load_stats import LoadStats, read_load_stats
+from bench.store.percentiles import percentile_ci
 from bench.store.record_parts import cell_record_files
 from bench.store.records import read_records
+from bench.store.summary import failed_mask
 from reports.data import load_run_data
 
 MIN_USERS = 4
-# Users per (rate x SLO): a user sends one request at a time, so a reply slower than twice the SLO
-# makes its next send late; such a probe fails anyway.
-USERS_PER_SLO = 2.0
+# Requests per probe by default. 400: the fewest that bound a p99 from above at 95 %. Poisson
+# arrivals queue in bursts, and a p99 from a few seconds of them wanders: in seeded M/D/1 searches
+# at a p99 SLO, 400-request probes land within 10 % of the analytic capacity in 50-70 % of searches
+# (median +5 %), 1000-request probes in about 90 % (tests/commands/test_capacity_search.py).
+MIN_SAMPLES = {"constant": 400, "poisson": 1000}
+# Users per (rate x SLO): a user sends one request at a time, so a reply slower than the gap to its
+# next slot makes that send late. Constant slots are users/rate apart: twice the SLO is enough (a
+# reply that slow fails the probe anyway). Poisson gaps are exponential, often far shorter than the
+# mean, so more users keep the stream Poisson instead of held behind its own users.
+USERS_PER_SLO = {"constant": 2.0, "poisson": 6.0}
 
 
 @dataclass(frozen=True)
@@ -67,11 +83,16 @@ class CapacityConfig:
     tolerance: float = DEFAULT_TOLERANCE
     max_probes: int = 12
     max_rps: float = 5000.0
-    min_samples: int = 300
+    min_samples: int | None = None  # None: MIN_SAMPLES[arrival]
     max_probe_s: float = 20.0
     min_measure_s: float = 3.0
     warmup_s: float = 1.0
     max_users: int = 256
+    processes: int = 1
+    calibration_s: float = 3.0  # 0: no calibration, step up from start_rps
+    calibration_users: int = 8
+    stability_pct: float | None = None
+    stability_window_s: float = 2.0
     late_tolerance_ms: float | None = None  # None: max(10 ms, limit_ms / 4)
     model_name: str = "classifier"
     model_version: int | None = None
@@ -89,19 +110,24 @@ class CapacityConfig:
 
     @property
     def late_ms(self) -> float:
-        """How late a send may start before it counts as late."""
+        """How late a send may start before it counts as late (bench.store.lateness)."""
         if self.late_tolerance_ms is not None:
             return self.late_tolerance_ms
-        return max(LATE_TOLERANCE_MS, self.limit_ms / 4.0)
+        return late_tolerance_ms(self.limit_ms)
 
     def users_for(self, rate_rps: float) -> int:
         """Enough users that rate x latency at the SLO never runs out of them (bounded)."""
-        wanted = math.ceil(rate_rps * self.limit_ms / 1000.0 * USERS_PER_SLO)
-        return int(min(max(wanted, MIN_USERS), self.max_users))
+        wanted = math.ceil(rate_rps * self.limit_ms / 1000.0 * USERS_PER_SLO.get(self.arrival, 2.0))
+        return int(min(max(wanted, MIN_USERS, self.processes), self.max_users))
+
+    @property
+    def samples(self) -> int:
+        """Requests a probe measures (``--min-samples``, or the arrival model's default)."""
+        return self.min_samples if self.min_samples is not None else MIN_SAMPLES.get(self.arrival, 400)
 
     def probe_requests(self, rate_rps: float) -> int:
         """Rows after which a probe stops: the warm-up's share, then ``min_samples`` and ``min_measure_s``."""
-        measured = max(self.min_samples, math.ceil(rate_rps * self.min_measure_s))
+        measured = max(self.samples, math.ceil(rate_rps * self.min_measure_s))
         return measured + math.ceil(rate_rps * self.warmup_s)
 
 
@@ -112,40 +138,93 @@ def probe_result(
     warmup_s: float,
     late_tolerance_ms: float,
     duration_s: float,
+    load: LoadStats | None = None,
+    cell: str = "",
 ) -> tuple[ProbeResult, int]:
-    """One probe's verdict inputs from its raw records; also returns the warm-up rows left out.
+    """One probe's verdict inputs from its raw records and side-car; also returns the warm-up rows left out.
 
-    Rows whose intended send falls in the first ``warmup_s`` (users still spawning, caches
-    cold) are left out. The latency percentile (numpy, linear) counts from the intended send
-    time over every remaining row, failed ones included. The achieved rate is those rows over
-    the time from the window's start to the last reply, so a server that falls behind (replies
-    trailing after the schedule ends, or requests never answered) shows a rate below the target.
+    The measured window runs, in intended send time, from ``warmup_s`` after the first send
+    (users still spawning, caches cold) to the moment the run began to stop (``load``'s
+    ``stopping_unix_s``; the last intended send without one), less the lateness tolerance:
+    a send due just before the stop may be in its user's last sleep. The sends *due* in the
+    window are the rows intended in it (answered, failed ones included) plus the side-car's
+    unanswered sends of ``cell`` intended in it (their user was behind, or was stopped
+    mid-request): an exact count of the schedule, Poisson or constant, so a server that
+    falls behind shows as unanswered sends, and a slow last reply does not. The latency
+    percentile (numpy, linear) and its 95 % interval come from the successful rows of the
+    window, counted from the intended send; late sends are split by cause.
     """
+    empty = ProbeResult(rate_rps, 0, 0, 0, 0.0, math.nan, math.nan, duration_s)
     if frame is None or len(frame) == 0:
-        return ProbeResult(rate_rps, 0, 0, 0, 0.0, math.nan, math.nan, duration_s), 0
-    start = float(frame["t_start"].min()) + warmup_s
-    window = frame[frame["t_start"] >= start]
-    excluded = len(frame) - len(window)
+        due = round(load.unanswered(cell)) if load is not None else 0
+        return ProbeResult(rate_rps, 0, 0, 0, 0.0, math.nan, math.nan, duration_s, due=due), 0
+    intended = frame["t_start"].to_numpy(dtype=float)
+    start = float(intended.min()) + warmup_s
+    stop = load.stopping_unix_s if load is not None and load.stopping_unix_s > 0 else float(intended.max())
+    end = max(start, stop - late_tolerance_ms / 1000.0)
+    excluded = int((intended < start).sum())
+    window = frame[(intended >= start) & (intended < end)]
     if window.empty:
-        return ProbeResult(rate_rps, 0, 0, 0, 0.0, math.nan, math.nan, duration_s), excluded
-    latencies = window["latency_ms"].to_numpy(dtype=float)
-    ends = window["t_start"].to_numpy(dtype=float) + latencies / 1000.0
-    span = float(ends.max()) - start
-    failed = (window["status"] != 200) | (window["error"].astype(str) != "")
-    lag = window["send_lag_ms"].to_numpy(dtype=float) if "send_lag_ms" in window else np.zeros(len(window))
-    pct, p50 = np.percentile(latencies, [percentile, 50])
+        return empty, excluded
+    failed = failed_mask(window).to_numpy()
+    ok_latencies = window["latency_ms"].to_numpy(dtype=float)[~failed]
+    ci = percentile_ci(ok_latencies, percentile)
+    p50 = float(np.percentile(ok_latencies, 50)) if ok_latencies.size else math.nan
+    late = lateness(window, late_tolerance_ms)
+    unanswered = load.unanswered_between(cell, start, end) if load is not None else 0.0
     result = ProbeResult(
         rate_rps=rate_rps,
         requests=len(window),
         errors=int(failed.sum()),
-        late_sends=int((lag > late_tolerance_ms).sum()),
-        achieved_rps=len(window) / span if span > 0 else 0.0,
-        latency_pct_ms=float(pct),
-        p50_ms=float(p50),
+        late_sends=late.late,
+        achieved_rps=len(window) / (end - start) if end > start else 0.0,
+        latency_pct_ms=ci.value,
+        p50_ms=p50,
         duration_s=duration_s,
-        late_allowed=int(len(window) * LATE_SHARE_LIMIT),
+        late_allowed=late.allowed,
+        due=len(window) + round(unanswered),
+        late_busy=late.late_busy,
+        late_idle=late.late_idle,
+        client_saturated=bool(load.saturated) if load is not None else False,
+        latency_ci_low_ms=ci.low,
+        latency_ci_high_ms=ci.high,
     )
     return result, excluded
+
+
+@dataclass(frozen=True)
+class Calibration:
+    """A closed run's numbers after its warm-up: the throughput ceiling the search starts from."""
+
+    requests: int
+    errors: int
+    ceiling_rps: float | None  # successful requests over the time they took; None without any
+    latency_pct_ms: float
+    latency_ci_low_ms: float
+    latency_ci_high_ms: float
+    p50_ms: float
+
+
+def calibration_result(frame: pd.DataFrame | None, warmup_s: float, percentile: float) -> Calibration:
+    """The closed run's throughput ceiling and latency, from the rows after its first ``warmup_s``."""
+    if frame is None or frame.empty:
+        return Calibration(0, 0, None, math.nan, math.nan, math.nan, math.nan)
+    start = float(frame["t_start"].min()) + warmup_s
+    window = frame[frame["t_start"] >= start]
+    failed = failed_mask(window).to_numpy()
+    ok = window[~failed]
+    latencies = ok["latency_ms"].to_numpy(dtype=float)
+    ci = percentile_ci(latencies, percentile)
+    span = float((ok["t_start"] + ok["latency_ms"] / 1000.0).max()) - start if len(ok) else 0.0
+    return Calibration(
+        requests=len(window),
+        errors=int(failed.sum()),
+        ceiling_rps=len(ok) / span if span > 0 else None,
+        latency_pct_ms=ci.value,
+        latency_ci_low_ms=ci.low,
+        latency_ci_high_ms=ci.high,
+        p50_ms=float(np.percentile(latencies, 50)) if latencies.size else math.nan,
+    )
 
 
 # --- the command: every (batch, encoding) cell searched, results in a run directory ---------------
@@ -159,28 +238,49 @@ CAPACITY_COLUMNS = (
     "samples",
     "replicas",
 )
+CAPACITY_EXTRA_COLUMNS = (
+    "latency_ci_low_ms",
+    "latency_ci_high_ms",
+    "limited_by",
+    "tolerance_met",
+    "fail_rps",
+    "probes",
+    "ceiling_rps",
+)
 PROBE_COLUMNS = (
     "batch",
     "encoding",
     "cell",
+    "kind",
     "probe",
     "rate_rps",
     "users",
+    "processes",
     "duration_s",
+    "due",
     "requests",
+    "answered_share",
     "errors",
     "late_sends",
+    "late_busy",
+    "late_idle",
     "late_allowed",
     "achieved_rps",
     "achieved_images_per_s",
     "latency_pct_ms",
+    "latency_ci_low_ms",
+    "latency_ci_high_ms",
     "p50_ms",
     "passed",
     "reason",
     "warmup_excluded",
     "client_cpu_pct",
+    "loop_lag_ms_p99",
     "client_saturated",
+    "stable",
+    "windows",
 )
+CALIBRATION = "calibration"
 
 
 def probe_cell_name(batch: int, encoding: str, rate_rps: float) -> str:
@@ -188,21 +288,39 @@ def probe_cell_name(batch: int, encoding: str, rate_rps: float) -> str:
     return f"b{batch}-{encoding}@{rate_rps:.4g}rps"
 
 
+def calibration_cell_name(batch: int, encoding: str, users: int) -> str:
+    """The requests.csv ``cell`` label of a calibration run: ``b16-row-orjson@closed-8u`` (no offered rate)."""
+    return f"b{batch}-{encoding}@closed-{users}u"
+
+
 def _sweep_config(config: CapacityConfig, batch: int, encoding: str, rate_rps: float | None) -> SweepConfig:
+    """A probe at ``rate_rps``; ``None``: the closed-model calibration run."""
+    common: dict[str, Any] = {
+        "host": config.host,
+        "batch_sizes": (batch,),
+        "encodings": (encoding,),
+        "processes": config.processes,
+        "model_name": config.model_name,
+        "model_version": config.model_version,
+        "signature_name": config.signature_name,
+        "images": config.images,
+        "pool_size": config.pool_size,
+    }
+    if rate_rps is None:
+        users = max(config.calibration_users, config.processes)
+        return SweepConfig(users=users, duration_s=config.warmup_s + config.calibration_s, **common)
+    stable = config.stability_pct is not None
     return SweepConfig(
-        host=config.host,
-        batch_sizes=(batch,),
-        encodings=(encoding,),
-        users=config.users_for(rate_rps or config.start_rps),
+        users=config.users_for(rate_rps),
         arrival=config.arrival,
-        rate_per_s=rate_rps or config.start_rps,
+        rate_per_s=rate_rps,
         duration_s=config.max_probe_s,
-        requests=config.probe_requests(rate_rps or config.start_rps),
-        model_name=config.model_name,
-        model_version=config.model_version,
-        signature_name=config.signature_name,
-        images=config.images,
-        pool_size=config.pool_size,
+        # With --stability a probe measures until its windows agree (or its time cap), not to a count.
+        requests=None if stable else config.probe_requests(rate_rps),
+        stability_pct=config.stability_pct,
+        stability_window_s=config.stability_window_s,
+        stability_skip_s=config.warmup_s,
+        **common,
     )
 
 
@@ -217,6 +335,81 @@ class CapacityRun:
         self.probe_rows: list[dict[str, Any]] = []
         self.results: list[CapacityResult] = []
 
+    def _run(self, sweep_config: SweepConfig, cell: CellResult) -> tuple[pd.DataFrame | None, LoadStats | None]:
+        """Run one Locust cell, merge its rows into requests.csv; its rows and side-car."""
+        cell_dir = self.run_dir / runs.CELLS_DIR / cell.cell
+        self.cells.append(cell)
+        try:
+            run_cell(sweep_config, cell, cell_dir, self.log_file)
+        finally:
+            files = cell_record_files(cell_dir)
+            frame = read_records(files) if files else None
+            merge_cell(self.run_dir, cell, cell_dir)
+        try:
+            load = read_load_stats(cell_dir / "records.csv")
+        except ResultsError:
+            load = None
+        if cell.status != "done":
+            self.save()
+            raise ServerError(f"probe {cell.cell} {cell.status}: {cell.error or 'see locust.log'}")
+        return frame, load
+
+    def calibrate(self, batch: int, encoding: str) -> float | None:
+        """A short closed run: the throughput ceiling (req/s) the target reaches with this generator."""
+        config = self.config
+        if config.calibration_s <= 0:
+            return None
+        sweep_config = _sweep_config(config, batch, encoding, None)
+        cell = CellResult(calibration_cell_name(batch, encoding, sweep_config.users), batch, encoding)
+        frame, _ = self._run(sweep_config, cell)
+        calibration = calibration_result(frame, config.warmup_s, config.percentile)
+        ceiling = calibration.ceiling_rps
+        self.probe_rows.append(
+            {
+                **self._row_base(batch, encoding, cell, sweep_config, CALIBRATION),
+                "rate_rps": math.nan,
+                "requests": calibration.requests,
+                "errors": calibration.errors,
+                "achieved_rps": ceiling,
+                "achieved_images_per_s": ceiling * batch if ceiling else None,
+                "latency_pct_ms": calibration.latency_pct_ms,
+                "latency_ci_low_ms": calibration.latency_ci_low_ms,
+                "latency_ci_high_ms": calibration.latency_ci_high_ms,
+                "p50_ms": calibration.p50_ms,
+            }
+        )
+        self.save()
+        saturated = " [client CPU saturated: the ceiling is the generator's]" if cell.saturated else ""
+        text = f"{ceiling:.1f} req/s" if ceiling else "no successful request"
+        print(
+            f"capacity {cell.cell}: calibration, {sweep_config.users} users closed x {cell.wall_s or 0:.0f} s "
+            f"-> ceiling {text}{saturated}",
+            file=sys.stderr,
+            flush=True,
+        )
+        return ceiling
+
+    def _row_base(
+        self, batch: int, encoding: str, cell: CellResult, sweep_config: SweepConfig, kind: str
+    ) -> dict[str, Any]:
+        same = [r for r in self.probe_rows if r["batch"] == batch and r["encoding"] == encoding and r["kind"] == kind]
+        return {
+            "batch": batch,
+            "encoding": encoding,
+            "cell": cell.cell,
+            "kind": kind,
+            "probe": len(same) + 1,
+            "users": sweep_config.users,
+            "processes": sweep_config.processes,
+            "duration_s": cell.wall_s,
+            "warmup_excluded": None,
+            "client_cpu_pct": cell.client_cpu_pct,
+            "loop_lag_ms_p99": cell.loop_lag_ms_p99,
+            "client_saturated": bool(cell.saturated),
+            "stable": cell.stable,
+            "windows": cell.windows,
+        }
+
     def probe(self, batch: int, encoding: str, rate_rps: float) -> ProbeResult:
         """Run one bounded fixed-rate Locust probe, merge its rows into requests.csv, judge it."""
         config = self.config
@@ -225,59 +418,49 @@ class CapacityRun:
             label += f"#{len(self.cells) + 1}"
         sweep_config = _sweep_config(config, batch, encoding, rate_rps)
         cell = CellResult(label, batch, encoding)
-        cell_dir = self.run_dir / runs.CELLS_DIR / label
-        self.cells.append(cell)
-        try:
-            run_cell(sweep_config, cell, cell_dir, self.log_file)
-        finally:
-            files = cell_record_files(cell_dir)
-            frame = read_records(files) if files else None
-            merge_cell(self.run_dir, cell, cell_dir)
+        frame, load = self._run(sweep_config, cell)
         result, excluded = probe_result(
-            frame, rate_rps, config.percentile, config.warmup_s, config.late_ms, cell.wall_s or 0.0
+            frame, rate_rps, config.percentile, config.warmup_s, config.late_ms, cell.wall_s or 0.0, load, label
         )
         self.probe_rows.append(
             {
-                "batch": batch,
-                "encoding": encoding,
-                "cell": label,
-                "probe": sum(1 for r in self.probe_rows if r["batch"] == batch and r["encoding"] == encoding) + 1,
+                **self._row_base(batch, encoding, cell, sweep_config, "probe"),
                 "rate_rps": rate_rps,
-                "users": sweep_config.users,
-                "duration_s": cell.wall_s,
+                "due": result.due,
                 "requests": result.requests,
+                "answered_share": result.answered_share,
                 "errors": result.errors,
                 "late_sends": result.late_sends,
+                "late_busy": result.late_busy,
+                "late_idle": result.late_idle,
                 "late_allowed": result.late_allowed,
                 "achieved_rps": result.achieved_rps,
                 "achieved_images_per_s": result.achieved_rps * batch,
                 "latency_pct_ms": result.latency_pct_ms,
+                "latency_ci_low_ms": result.latency_ci_low_ms,
+                "latency_ci_high_ms": result.latency_ci_high_ms,
                 "p50_ms": result.p50_ms,
                 "passed": False,
                 "reason": "",
                 "warmup_excluded": excluded,
-                "client_cpu_pct": cell.client_cpu_pct,
-                "client_saturated": bool(cell.saturated),
             }
         )
-        if cell.status not in ("done",):
-            self.save()
-            raise ServerError(f"probe {label} {cell.status}: {cell.error or 'see locust.log'}")
         return result
 
     def on_probe(self, result: ProbeResult, ok: bool) -> None:
         row = self.probe_rows[-1]
         row["passed"] = ok
-        row["reason"] = "" if ok else failure_reason(result, self.config.limit_ms) or "no requests"
+        row["reason"] = "" if ok else failure_reason(result, self.config.limit_ms)
         self.save()
         pct = f"p{self.config.percentile:g} {result.latency_pct_ms:.1f} ms"
         verdict = "pass" if ok else f"FAIL ({row['reason']})"
         cpu = " [client CPU saturated]" if row["client_saturated"] else ""
         print(
             f"capacity {row['cell']}: {result.rate_rps:.4g} req/s x {row['duration_s'] or 0:.0f} s, "
-            f"{row['users']} users -> {pct}, achieved {result.achieved_rps:.1f} req/s, "
-            f"{result.requests} samples, {result.errors} errors, {result.late_sends} late "
-            f"({result.late_allowed} allowed): {verdict}{cpu}",
+            f"{row['users']} users -> {pct}, {result.requests} of {result.due} due answered "
+            f"({result.achieved_rps:.1f} req/s), {result.errors} errors, late {result.late_busy} waiting on "
+            f"the server + {result.late_idle} on the generator ({result.late_allowed} allowed each): "
+            f"{verdict}{cpu}",
             file=sys.stderr,
             flush=True,
         )
@@ -301,35 +484,34 @@ class CapacityRun:
 
 def capacity_frame(results: list[CapacityResult], config: CapacityConfig) -> pd.DataFrame:
     """The capacity.csv table: one row per cell; replicas empty without a target or a capacity."""
-    rows = [
-        {
-            "batch": r.batch,
-            "encoding": r.encoding,
-            "max_rps": r.max_rps,
-            "max_images_per_s": r.max_images_per_s,
-            "latency_ms_at_max": r.latency_ms_at_max,
-            "samples": r.samples,
-            "replicas": r.replicas(config.target_images_per_s, config.headroom),
-        }
-        for r in results
-    ]
-    frame = pd.DataFrame(rows, columns=list(CAPACITY_COLUMNS))
+    rows = [_result_row(r, config) for r in results]
+    frame = pd.DataFrame(rows, columns=[*CAPACITY_COLUMNS, *CAPACITY_EXTRA_COLUMNS])
     frame["replicas"] = frame["replicas"].astype("Int64")
     return frame
 
 
-def result_meta(result: CapacityResult, config: CapacityConfig) -> dict[str, Any]:
+def _result_row(result: CapacityResult, config: CapacityConfig) -> dict[str, Any]:
     return {
         "batch": result.batch,
         "encoding": result.encoding,
         "max_rps": result.max_rps,
         "max_images_per_s": result.max_images_per_s,
-        "latency_ms_at_max": None if math.isnan(result.latency_ms_at_max) else result.latency_ms_at_max,
+        "latency_ms_at_max": result.latency_ms_at_max,
         "samples": result.samples,
         "replicas": result.replicas(config.target_images_per_s, config.headroom),
-        "stopped_by": result.stopped_by,
+        "latency_ci_low_ms": result.latency_ci_low_ms,
+        "latency_ci_high_ms": result.latency_ci_high_ms,
+        "limited_by": result.limited_by,
+        "tolerance_met": result.tolerance_met,
+        "fail_rps": result.fail_rps,
         "probes": len(result.probes),
+        "ceiling_rps": result.ceiling_rps,
     }
+
+
+def result_meta(result: CapacityResult, config: CapacityConfig) -> dict[str, Any]:
+    """meta.json's ``capacity`` entry: capacity.csv's row with NaN as null."""
+    return {k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in _result_row(result, config).items()}
 
 
 def validate(config: CapacityConfig) -> None:
@@ -347,8 +529,13 @@ def validate(config: CapacityConfig) -> None:
             f"--max-probe-time {config.max_probe_s:g}s is shorter than --warmup-time {config.warmup_s:g}s "
             f"plus --min-measure-time {config.min_measure_s:g}s"
         )
+    if config.stability_pct is not None and config.max_probe_s < config.warmup_s + 3 * config.stability_window_s:
+        raise ConfigError(
+            f"--max-probe-time {config.max_probe_s:g}s has no room for three --stability-window "
+            f"{config.stability_window_s:g}s windows after --warmup-time {config.warmup_s:g}s"
+        )
     for batch in config.batch_sizes:
-        validate_sweep(_sweep_config(config, batch, config.encodings[0] if config.encodings else "", None))
+        validate_sweep(_sweep_config(config, batch, config.encodings[0] if config.encodings else "", 1.0))
 
 
 def run_capacity_config(config: CapacityConfig, out: Path) -> tuple[Path, list[CapacityResult]]:
@@ -358,7 +545,7 @@ def run_capacity_config(config: CapacityConfig, out: Path) -> tuple[Path, list[C
     and ServerError (after saving) when a probe could not run.
     """
     validate(config)
-    first = _sweep_config(config, config.batch_sizes[0], config.encodings[0], None)
+    first = _sweep_config(config, config.batch_sizes[0], config.encodings[0], 1.0)
     target = describe_target(target_client(first), first)
     run_dir = runs.new_run_dir(out)
     run = CapacityRun(config, run_dir)
@@ -369,7 +556,7 @@ def run_capacity_config(config: CapacityConfig, out: Path) -> tuple[Path, list[C
         config={
             **asdict(config),
             "load": f"open {config.arrival}, probes searched per cell",
-            "locustfile": os.path.relpath(_sweep_config(config, 1, "row-orjson", None).locustfile),
+            "locustfile": os.path.relpath(first.locustfile),
         },
         slo={"text": config.slo_text, "percentile": config.percentile, "limit_ms": config.limit_ms},
         target=target,
@@ -379,6 +566,7 @@ def run_capacity_config(config: CapacityConfig, out: Path) -> tuple[Path, list[C
     print(f"capacity: {len(cells)} cells at {config.slo_text} -> {run_dir}", file=sys.stderr, flush=True)
     try:
         for batch, encoding in cells:
+            ceiling = run.calibrate(batch, encoding)
             result = search_capacity(
                 _probe_of(run, batch, encoding),
                 config.limit_ms,
@@ -386,6 +574,7 @@ def run_capacity_config(config: CapacityConfig, out: Path) -> tuple[Path, list[C
                 encoding,
                 config.search,
                 run.on_probe,
+                ceiling_rps=ceiling,
             )
             run.results.append(result)
             run.save()

@@ -5,10 +5,13 @@
     locust -f locustfiles/predict.py --headless --host URL -u USERS -t DURATION
            --batch-sizes B --encodings E --cell bB-E --records RUN/cells/bB-E/records.csv ...
 
-:func:`run_cell` starts it, stops it early at ``--requests`` rows, when the target stops
-answering (a status poll every 2 s) or on Ctrl-C, and fills a :class:`CellResult` with Locust's own
-counts and the load generator's CPU; :func:`merge_cell` appends its rows to the run's
-requests.csv.
+:func:`run_cell` starts it, stops it early at ``--requests`` rows, once its measurement is
+stable (``--stability PCT``: bench.store.stability), when the target stops answering (a status
+poll every 2 s) or on Ctrl-C, and fills a :class:`CellResult` with Locust's own counts, the load
+generator's view of itself (its busiest process's CPU, event-loop lag, saturation flag, sends
+owed at the stop) and, where the target serves Prometheus metrics, the server's deltas from the
+first recorded request (warm-up excluded) to the end; :func:`merge_cell` appends its rows to the
+run's requests.csv.
 """
 
 from __future__ import annotations
@@ -34,9 +37,12 @@ from bench.store import runs
 from bench.store.load_stats import read_load_stats
 from bench.store.record_parts import cell_record_files, part_files
 from bench.store.records import RecordWriter, RequestRecord, read_records
+from bench.store.stability import RecordTail, is_stable, measure_windows
+from bench.target import prometheus
 from bench.target.client import TFServingClient
 
 POLL_S = 0.5
+FIRST_ROW_POLL_S = 0.05
 HEALTH_EVERY_S = 2.0
 HEALTH_FAILS_TO_STOP = 2
 STOP_GRACE_S = 20.0
@@ -65,6 +71,9 @@ class SweepConfig:
     pool_size: int | None = None
     metrics_path: str = PROMETHEUS_PATH
     server_kind: str | None = None
+    stability_pct: float | None = None  # --stability: stop once the last 3 windows agree within this %
+    stability_window_s: float = 5.0
+    stability_skip_s: float = 0.0  # left out before the first window (capacity probes' warm-up)
     locustfile: str = str(LOCUSTFILE)
 
     @property
@@ -94,10 +103,19 @@ class CellResult:
     merged: bool = False
     locust_requests: int | None = None
     locust_failures: int | None = None
+    # The generator's CPU, % of one core: its busiest process's mean over the cell (its highest
+    # 5 s window in _max), and all its processes together (_total: 200 = two cores).
     client_cpu_pct: float | None = None
     client_cpu_pct_max: float | None = None
+    client_cpu_total_pct: float | None = None
+    loop_lag_ms_p99: float | None = None  # the busiest process's event-loop lag
+    loop_lag_ms_max: float | None = None
     warmup_excluded: int | None = None
-    saturated: bool | None = None
+    saturated: bool | None = None  # the CPU monitor's flag (any process)
+    unanswered: int | None = None  # open model: sends due before the stop that got no answer
+    stopping_unix_s: float | None = None
+    stable: bool | None = None  # --stability: did the last windows agree (None: not asked)
+    windows: int | None = None  # --stability: complete measurement windows
     processes: int = 1
     server: dict[str, float] = field(default_factory=dict)
 
@@ -190,8 +208,15 @@ def _stop(proc: subprocess.Popen[bytes], sig: int = signal.SIGTERM) -> None:
         proc.wait(timeout=10)
 
 
-def run_cell(config: SweepConfig, cell: CellResult, cell_dir: Path, log_file: Path) -> None:
-    """Run one cell's Locust process to its end (or stop it early); fills ``cell`` in place."""
+def run_cell(
+    config: SweepConfig, cell: CellResult, cell_dir: Path, log_file: Path, metrics_url: str | None = None
+) -> None:
+    """Run one cell's Locust process to its end (or stop it early); fills ``cell`` in place.
+
+    With ``metrics_url`` the target's Prometheus metrics are scraped when the first request is
+    recorded (every user has finished its warm-up by then: all spawn at once and warm up side
+    by side) and again at the end, so ``cell.server`` counts the measured requests only.
+    """
     cell_dir.mkdir(parents=True, exist_ok=True)
     client = target_client(config)
     records = cell_dir / "records.csv"
@@ -203,16 +228,25 @@ def run_cell(config: SweepConfig, cell: CellResult, cell_dir: Path, log_file: Pa
     fails, next_health = 0, start + HEALTH_EVERY_S
     cpu_first: tuple[float, float] | None = None
     cpu_last: tuple[float, float] | None = None
+    before: prometheus.Samples | None = None
+    tail = RecordTail() if config.stability_pct else None
     try:
         while proc.poll() is None:
-            time.sleep(POLL_S)
+            # Poll fast until the first row (the Prometheus baseline), then every POLL_S.
+            time.sleep(POLL_S if cpu_first else FIRST_ROW_POLL_S)
             now = time.monotonic()
             cpu_s = _tree_cpu_s(proc.pid)
-            files = _records_files(records)
+            rows = {f: _count_rows(f) for f in _records_files(records)}
+            files = [f for f, n in rows.items() if n > 0]
             if cpu_s is not None and files:  # load has started: rows are arriving
+                if cpu_first is None and metrics_url:
+                    before = prometheus.scrape(metrics_url)
                 cpu_last = (now, cpu_s)
                 cpu_first = cpu_first or cpu_last
-            if config.requests and sum(_count_rows(f) for f in files) >= config.requests:
+            if config.requests and sum(rows.values()) >= config.requests:
+                _stop(proc)
+                break
+            if tail is not None and files and _stable(config, cell, tail, files):
                 _stop(proc)
                 break
             if now >= next_health:
@@ -230,9 +264,14 @@ def run_cell(config: SweepConfig, cell: CellResult, cell_dir: Path, log_file: Pa
     finally:
         cell.wall_s = round(time.monotonic() - start, 3)
         if cpu_first and cpu_last and cpu_last[0] - cpu_first[0] > 0.5:
-            cell.client_cpu_pct = round(100.0 * (cpu_last[1] - cpu_first[1]) / (cpu_last[0] - cpu_first[0]), 1)
+            cell.client_cpu_total_pct = round(100.0 * (cpu_last[1] - cpu_first[1]) / (cpu_last[0] - cpu_first[0]), 1)
         cell.locust_requests, cell.locust_failures = _locust_counts(cell_dir)
         _load_side_car(cell, records)
+        if metrics_url:
+            cell.server = prometheus.server_stats(before, prometheus.scrape(metrics_url), config.model_name)
+        if tail is not None and cell.stable is None:
+            cell.stable = False
+            _stable(config, cell, tail, _records_files(records))  # the windows it got to
     if cell.status == "running":
         if proc.returncode == 0:
             cell.status = "done"
@@ -251,8 +290,25 @@ def _tree_cpu_s(pid: int) -> float | None:
         return None
 
 
+def _stable(config: SweepConfig, cell: CellResult, tail: RecordTail, files: list[Path]) -> bool:
+    """Read the rows written since the last poll; True once the last windows agree (sets ``cell``)."""
+    frame = tail.read(files)
+    if frame.empty or config.stability_pct is None:
+        return False
+    origin = float(frame["t_start"].min()) + config.stability_skip_s
+    windows = measure_windows(frame, origin, config.stability_window_s, time.time())
+    cell.windows = len(windows)
+    if is_stable(windows, config.stability_pct):
+        cell.stable = True
+    return bool(cell.stable)
+
+
 def _load_side_car(cell: CellResult, records: Path) -> None:
-    """Warm-up count, CPU and saturation from the Locust process's own ``records.load.json``."""
+    """Warm-up count and the generator's view of itself from the Locust process's ``records.load.json``.
+
+    With several processes it holds the worst process's figures (bench.store.load_stats), never
+    a mean over processes: one saturated process spoils its share of the rows.
+    """
     try:
         stats = read_load_stats(records)
     except ResultsError:
@@ -260,10 +316,13 @@ def _load_side_car(cell: CellResult, records: Path) -> None:
     if stats is None:
         return
     cell.warmup_excluded = stats.warmup_by_cell.get(cell.cell, stats.warmup_excluded)
-    if stats.client_cpu_pct_mean:
-        cell.client_cpu_pct = round(stats.client_cpu_pct_mean, 1)
+    cell.client_cpu_pct = round(stats.client_cpu_pct_mean, 1)
     cell.client_cpu_pct_max = round(stats.client_cpu_pct_max, 1)
+    cell.loop_lag_ms_p99 = round(stats.loop_lag_ms_p99, 2)
+    cell.loop_lag_ms_max = round(stats.loop_lag_ms_max, 2)
     cell.saturated = stats.saturated
+    cell.unanswered = stats.unanswered(cell.cell) if stats.unanswered_by_cell else 0
+    cell.stopping_unix_s = stats.stopping_unix_s or None
 
 
 def _tail(log_file: Path, lines: int = 3) -> str:

@@ -4,7 +4,8 @@ For each cell, in order (encodings outer, batch sizes inner), one headless Locus
 (``bench.commands.cells``); then its rows are appended to ``RUN/requests.csv``, Locust's own counts and the load
 generator's CPU share go into ``meta.json``'s ``cells``, and ``summary.csv`` is rewritten, so
 the run on disk is consistent after every cell. Where the target serves tensorflow/serving's
-Prometheus metrics, they are scraped before and after each cell (bench.target.prometheus).
+Prometheus metrics, they are scraped once each cell's first request is recorded (warm-up done) and
+after it ends (bench.target.prometheus).
 
 Failure handling: a cell whose Locust process fails is marked ``failed`` and the grid goes on.
 A target that stops answering is noticed by a status poll every 2 s; the cell is stopped, the
@@ -60,6 +61,10 @@ def _server_identity(header: str | None) -> tuple[str, str | None]:
 def _cell_ended(progress: Progress, cell: CellResult) -> None:
     progress.step()
     cpu = f", client CPU {cell.client_cpu_pct:.0f}%" if cell.client_cpu_pct is not None else ""
+    if cell.processes > 1 and cell.client_cpu_pct is not None:
+        cpu += f" (busiest of {cell.processes} processes)"
+    if cell.stable is not None:
+        cpu += f", {'stable' if cell.stable else 'not stable'} after {cell.windows or 0} windows"
     err = f" ({cell.error})" if cell.error else ""
     progress.line(
         f"{cell.cell}: {cell.status}, {cell.records} requests recorded{cpu}, "
@@ -109,10 +114,9 @@ def run_sweep_config(config: SweepConfig, out: Path, extra_meta: dict[str, Any] 
             _write_state(run_dir, cells)
             continue
         progress.line(f"{cell.cell} ...")
-        before = prometheus.scrape(metrics_url) if metrics_url else None
         cell_dir = run_dir / runs.CELLS_DIR / cell.cell
         try:
-            run_cell(config, cell, cell_dir, log_file)
+            run_cell(config, cell, cell_dir, log_file, metrics_url)
         except KeyboardInterrupt:
             merge_cell(run_dir, cell, cell_dir)
             for rest in cells[i + 1 :]:
@@ -127,8 +131,6 @@ def run_sweep_config(config: SweepConfig, out: Path, extra_meta: dict[str, Any] 
             _cell_ended(progress, cell)
             print(f"sweep: interrupted; {run_dir} keeps every recorded request", file=sys.stderr)
             raise
-        after = prometheus.scrape(metrics_url) if metrics_url else None
-        cell.server = prometheus.server_stats(before, after, config.model_name)
         merge_cell(run_dir, cell, cell_dir)
         if cell.status != "done":
             problems.append(f"{cell.cell} {cell.status}" + (f": {cell.error}" if cell.error else ""))
@@ -163,6 +165,8 @@ def config_from_args(args: argparse.Namespace) -> SweepConfig:
         pool_size=args.pool_size,
         metrics_path=args.metrics_path,
         server_kind=args.server_kind,
+        stability_pct=args.stability,
+        stability_window_s=args.stability_window,
     )
 
 

@@ -30,13 +30,21 @@ from bench.store.load_stats import read_load_stats
 from bench.store.records import read_records
 
 
-class _Endpoint(asyncio.Protocol):
-    """Minimal HTTP/1.1 keep-alive responder: reads Content-Length bytes, answers a fixed body."""
+class FixedReplyProtocol(asyncio.Protocol):
+    """Minimal HTTP/1.1 keep-alive responder: reads Content-Length bytes, answers a fixed body.
 
-    def __init__(self, reply: bytes) -> None:
+    :meth:`answer` picks the reply from the request's head (lower-cased); subclasses route
+    (the tests' instantaneous server answers status and metadata GETs too).
+    """
+
+    def __init__(self, reply: bytes = b"") -> None:
         self.reply = reply
         self.buffer = bytearray()
         self.remaining = -1  # body bytes still to read; -1 while reading headers
+        self.pending = b""
+
+    def answer(self, head: bytes) -> bytes:
+        return self.reply
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport
@@ -55,13 +63,14 @@ class _Endpoint(asyncio.Protocol):
                     if line.startswith(b"content-length:"):
                         length = int(line.split(b":", 1)[1])
                 self.remaining = length
+                self.pending = self.answer(head)
             if len(self.buffer) < self.remaining:
                 self.remaining -= len(self.buffer)
                 self.buffer.clear()
                 return
             del self.buffer[: self.remaining]
             self.remaining = -1
-            self.transport.write(self.reply)  # type: ignore[attr-defined]
+            self.transport.write(self.pending)  # type: ignore[attr-defined]
 
 
 def _serve(port_queue: multiprocessing.Queue[int], batch: int) -> None:
@@ -70,7 +79,7 @@ def _serve(port_queue: multiprocessing.Queue[int], batch: int) -> None:
 
     async def main() -> None:
         loop = asyncio.get_running_loop()
-        server = await loop.create_server(lambda: _Endpoint(reply), "127.0.0.1", 0)
+        server = await loop.create_server(lambda: FixedReplyProtocol(reply), "127.0.0.1", 0)
         port_queue.put(server.sockets[0].getsockname()[1])
         await server.serve_forever()
 

@@ -1,9 +1,10 @@
 """``tfsbench capacity`` end to end: real Locust probes against loopback servers with known capacity.
 
-The servers (tests/capacity_servers.py) serve one request at a time at a fixed cost per request
-plus per image, so the capacity the search should find is analytic. Probes are kept short
-(small --min-samples, few --max-probes, 10 % tolerance) to fit the test budget on a busy
-machine; that is why the expected values carry 15 % margins.
+The servers (tests/helpers/capacity_servers.py) serve one request at a time at a fixed cost per
+request plus per image, so the capacity the search should find is analytic: the service rate for
+constant arrivals, Erlang's M/D/1 rate for Poisson ones; an instantaneous server never saturates.
+Probes are kept short (--min-samples 150, a 1 s calibration, 10 % tolerance) to fit the test budget
+on a busy machine; the answers must still land within 10 % of the analytic capacity.
 """
 
 from __future__ import annotations
@@ -15,15 +16,14 @@ import pandas as pd
 import pytest
 
 from bench.cli import main
-from bench.commands.capacity_run import CAPACITY_COLUMNS, probe_result
-from bench.commands.capacity_search import ProbeResult
+from bench.commands.capacity_run import CAPACITY_COLUMNS, CAPACITY_EXTRA_COLUMNS, PROBE_COLUMNS
 from bench.store.runs import load_run
-from tests.helpers.capacity_servers import ServiceModelServer
+from tests.helpers.capacity_servers import InstantServer, ServiceModelServer, md1_capacity_rps
 
-# Short, bounded probes: ~150 samples each, at most 10 s, a 10 % bisection tolerance.
+# Short, bounded probes: ~150 samples each, at most 8 s, a 10 % bisection tolerance.
 FAST = [
-    *("--min-samples", "150", "--min-measure-time", "2s", "--max-probe-time", "10s"),
-    *("--tolerance", "0.1", "--no-report"),
+    *("--min-samples", "150", "--min-measure-time", "1s", "--warmup-time", "0.5s", "--max-probe-time", "8s"),
+    *("--calibration-time", "1s", "--tolerance", "0.1", "--no-report"),
 ]
 
 
@@ -39,48 +39,57 @@ def only_run(out: Path) -> Path:
 def test_capacity_matches_the_analytic_service_rate(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     from reports.report import build_report
 
-    with ServiceModelServer(fixed_s=0.010, per_image_s=0.002) as server:
+    with ServiceModelServer(fixed_s=0.005, per_image_s=0.001) as server:
         rc = run_capacity(
             server.url,
             tmp_path,
-            *("--slo", "p99<200ms", "--batch-sizes", "1,4", "--start-rate", "20", "--max-probes", "6"),
+            *("--slo", "p99<100ms", "--batch-sizes", "1,4"),
             *("--target", "1000img/s", "--headroom", "0.3"),
         )
-        expected = {b: server.capacity_rps(b) for b in (1, 4)}  # 83.3 and 55.6 req/s
+        expected = {b: server.capacity_rps(b) for b in (1, 4)}  # 166.7 and 111.1 req/s
     assert rc == 0
     run_dir = only_run(tmp_path)
     capacity = pd.read_csv(run_dir / "capacity.csv")
-    assert tuple(capacity.columns) == CAPACITY_COLUMNS
+    assert tuple(capacity.columns) == (*CAPACITY_COLUMNS, *CAPACITY_EXTRA_COLUMNS)
     assert list(capacity["batch"]) == [1, 4]
     for _, row in capacity.iterrows():
         batch = int(row["batch"])
-        assert row["max_rps"] == pytest.approx(expected[batch], rel=0.15), f"batch {batch}"
-        assert row["max_images_per_s"] == pytest.approx(row["max_rps"] * batch)
-        assert row["latency_ms_at_max"] <= 200
+        assert row["max_rps"] == pytest.approx(expected[batch], rel=0.10), f"batch {batch}"
+        assert row["max_images_per_s"] == pytest.approx(row["max_rps"] * batch, rel=1e-5)
+        assert row["latency_ms_at_max"] <= 100
+        assert row["latency_ci_low_ms"] <= row["latency_ms_at_max"]
         assert row["samples"] >= 100
         assert row["replicas"] == math.ceil(1000 / (row["max_images_per_s"] * 0.7))
+        assert row["limited_by"] in ("slo", "server-saturation")
+        assert row["probes"] <= 12
+        assert row["ceiling_rps"] == pytest.approx(expected[batch], rel=0.15)  # the closed run keeps it busy
 
     # Every probe is in probes.csv and its rows in requests.csv under a cell naming batch and rate.
     probes = pd.read_csv(run_dir / "probes.csv")
+    assert tuple(probes.columns) == PROBE_COLUMNS
     requests = pd.read_csv(run_dir / "requests.csv")
-    assert 4 <= len(probes) <= 12
     assert set(requests["cell"]) == set(probes["cell"])
-    assert all(c.startswith(f"b{b}-row-orjson@") for c, b in zip(probes["cell"], probes["batch"], strict=True))
-    # The step-up went past the server's limit and that probe failed: the search saw the knee.
-    for batch in (1, 4):
-        mine = probes[probes["batch"] == batch]
-        assert not mine[mine["rate_rps"] > expected[batch] * 1.2]["passed"].any()
+    calibrations = probes[probes["kind"] == "calibration"]
+    assert list(calibrations["cell"]) == ["b1-row-orjson@closed-8u", "b4-row-orjson@closed-8u"]
+    searched = probes[probes["kind"] == "probe"]
+    assert all(c.startswith(f"b{b}-row-orjson@") for c, b in zip(searched["cell"], searched["batch"], strict=True))
+    # The search saw the knee from both sides: the answer passed, a rate at most 10 % above it failed.
+    for _, row in capacity.iterrows():
+        mine = searched[searched["batch"] == row["batch"]]
         assert mine["passed"].any()
+        assert not mine[mine["rate_rps"] > expected[int(row["batch"])] * 1.2]["passed"].any()
+        assert row["fail_rps"] <= row["max_rps"] * 1.1 * 1.001  # --tolerance 0.1 (CSV rounding)
     meta = load_run(run_dir).meta
     assert meta["command"] == "capacity"
-    assert meta["slo"] == {"text": "p99<200ms", "percentile": 99.0, "limit_ms": 200.0}
+    assert meta["slo"] == {"text": "p99<100ms", "percentile": 99.0, "limit_ms": 100.0}
     assert len(meta["probes"]) == len(probes)
     assert meta["incomplete"] is False
 
     out = capsys.readouterr()
-    assert "capacity per replica at p99<200ms" in out.out
+    assert "capacity per replica at p99<100ms" in out.out
     assert "best: batch" in out.out
-    assert "capacity b1-row-orjson@20rps" in out.err  # a progress line per probe
+    assert "95% interval" in out.out
+    assert "calibration, 8 users closed" in out.err  # a progress line per calibration and per probe
 
     # The report carries the capacity section: figure, table and every probe.
     report = build_report(run_dir)
@@ -88,7 +97,88 @@ def test_capacity_matches_the_analytic_service_rate(tmp_path: Path, capsys: pyte
     assert 'id="capacity"' in page
     assert 'id="fig-capacity"' in page
     assert 'id="probes-table"' in page
+    assert "95% interval low" in page
     assert (run_dir / "figures" / "capacity.png").stat().st_size > 10_000
+
+
+def test_poisson_capacity_is_near_md1(tmp_path: Path) -> None:
+    # p99 < 50 ms with 6 ms per request: M/D/1 allows 122 req/s (73 % busy). A p99 from a few seconds
+    # of Poisson bursts wanders, so one real search is held to 15 %: the 10 % target is a property of
+    # the search over many seeded M/D/1 searches (tests/commands/test_capacity_search.py).
+    with ServiceModelServer(fixed_s=0.005, per_image_s=0.001) as server:
+        rc = run_capacity(
+            server.url,
+            tmp_path,
+            *("--arrival", "poisson", "--slo", "p99<50ms", "--batch-sizes", "1"),
+            *("--min-samples", "400", "--min-measure-time", "2s"),
+        )
+        analytic = md1_capacity_rps(server.service_s(1), 99.0, 0.050)
+    assert rc == 0
+    capacity = pd.read_csv(only_run(tmp_path) / "capacity.csv")
+    assert capacity.loc[0, "max_rps"] == pytest.approx(analytic, rel=0.15)
+    assert capacity.loc[0, "probes"] <= 12
+
+
+def test_poisson_against_a_server_that_never_saturates_reaches_max_rate(tmp_path: Path) -> None:
+    # The issue's run: found 37 and then 11.6 req/s before; the truth is "at least 160".
+    with InstantServer() as server:
+        for attempt in ("a", "b"):
+            rc = run_capacity(
+                server.url,
+                tmp_path / attempt,
+                *("--arrival", "poisson", "--slo", "p99<100ms", "--batch-sizes", "1"),
+                *("--start-rate", "10", "--growth", "1.25", "--max-rate", "160"),
+            )
+            assert rc == 0
+            capacity = pd.read_csv(only_run(tmp_path / attempt) / "capacity.csv")
+            assert capacity.loc[0, "max_rps"] == 160.0
+            assert capacity.loc[0, "limited_by"] == "max-rate"
+            assert bool(capacity.loc[0, "tolerance_met"])
+            probes = pd.read_csv(only_run(tmp_path / attempt) / "probes.csv")
+            assert probes.loc[probes["kind"] == "probe", "rate_rps"].max() == 160.0  # --max-rate itself was probed
+
+
+def test_a_generator_that_cannot_keep_up_is_named_not_the_server(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    # One Locust process cannot send 20,000 req/s; the instantaneous server could answer them.
+    with InstantServer() as server:
+        rc = run_capacity(
+            server.url,
+            tmp_path,
+            *("--slo", "p99<50ms", "--batch-sizes", "1", "--calibration-time", "0"),
+            *("--start-rate", "20000", "--max-rate", "20000", "--max-probes", "2", "--max-users", "64"),
+        )
+    assert rc == 0
+    run_dir = only_run(tmp_path)
+    capacity = pd.read_csv(run_dir / "capacity.csv")
+    assert capacity.loc[0, "limited_by"] == "generator"
+    probes = pd.read_csv(run_dir / "probes.csv")
+    first = probes[probes["kind"] == "probe"].iloc[0]
+    assert first["reason"] == "generator"
+    assert first["late_idle"] > first["late_allowed"]
+    out = capsys.readouterr().out
+    assert "the load generator could not keep up" in out
+    assert "not the server's capacity" in out
+
+
+def test_processes_drive_probes_together(tmp_path: Path) -> None:
+    with InstantServer() as server:
+        rc = run_capacity(
+            server.url,
+            tmp_path,
+            *("--slo", "p99<100ms", "--batch-sizes", "1", "--processes", "2", "--max-rate", "100"),
+        )
+    assert rc == 0
+    run_dir = only_run(tmp_path)
+    probes = pd.read_csv(run_dir / "probes.csv")
+    assert (probes["processes"] == 2).all()
+    capacity = pd.read_csv(run_dir / "capacity.csv")
+    assert capacity.loc[0, "max_rps"] == 100.0
+    # Both processes' rows reached requests.csv, each send once.
+    requests = pd.read_csv(run_dir / "requests.csv")
+    probe_rows = requests[requests["cell"] == probes.loc[probes["kind"] == "probe", "cell"].iloc[0]]
+    assert probe_rows["t_start"].is_unique
+    cells = {c["cell"]: c for c in load_run(run_dir).meta["cells"]}
+    assert all(c["processes"] == 2 for c in cells.values())
 
 
 def test_an_slo_no_rate_meets_is_an_answer_not_an_error(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -97,7 +187,7 @@ def test_an_slo_no_rate_meets_is_an_answer_not_an_error(tmp_path: Path, capsys: 
             server.url,
             tmp_path,
             *("--slo", "p99<5ms", "--batch-sizes", "1", "--start-rate", "10", "--max-probes", "2"),
-            *("--min-samples", "40", "--target", "2000img/s"),
+            *("--min-samples", "40", "--target", "2000img/s", "--calibration-time", "0"),
         )
     assert rc == 0
     run_dir = only_run(tmp_path)
@@ -111,6 +201,7 @@ def test_an_slo_no_rate_meets_is_an_answer_not_an_error(tmp_path: Path, capsys: 
     assert list(probes["rate_rps"]) == [10, 5]
     assert (probes["latency_pct_ms"] >= 20).all()  # the server's own 20 ms, the reason it failed
     assert set(probes["reason"]) == {"slo"}
+    assert load_run(run_dir).meta["capacity"][0]["limited_by"] == "slo"
 
 
 def test_errors_above_a_rate_cap_the_capacity_below_their_onset(tmp_path: Path) -> None:
@@ -125,14 +216,14 @@ def test_errors_above_a_rate_cap_the_capacity_below_their_onset(tmp_path: Path) 
     assert rc == 0
     run_dir = only_run(tmp_path)
     capacity = pd.read_csv(run_dir / "capacity.csv")
-    assert 15 <= capacity.loc[0, "max_rps"] <= onset
+    assert 0.8 * onset <= capacity.loc[0, "max_rps"] <= onset
     probes = pd.read_csv(run_dir / "probes.csv")
     above = probes[probes["rate_rps"] > onset]
     assert not above.empty
     assert (above["errors"] > 0).all()
     assert not above["passed"].any()
     assert "errors" in set(probes["reason"])
-    assert load_run(run_dir).meta["capacity"][0]["stopped_by"] == "errors"
+    assert load_run(run_dir).meta["capacity"][0]["limited_by"] == "errors"
 
 
 @pytest.mark.parametrize(
@@ -185,46 +276,3 @@ def test_unreachable_host_is_one_line(tmp_path: Path, capsys: pytest.CaptureFixt
     err = capsys.readouterr().err
     assert "cannot reach" in err
     assert "Traceback" not in err
-
-
-def records(rows: list[tuple[float, float, int, float]]) -> pd.DataFrame:
-    """(t_start, latency_ms, status, send_lag_ms) rows as read_records would return them."""
-    return pd.DataFrame(
-        [
-            {
-                "t_start": t,
-                "latency_ms": lat,
-                "status": st,
-                "error": "" if st == 200 else f"HTTP {st}",
-                "send_lag_ms": lag,
-            }
-            for t, lat, st, lag in rows
-        ]
-    )
-
-
-def test_probe_result_leaves_out_the_warm_up_and_counts_from_the_raw_rows() -> None:
-    # 10 req/s for 3 s; the first second is warm-up with slow replies that must not count.
-    rows = [(1000.0 + i / 10, 500.0 if i < 10 else 20.0 + i, 200, 0.0) for i in range(30)]
-    rows[25] = (rows[25][0], rows[25][1], 503, 0.0)
-    rows[27] = (rows[27][0], rows[27][1], 200, 80.0)  # a send 80 ms late
-    result, excluded = probe_result(records(rows), 10.0, 99.0, 1.0, 25.0, 4.0)
-    assert excluded == 10
-    assert result.requests == 20
-    assert result.errors == 1
-    assert result.late_sends == 1
-    assert result.late_allowed == 1
-    latencies = [20.0 + i for i in range(10, 30)]
-    assert result.latency_pct_ms == pytest.approx(pd.Series(latencies).quantile(0.99))
-    # 20 requests from t=1001.0 to the last reply at 1002.9 + 0.049 s.
-    assert result.achieved_rps == pytest.approx(20 / 1.949)
-    assert not result.saturated
-
-
-def test_probe_result_without_rows_fails_the_probe() -> None:
-    result, excluded = probe_result(pd.DataFrame(), 50.0, 99.0, 1.0, 10.0, 5.0)
-    assert excluded == 0
-    assert result.requests == 0
-    assert isinstance(result, ProbeResult)
-    assert not result.meets(1000.0)
-    assert result.saturated

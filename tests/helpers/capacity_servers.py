@@ -12,24 +12,35 @@ that starts erroring at a known rate).
 Unlike tests/loopback_servers.py it also answers the GET status and metadata calls that
 ``tfsbench capacity`` makes before and during its probes (target check, health polls).
 
+Under Poisson arrivals the same server is an M/D/1 queue: :func:`md1_capacity_rps` gives the
+highest rate whose latency percentile (waiting + service) meets a limit, from Erlang's
+waiting-time distribution. :class:`InstantServer` answers at once, so whatever falls behind
+against it is the load generator.
+
 Usage::
 
     with ServiceModelServer(fixed_s=0.010, per_image_s=0.002) as server:
         ...server.url..., server.capacity_rps(batch=4)
+    md1_capacity_rps(server.service_s(4), 99.0, 0.2)     # Poisson arrivals, p99 < 200 ms
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
+import math
+import multiprocessing
 import socket
 import threading
 import time
 from collections import deque
+from decimal import Decimal, localcontext
 from http.server import BaseHTTPRequestHandler
 from typing import Any
 
 import orjson
 
+from bench.perf.load_generator import FixedReplyProtocol
 from tests.helpers.loopback_servers import BackgroundServer, count_rows
 
 _PREDICTION = {"classes": 3, "probabilities": [0.1] * 10}
@@ -42,6 +53,38 @@ _METADATA = {
     "model_spec": {"name": "classifier", "signature_name": "", "version": "1"},
     "metadata": {"signature_def": {"signature_def": {"serving_default": {}}}},
 }
+
+
+def md1_wait_cdf(rate_rps: float, service_s: float, wait_s: float) -> float:
+    """P(waiting time <= ``wait_s``) in an M/D/1 queue (Erlang's formula, exact decimal arithmetic).
+
+    ``(1 - rho) * sum_{k=0}^{floor(t/D)} (lambda (kD - t))^k / k! * exp(-lambda (kD - t))``: its
+    terms alternate and grow like ``e^(lambda t)``, so floats would cancel to noise.
+    """
+    if wait_s < 0:
+        return 0.0
+    with localcontext() as ctx:
+        ctx.prec = 80
+        lam, d, t = Decimal(rate_rps), Decimal(service_s), Decimal(wait_s)
+        total = Decimal(0)
+        k = 0
+        while k * d <= t:
+            x = lam * (k * d - t)
+            total += x**k / Decimal(math.factorial(k)) * (-x).exp()
+            k += 1
+        return float((1 - lam * d) * total)
+
+
+def md1_capacity_rps(service_s: float, percentile: float, limit_s: float) -> float:
+    """The highest Poisson rate at which the ``percentile`` of M/D/1 latency (wait + service) is ``limit_s``."""
+    low, high = 0.0, 1.0 / service_s
+    for _ in range(50):
+        mid = (low + high) / 2
+        if md1_wait_cdf(mid, service_s, limit_s - service_s) >= percentile / 100.0:
+            low = mid
+        else:
+            high = mid
+    return low
 
 
 class ServiceModelServer(BackgroundServer):
@@ -130,3 +173,68 @@ class ServiceModelServer(BackgroundServer):
                 pass
 
         return Handler
+
+
+class InstantServer:
+    """A predict server that answers at once, for verdicts that must blame the load generator.
+
+    It runs in a process of its own (an asyncio loop, no thread per connection, the body never
+    parsed: one canned prediction per request, so use it with batch 1), so it answers tens of
+    thousands of requests/s while a Locust process on the same machine drives a few thousand:
+    whatever falls behind schedule against it is the generator. GET status and metadata are
+    answered as :class:`ServiceModelServer` does.
+
+    Usage::
+
+        with InstantServer() as server:
+            ...server.url...
+    """
+
+    def __init__(self) -> None:
+        self._ports: multiprocessing.Queue[int] = multiprocessing.get_context("spawn").Queue()
+        self._process = multiprocessing.get_context("spawn").Process(
+            target=_serve_instantly, args=(self._ports,), daemon=True
+        )
+        self.port = 0
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def __enter__(self) -> InstantServer:
+        self._process.start()
+        self.port = self._ports.get(timeout=30)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._process.terminate()
+        self._process.join(timeout=10)
+
+
+def _reply(status: str, body: bytes) -> bytes:
+    head = f"HTTP/1.1 {status}\r\nContent-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n"
+    return head.encode() + body
+
+
+class _InstantProtocol(FixedReplyProtocol):
+    """One canned prediction for every POST; the status or metadata answer for a GET."""
+
+    PREDICT = _reply("200 OK", orjson.dumps({"predictions": [_PREDICTION]}))
+    STATUS = _reply("200 OK", orjson.dumps(_STATUS))
+    METADATA = _reply("200 OK", orjson.dumps(_METADATA))
+
+    def answer(self, head: bytes) -> bytes:
+        method, _, rest = head.partition(b" ")
+        if method == b"post":
+            return self.PREDICT
+        return self.METADATA if rest.partition(b" ")[0].rstrip(b"/").endswith(b"/metadata") else self.STATUS
+
+
+def _serve_instantly(ports: multiprocessing.Queue[int]) -> None:
+    async def main() -> None:
+        loop = asyncio.get_running_loop()
+        server = await loop.create_server(_InstantProtocol, "127.0.0.1", 0, backlog=1024)
+        ports.put(server.sockets[0].getsockname()[1])
+        await server.serve_forever()
+
+    asyncio.run(main())

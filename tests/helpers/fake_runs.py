@@ -103,11 +103,14 @@ PROBES = {
     "b1-row-orjson@20rps": (20.0, 20.0, 0.0, 3.0),
     "b1-row-orjson@640rps": (640.0, 300.0, 0.9, 21.0),  # server past its capacity
     "b1-row-orjson@10rps": (10.0, 10.0, 0.0, 2.0),
-    "b16-row-orjson@80rps": (80.0, 80.0, 0.2, 10.0),  # late but the rate was kept: cause unknown
+    "b16-row-orjson@80rps": (80.0, 80.0, 0.2, 10.0),  # late, records from before causes were kept
     "b16-row-orjson@45rps": (45.0, 44.0, 0.3, 97.0),  # client out of CPU
     "b16-row-orjson@41.25rps#9": (41.25, 41.25, 0.0, 9.0),  # a repeated rate gets "#n"
     "b4-row-orjson@100rps": (100.0, 100.0, 0.0, 8.0),
 }
+# Why the late sends of a probe were late (lag_cause): the user waited on the server (busy), the
+# generator fell behind (idle), or not recorded ("", older records).
+CAUSES = {"b1-row-orjson@640rps": "busy", "b16-row-orjson@45rps": "idle", "b16-row-orjson@80rps": ""}
 NATURAL_ORDER = [
     "b1-row-orjson@10rps",
     "b1-row-orjson@20rps",
@@ -132,6 +135,7 @@ def write_capacity_run(out: Path, requests_per_probe: int = 150) -> Path:
                 # A server behind the offered rate builds a backlog; otherwise late sends are stalls.
                 late = late_every and i % late_every == 0
                 lag = (50.0 + i if achieved < offered else 20.0) if late else 0.0
+                cause = CAUSES.get(cell, "idle") if late else ("" if cell in CAUSES and not CAUSES[cell] else "idle")
                 writer.write(
                     RequestRecord(
                         t_start=t + i / achieved,
@@ -144,6 +148,7 @@ def write_capacity_run(out: Path, requests_per_probe: int = 150) -> Path:
                         response_bytes=120 * batch,
                         cell=cell,
                         send_lag_ms=lag,
+                        lag_cause=cause,
                     )
                 )
             t += requests_per_probe / achieved + 1.0
@@ -157,6 +162,8 @@ def write_capacity_run(out: Path, requests_per_probe: int = 150) -> Path:
                     "locust_requests": requests_per_probe,
                     "client_cpu_pct": cpu,
                     "warmup_excluded": 0,
+                    # A server past its capacity leaves sends due unanswered at the stop.
+                    "unanswered": round(requests_per_probe * (offered / achieved - 1)) if achieved < offered else 0,
                 }
             )
     runs.update_meta(

@@ -31,11 +31,18 @@ def test_summary_percentiles_are_numpy_percentiles_of_the_rows(tmp_path: Path) -
     rows = pd.read_csv(run_dir / runs.REQUESTS_FILE)
     assert len(summary) == len(ENCODINGS) * len(BATCHES)
     for _, s in summary.iterrows():
-        lat = rows.loc[rows["cell"] == s["cell"], "latency_ms"].to_numpy()
+        cell = rows[rows["cell"] == s["cell"]]
+        lat = cell.loc[cell["status"] == 200, "latency_ms"].to_numpy()  # successful requests only
         expected = np.percentile(lat, [50, 90, 95, 99])
         np.testing.assert_allclose(s[["p50_ms", "p90_ms", "p95_ms", "p99_ms"]].to_numpy(float), expected, rtol=1e-5)
-        assert s["requests"] == len(lat)
+        assert s["requests"] == len(cell)
         assert s["errors"] == 2  # rows 24 and 49 of 60
+        assert s["samples"] == len(lat) == 58
+        assert s["error_p50_ms"] == pytest.approx(np.median(cell.loc[cell["status"] != 200, "latency_ms"]), rel=1e-5)
+        # 58 samples: p50's interval is bounded, p95's and p99's have no upper end, so they are rough.
+        assert s["p50_ci_low_ms"] <= s["p50_ms"] <= s["p50_ci_high_ms"]
+        assert np.isnan(s["p99_ci_high_ms"])
+        assert "p99" in s["rough"]
     # The contract's columns come first and in order; trust columns follow.
     head = list(summary.columns[:14])
     assert head == [
