@@ -4,9 +4,9 @@ Per (batch, encoding) cell: first a short closed-model run (``--calibration-time
 ``--calibration-users`` users) measures the throughput ceiling the target reaches with the
 generator at hand; the search (bench.commands.capacity_search.search_capacity) starts there, so it
 brackets the answer in a few probes. Each probe is one sweep cell (bench.commands.cells.run_cell)
-at a fixed open-model rate, with ``--processes`` Locust processes; its rows are judged from the
-raw records and the load side-car (:func:`probe_result`), appended to requests.csv, and the
-search picks the next rate. After every probe the run directory is rewritten whole
+at a fixed open-model rate, with ``--processes`` Locust processes; it is judged from its raw
+records and load side-car (bench.commands.capacity_probe), its rows are appended to
+requests.csv, and the search picks the next rate. After every probe the run directory is rewritten whole
 (probes.csv, capacity.csv, meta.json), so an interrupted search keeps everything it measured::
 
     runs/<id>/capacity.csv   batch, encoding, max_rps, max_images_per_s, latency_ms_at_max, samples, replicas,
@@ -29,9 +29,9 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pandas as pd
 
+from bench.commands.capacity_probe import calibration_result, probe_result
 from bench.commands.capacity_search import (
     DEFAULT_TOLERANCE,
     CapacityResult,
@@ -45,12 +45,10 @@ from bench.commands.cells import validate as validate_sweep
 from bench.commands.sweep import describe_target
 from bench.errors import ConfigError, ResultsError, ServerError
 from bench.store import provenance, runs
-from bench.store.lateness import late_tolerance_ms, lateness
+from bench.store.lateness import late_tolerance_ms
 from bench.store.load_stats import LoadStats, read_load_stats
-from bench.store.percentiles import percentile_ci
 from bench.store.record_parts import cell_record_files
 from bench.store.records import read_records
-from bench.store.summary import failed_mask
 from reports.data import load_run_data
 
 MIN_USERS = 4
@@ -129,102 +127,6 @@ class CapacityConfig:
         """Rows after which a probe stops: the warm-up's share, then ``min_samples`` and ``min_measure_s``."""
         measured = max(self.samples, math.ceil(rate_rps * self.min_measure_s))
         return measured + math.ceil(rate_rps * self.warmup_s)
-
-
-def probe_result(
-    frame: pd.DataFrame | None,
-    rate_rps: float,
-    percentile: float,
-    warmup_s: float,
-    late_tolerance_ms: float,
-    duration_s: float,
-    load: LoadStats | None = None,
-    cell: str = "",
-) -> tuple[ProbeResult, int]:
-    """One probe's verdict inputs from its raw records and side-car; also returns the warm-up rows left out.
-
-    The measured window runs, in intended send time, from ``warmup_s`` after the first send
-    (users still spawning, caches cold) to the moment the run began to stop (``load``'s
-    ``stopping_unix_s``; the last intended send without one), less the lateness tolerance:
-    a send due just before the stop may be in its user's last sleep. The sends *due* in the
-    window are the rows intended in it (answered, failed ones included) plus the side-car's
-    unanswered sends of ``cell`` intended in it (their user was behind, or was stopped
-    mid-request): an exact count of the schedule, Poisson or constant, so a server that
-    falls behind shows as unanswered sends, and a slow last reply does not. The latency
-    percentile (numpy, linear) and its 95 % interval come from the successful rows of the
-    window, counted from the intended send; late sends are split by cause.
-    """
-    empty = ProbeResult(rate_rps, 0, 0, 0, 0.0, math.nan, math.nan, duration_s)
-    if frame is None or len(frame) == 0:
-        due = round(load.unanswered(cell)) if load is not None else 0
-        return ProbeResult(rate_rps, 0, 0, 0, 0.0, math.nan, math.nan, duration_s, due=due), 0
-    intended = frame["t_start"].to_numpy(dtype=float)
-    start = float(intended.min()) + warmup_s
-    stop = load.stopping_unix_s if load is not None and load.stopping_unix_s > 0 else float(intended.max())
-    end = max(start, stop - late_tolerance_ms / 1000.0)
-    excluded = int((intended < start).sum())
-    window = frame[(intended >= start) & (intended < end)]
-    if window.empty:
-        return empty, excluded
-    failed = failed_mask(window).to_numpy()
-    ok_latencies = window["latency_ms"].to_numpy(dtype=float)[~failed]
-    ci = percentile_ci(ok_latencies, percentile)
-    p50 = float(np.percentile(ok_latencies, 50)) if ok_latencies.size else math.nan
-    late = lateness(window, late_tolerance_ms)
-    unanswered = load.unanswered_between(cell, start, end) if load is not None else 0.0
-    result = ProbeResult(
-        rate_rps=rate_rps,
-        requests=len(window),
-        errors=int(failed.sum()),
-        late_sends=late.late,
-        achieved_rps=len(window) / (end - start) if end > start else 0.0,
-        latency_pct_ms=ci.value,
-        p50_ms=p50,
-        duration_s=duration_s,
-        late_allowed=late.allowed,
-        due=len(window) + round(unanswered),
-        late_busy=late.late_busy,
-        late_idle=late.late_idle,
-        client_saturated=bool(load.saturated) if load is not None else False,
-        latency_ci_low_ms=ci.low,
-        latency_ci_high_ms=ci.high,
-    )
-    return result, excluded
-
-
-@dataclass(frozen=True)
-class Calibration:
-    """A closed run's numbers after its warm-up: the throughput ceiling the search starts from."""
-
-    requests: int
-    errors: int
-    ceiling_rps: float | None  # successful requests over the time they took; None without any
-    latency_pct_ms: float
-    latency_ci_low_ms: float
-    latency_ci_high_ms: float
-    p50_ms: float
-
-
-def calibration_result(frame: pd.DataFrame | None, warmup_s: float, percentile: float) -> Calibration:
-    """The closed run's throughput ceiling and latency, from the rows after its first ``warmup_s``."""
-    if frame is None or frame.empty:
-        return Calibration(0, 0, None, math.nan, math.nan, math.nan, math.nan)
-    start = float(frame["t_start"].min()) + warmup_s
-    window = frame[frame["t_start"] >= start]
-    failed = failed_mask(window).to_numpy()
-    ok = window[~failed]
-    latencies = ok["latency_ms"].to_numpy(dtype=float)
-    ci = percentile_ci(latencies, percentile)
-    span = float((ok["t_start"] + ok["latency_ms"] / 1000.0).max()) - start if len(ok) else 0.0
-    return Calibration(
-        requests=len(window),
-        errors=int(failed.sum()),
-        ceiling_rps=len(ok) / span if span > 0 else None,
-        latency_pct_ms=ci.value,
-        latency_ci_low_ms=ci.low,
-        latency_ci_high_ms=ci.high,
-        p50_ms=float(np.percentile(latencies, 50)) if latencies.size else math.nan,
-    )
 
 
 # --- the command: every (batch, encoding) cell searched, results in a run directory ---------------

@@ -145,7 +145,7 @@ class Scenario:
 
         Their user was behind (slots never handed out) or was stopped mid-request (the slot
         open). A probe judges the server's rate against the sends that were due, not the wall
-        time to its last reply (bench.commands.capacity_run.probe_result).
+        time to its last reply (bench.commands.capacity_probe.probe_result).
         """
         if self.stopping_perf_s is None or not self.schedules:
             return

@@ -17,7 +17,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from bench.commands.capacity_run import CapacityConfig, calibration_result, probe_result
+from bench.commands.capacity_probe import calibration_result, probe_result
+from bench.commands.capacity_run import CapacityConfig
 from bench.commands.capacity_search import ProbeResult
 from bench.scenario.schedule import Arrival, UserSchedule
 from bench.store.load_stats import LoadStats, time_bins
