@@ -25,7 +25,7 @@ from bench.api_names import PROMETHEUS_PATH
 from bench.commands.capacity_search import DEFAULT_TOLERANCE
 from bench.docker.launcher import DEFAULT_IMAGE, DEFAULT_NAME, validate_memory, validate_name
 from bench.docker.standin import STANDIN_TAG
-from bench.errors import BenchError
+from bench.errors import BenchError, is_disk_full
 from bench.payloads.encodings import ENCODING_NAMES
 from bench.serving.flags import add_serve_arguments
 from export.saved_model import DEFAULT_SEED, export_model
@@ -567,3 +567,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         # /dev/null so the interpreter's final flush does not raise again.
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 141
+    except OSError as exc:
+        if not is_disk_full(exc):
+            raise
+        # Anything not already caught where it was written (a report's figures): one line.
+        where = f" ({exc.filename})" if exc.filename else ""
+        print(f"tfsbench {args.command}: error: no space left on the device{where}", file=sys.stderr)
+        return 1

@@ -8,6 +8,7 @@ The hierarchy::
     ├── ServerError            a server that cannot be reached or answered with an error
     │   └── PredictError       a TF Serving error body (status code and message kept)
     ├── ResultsError           a run directory that cannot be read or written
+    │   └── DiskFullError      the disk (or a file-size limit) ran out while writing results
     └── DockerError            the Docker engine, image or container failed
 
 Errors from libraries underneath (requests, TensorFlow, docker) are translated at the
@@ -15,6 +16,8 @@ boundary with ``raise ... from exc`` so the cause stays visible in debug output.
 """
 
 from __future__ import annotations
+
+import errno
 
 
 class BenchError(Exception):
@@ -48,6 +51,25 @@ class PredictError(ServerError):
 
 class ResultsError(BenchError):
     """A run directory that cannot be read or written."""
+
+
+class DiskFullError(ResultsError):
+    """No space left (ENOSPC, EDQUOT, or EFBIG from a file-size limit) while writing results.
+
+    Raised only after what was written before stays whole: no partial row, no stray temp file.
+    """
+
+
+# The errnos that mean "the disk is full" to a writer: out of blocks, out of quota, over RLIMIT_FSIZE.
+DISK_FULL_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EFBIG})
+
+
+# How a Locust process of ours says "stopped: records could not be written, the disk is full".
+DISK_FULL_EXIT_CODE = 28  # ENOSPC's number on Linux
+
+
+def is_disk_full(exc: BaseException) -> bool:
+    return isinstance(exc, OSError) and exc.errno in DISK_FULL_ERRNOS
 
 
 class DockerError(BenchError):

@@ -21,6 +21,7 @@ requests.csv, and the search picks the next rate. After every probe the run dire
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 import sys
@@ -482,7 +483,9 @@ def run_capacity_config(config: CapacityConfig, out: Path) -> tuple[Path, list[C
             run.save()
     except BaseException as exc:
         reason = "interrupted (Ctrl-C)" if isinstance(exc, KeyboardInterrupt) else f"{type(exc).__name__}: {exc}"
-        run.save(incomplete=True, incomplete_reason=reason, finished_utc=runs.utc_now().isoformat(timespec="seconds"))
+        finished = runs.utc_now().isoformat(timespec="seconds")
+        with contextlib.suppress(ResultsError):  # a full disk: the error being raised says so already
+            run.save(incomplete=True, incomplete_reason=reason, finished_utc=finished)
         raise
     _write_summary(run_dir)
     run.save(incomplete=False, incomplete_reason=None, finished_utc=runs.utc_now().isoformat(timespec="seconds"))

@@ -19,20 +19,23 @@ from __future__ import annotations
 import contextlib
 import json
 import math
+import os
 import signal
 import subprocess
 import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import IO
 
 import psutil
 
 from bench import LOCUSTFILE
 from bench.api_names import PROMETHEUS_PATH
-from bench.errors import ConfigError, ResultsError
+from bench.errors import DISK_FULL_EXIT_CODE, ConfigError, DiskFullError, ResultsError
 from bench.payloads.encodings import get_encoding
 from bench.ports import free_port
+from bench.scenario.parent_death import PARENT_PID_ENV
 from bench.store import runs
 from bench.store.load_stats import read_load_stats
 from bench.store.record_parts import cell_record_files, part_files
@@ -168,6 +171,7 @@ def locust_command(config: SweepConfig, cell: CellResult, cell_dir: Path) -> lis
         # The forked workers connect to --master-port, the master listens on --master-bind-port.
         port = str(free_port())
         cmd += ["--processes", str(config.processes), "--master-port", port, "--master-bind-port", port]
+        cmd += ["--master-bind-host", "127.0.0.1"]  # the workers are forked here: nobody else may join
     return cmd
 
 
@@ -196,16 +200,33 @@ def _locust_counts(cell_dir: Path) -> tuple[int | None, int | None]:
 
 
 def _stop(proc: subprocess.Popen[bytes], sig: int = signal.SIGTERM) -> None:
-    """Ask Locust to stop (it writes its stats and closes records on SIGTERM/SIGINT), then insist."""
-    if proc.poll() is not None:
-        return
-    with contextlib.suppress(ProcessLookupError):
-        proc.send_signal(sig)
-    try:
-        proc.wait(timeout=STOP_GRACE_S)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait(timeout=10)
+    """Ask Locust to stop (it writes its stats and closes records on SIGTERM/SIGINT), then insist.
+
+    The signal goes to its whole process group (its own session: the master and any workers it
+    forked), as a terminal's Ctrl-C would; whatever is left of the group after the master exits
+    is killed, so no worker outlives its cell.
+    """
+    if proc.poll() is None:
+        _signal_group(proc, sig)
+        try:
+            proc.wait(timeout=STOP_GRACE_S)
+        except subprocess.TimeoutExpired:
+            _signal_group(proc, signal.SIGKILL)
+            proc.wait(timeout=10)
+    _signal_group(proc, signal.SIGKILL)
+
+
+def _signal_group(proc: subprocess.Popen[bytes], sig: int) -> None:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(proc.pid, sig)
+
+
+def _start_locust(config: SweepConfig, cell: CellResult, cell_dir: Path, log: IO[bytes]) -> subprocess.Popen[bytes]:
+    """Locust in a session of its own, told to die with this process (bench.scenario.parent_death)."""
+    env = {**os.environ, PARENT_PID_ENV: str(os.getpid())}
+    return subprocess.Popen(
+        locust_command(config, cell, cell_dir), stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True
+    )
 
 
 def run_cell(
@@ -224,7 +245,7 @@ def run_cell(
     cell.status = "running"
     cell.processes = config.processes
     with log_file.open("ab") as log:
-        proc = subprocess.Popen(locust_command(config, cell, cell_dir), stdout=log, stderr=subprocess.STDOUT)
+        proc = _start_locust(config, cell, cell_dir, log)
     fails, next_health = 0, start + HEALTH_EVERY_S
     cpu_first: tuple[float, float] | None = None
     cpu_last: tuple[float, float] | None = None
@@ -261,6 +282,9 @@ def run_cell(
         _stop(proc, signal.SIGINT)
         cell.status = "interrupted"
         raise
+    except BaseException:
+        _stop(proc)  # whatever stops this loop stops the load with it
+        raise
     finally:
         cell.wall_s = round(time.monotonic() - start, 3)
         if cpu_first and cpu_last and cpu_last[0] - cpu_first[0] > 0.5:
@@ -272,6 +296,10 @@ def run_cell(
         if tail is not None and cell.stable is None:
             cell.stable = False
             _stable(config, cell, tail, _records_files(records))  # the windows it got to
+    if proc.returncode == DISK_FULL_EXIT_CODE:
+        cell.status = "failed"
+        cell.error = f"no space left on {cell_dir} for the records"
+        raise DiskFullError(cell.error)
     if cell.status == "running":
         if proc.returncode == 0:
             cell.status = "done"
@@ -340,9 +368,18 @@ def merge_cell(run_dir: Path, cell: CellResult, cell_dir: Path) -> None:
         cell.merged = True
         return
     frame = read_records(files).sort_values("t_start", kind="stable")
-    with RecordWriter(run_dir / runs.REQUESTS_FILE) as writer:
-        for row in frame.itertuples(index=False):
-            writer.write(RequestRecord(*row))
+    target = run_dir / runs.REQUESTS_FILE
+    before = target.stat().st_size if target.is_file() else 0
+    try:
+        with RecordWriter(target) as writer:
+            for row in frame.itertuples(index=False):
+                writer.write(RequestRecord(*row))
+    except ResultsError:
+        # All of the cell's rows or none in requests.csv: they stay in the cell's own file,
+        # which reports read while the cell is not marked merged.
+        with contextlib.suppress(OSError):
+            os.truncate(target, before)
+        raise
     cell.records = len(frame)
     cell.merged = True
     for f in files:

@@ -10,12 +10,15 @@ after it ends (bench.target.prometheus).
 Failure handling: a cell whose Locust process fails is marked ``failed`` and the grid goes on.
 A target that stops answering is noticed by a status poll every 2 s; the cell is stopped, the
 run marked incomplete, and later cells run only if the target answers again. Ctrl-C stops the
-current cell, keeps every row written so far, marks the run incomplete and exits 130.
+current cell, keeps every row written so far, marks the run incomplete and exits 130. A full
+disk stops the sweep: whole rows kept, meta.json marked incomplete, one line saying how many
+rows are kept (DiskFullError). Each cell's Locust dies with the sweep (bench.scenario.parent_death).
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import sys
 from dataclasses import asdict
@@ -24,12 +27,12 @@ from typing import Any
 
 from bench.commands.cells import CellResult, SweepConfig, merge_cell, run_cell, target_client, validate
 from bench.commands.docker import sweep_in_container
-from bench.errors import BenchError, ConfigError, ResultsError
+from bench.errors import BenchError, ConfigError, DiskFullError, ResultsError, is_disk_full
 from bench.progress import Progress
 from bench.store import provenance, runs
 from bench.target import prometheus
 from bench.target.client import TFServingClient
-from reports.data import load_run_data
+from reports.data import load_run_data, read_run_records
 from reports.report import build_report
 
 
@@ -76,9 +79,50 @@ def _write_state(run_dir: Path, cells: list[CellResult], **fields: Any) -> None:
     runs.update_meta(run_dir, cells=[asdict(c) for c in cells], **fields)
     try:
         data = load_run_data(run_dir)
-        data.summary.to_csv(run_dir / runs.SUMMARY_FILE, index=False, float_format="%.10g")
     except ResultsError:
-        pass  # no rows yet: summary.csv appears with the first recorded request
+        return  # no rows yet: summary.csv appears with the first recorded request
+    path = run_dir / runs.SUMMARY_FILE
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        data.summary.to_csv(tmp, index=False, float_format="%.10g")
+        tmp.replace(path)
+    except OSError as exc:
+        tmp.unlink(missing_ok=True)
+        if is_disk_full(exc):
+            raise DiskFullError(f"no space left on {run_dir} for {runs.SUMMARY_FILE}") from exc
+        raise ResultsError(f"cannot write {path}: {exc.strerror or exc}") from exc
+
+
+def _stopped_by_full_disk(run_dir: Path, cells: list[CellResult], cell: CellResult, cell_dir: Path) -> DiskFullError:
+    """The disk filled up during ``cell``: keep what is whole, say so in meta.json, stop the sweep.
+
+    The cell's rows stay in its own file if they could not join requests.csv (reports read both);
+    the later cells are skipped; meta.json is marked incomplete with the reason (in place, in
+    compact form, if a new file no longer fits).
+    """
+    if not cell.merged:
+        with contextlib.suppress(ResultsError):
+            merge_cell(run_dir, cell, cell_dir)
+    if cell.status in ("running", "done"):
+        cell.status = "failed"
+    cell.error = cell.error or "no space left for the records"
+    for rest in cells:
+        if rest.status == "pending":
+            rest.status = "skipped"
+    reason = f"no space left on {run_dir} during cell {cell.cell}"
+    with contextlib.suppress(ResultsError):
+        runs.update_meta(
+            run_dir,
+            cells=[asdict(c) for c in cells],
+            incomplete=True,
+            incomplete_reason=reason,
+            finished_utc=runs.utc_now().isoformat(timespec="seconds"),
+        )
+    try:
+        kept = len(read_run_records(runs.load_run(run_dir)))
+    except ResultsError:
+        kept = 0
+    return DiskFullError(f"no space left on {run_dir}: {kept} rows kept")
 
 
 def run_sweep_config(config: SweepConfig, out: Path, extra_meta: dict[str, Any] | None = None) -> Path:
@@ -117,6 +161,13 @@ def run_sweep_config(config: SweepConfig, out: Path, extra_meta: dict[str, Any] 
         cell_dir = run_dir / runs.CELLS_DIR / cell.cell
         try:
             run_cell(config, cell, cell_dir, log_file, metrics_url)
+            merge_cell(run_dir, cell, cell_dir)
+            if cell.status != "done":
+                problems.append(f"{cell.cell} {cell.status}" + (f": {cell.error}" if cell.error else ""))
+            _cell_ended(progress, cell)
+            _write_state(run_dir, cells)
+        except DiskFullError:
+            raise _stopped_by_full_disk(run_dir, cells, cell, cell_dir) from None
         except KeyboardInterrupt:
             merge_cell(run_dir, cell, cell_dir)
             for rest in cells[i + 1 :]:
@@ -131,11 +182,6 @@ def run_sweep_config(config: SweepConfig, out: Path, extra_meta: dict[str, Any] 
             _cell_ended(progress, cell)
             print(f"sweep: interrupted; {run_dir} keeps every recorded request", file=sys.stderr)
             raise
-        merge_cell(run_dir, cell, cell_dir)
-        if cell.status != "done":
-            problems.append(f"{cell.cell} {cell.status}" + (f": {cell.error}" if cell.error else ""))
-        _cell_ended(progress, cell)
-        _write_state(run_dir, cells)
     _write_state(
         run_dir,
         cells,

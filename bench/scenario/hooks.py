@@ -14,15 +14,18 @@ Locust patches the process with gevent, which the rest of the suite must not get
 from __future__ import annotations
 
 import logging
+import os
 import resource
+import signal
 import sys
 import time
 from typing import Any
 
-from bench.errors import BenchError, ResultsError
+from bench.errors import DISK_FULL_EXIT_CODE, BenchError, DiskFullError, ResultsError
 from bench.scenario.cpu_monitor import CPU_SAMPLE_S
 from bench.scenario.loop_lag import LOOP_TICK_S
 from bench.scenario.options import config_from_options
+from bench.scenario.parent_death import PARENT_PID_ENV, die_with_parent
 from bench.scenario.predict_user import stats_name
 from bench.scenario.process import Scenario
 from bench.store.record_parts import merge_parts
@@ -49,6 +52,7 @@ def on_init(environment: Any) -> None:
     if options is None:
         return
     environment.tfsbench_started_s = time.time()
+    die_with_parent(forked_worker=is_worker(environment.runner))
     if is_worker(environment.runner):
         return  # a worker runs with the master's options, which arrive with its spawn messages
     try:
@@ -88,6 +92,7 @@ def on_test_start(environment: Any) -> None:
         setattr(environment, SCENARIO_ATTR, None)
         return
     setattr(environment, SCENARIO_ATTR, scenario)
+    scenario.on_write_failure = lambda exc: stop_on_write_failure(environment, exc)
     log.info(
         "tfsbench: %s, cells %s, %s",
         config.arrival.describe(),
@@ -95,6 +100,18 @@ def on_test_start(environment: Any) -> None:
         f"records -> {scenario.records_path}" if scenario.records_path else "no records",
     )
     _start_cpu_monitor(environment, scenario)
+
+
+def stop_on_write_failure(environment: Any, exc: ResultsError) -> None:
+    """Records cannot be written (disk full): end this Locust process, saying why in its exit code.
+
+    Through Locust's own SIGTERM path, so its stats are written and the records closed whole. A
+    worker forked by ``--processes`` for a sweep stops its master too: the run cannot go on.
+    """
+    environment.process_exit_code = DISK_FULL_EXIT_CODE if isinstance(exc, DiskFullError) else 1
+    if is_worker(environment.runner) and os.environ.get(PARENT_PID_ENV):
+        os.kill(os.getppid(), signal.SIGTERM)
+    os.kill(os.getpid(), signal.SIGTERM)
 
 
 def _start_cpu_monitor(environment: Any, scenario: Scenario) -> None:

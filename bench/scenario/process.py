@@ -13,11 +13,13 @@ from __future__ import annotations
 import os
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
 
+from bench.errors import ResultsError
 from bench.payloads.encodings import Encoding, get_encoding
 from bench.payloads.images import image_source
 from bench.payloads.pool import PayloadPool
@@ -90,6 +92,8 @@ class Scenario:
         self.schedules: dict[int, UserSchedule] = {}
         self.stopping_perf_s: float | None = None
         self.unanswered_by_cell: dict[str, list[list[float]]] = {}
+        self.write_failure: str | None = None  # why records stopped being written (disk full)
+        self.on_write_failure: Callable[[ResultsError], None] | None = None  # hooks stop the run
 
     def _build_payloads(self) -> dict[tuple[int, str], CellPayloads]:
         source = image_source(self.config.images_dir, 128, 128)
@@ -132,8 +136,18 @@ class Scenario:
         return step.label(self.config.cell) if step is not None else self.config.cell
 
     def record(self, record: RequestRecord) -> None:
-        if self.writer is not None and not self.writer.closed:
+        if self.writer is None or self.writer.closed:
+            return
+        try:
             self.writer.write(record)
+        except ResultsError as exc:
+            # The file keeps its whole rows; writing on would only lose more. Stop the run.
+            self.writer.close()
+            self.write_failure = str(exc)
+            sys.stderr.write(f"tfsbench: {exc}; stopping the load\n")
+            sys.stderr.flush()
+            if self.on_write_failure is not None:
+                self.on_write_failure(exc)
 
     def on_stopping(self) -> None:
         """The run begins to stop (Locust's ``test_stopping``, before users stop): no slot after this is due."""
@@ -172,8 +186,13 @@ class Scenario:
         )
 
     def save_load_stats(self, finished: bool) -> None:
-        if self.records_path is not None:
+        if self.records_path is None:
+            return
+        try:
             write_load_stats(self.records_path, self.load_stats(finished))
+        except ResultsError as exc:
+            # The side-car is evidence about the generator, not a record: losing it loses no row.
+            sys.stderr.write(f"tfsbench: {exc}\n")
 
     def on_cpu_sample(self, final: bool = False) -> None:
         if self.cpu.finish() if final else self.cpu.sample():

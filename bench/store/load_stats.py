@@ -120,6 +120,7 @@ def write_load_stats(records_path: Path | str, stats: LoadStats) -> Path:
         tmp.write_text(stats.to_json(), encoding="utf-8")
         tmp.replace(target)
     except OSError as exc:
+        tmp.unlink(missing_ok=True)
         raise ResultsError(f"cannot write {target}: {exc.strerror or exc}") from exc
     return target
 

@@ -31,8 +31,10 @@ Usage::
         writer.write(RequestRecord(t_start=..., latency_ms=12.5, ...))   # one flushed row
     df = read_records(Path("runs/x/requests.csv"))
 
-Rows are flushed one by one, so a run that is killed keeps every completed request; a last row
-cut off mid-write is dropped by :func:`read_records` instead of poisoning the file.
+Rows go to the OS one by one, each in one write, so a run that is killed keeps every completed
+request; a last row cut off mid-write is dropped by :func:`read_records` instead of poisoning the
+file, and cut off by the next writer that opens it. A full disk costs the row that did not fit,
+never the file's shape (:class:`RecordWriter`).
 
 Summaries are ``bench.store.summary``; what a load generator knows beyond its rows is in its
 side-car (``bench.store.load_stats``).
@@ -40,18 +42,19 @@ side-car (``bench.store.load_stats``).
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import io
 import os
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
 import numpy as np
 import pandas as pd
 
-from bench.errors import ResultsError
+from bench.errors import DiskFullError, ResultsError, is_disk_full
 
 COLUMNS: tuple[str, ...] = (
     "t_start",
@@ -142,11 +145,14 @@ def _text(value: Any) -> str:
 
 
 class RecordWriter:
-    """Append :class:`RequestRecord` rows to a CSV file, one flushed line per request.
+    """Append :class:`RequestRecord` rows to a CSV file, each row whole or not at all.
 
     The header is written only when the file is new or empty, so several runs (or a resumed
-    run) can append to one file. Each row goes out in a single ``write`` + ``flush`` so a
-    killed process leaves at most one partial last line, which :func:`read_records` skips.
+    run) can append to one file. Each row goes to the OS in one ``write`` (no buffering in
+    between), so a killed process leaves at most one partial last line; opening the file again
+    cuts such a torn tail off before appending. When the disk is full (or a file-size limit is
+    reached) the row that did not fit is truncated away, the file ends with the last whole row,
+    and :class:`~bench.errors.DiskFullError` says how many rows it keeps.
     """
 
     def __init__(self, path: Path | str) -> None:
@@ -154,24 +160,43 @@ class RecordWriter:
         self.rows_written = 0
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            self._file: IO[str] | None = self.path.open("a", newline="", encoding="utf-8")
+            self._fd: int | None = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+            self._size = cut_torn_tail(self.path, self._fd)
+            if self._size == 0:
+                self._write_line(ALL_COLUMNS)
         except OSError as exc:
+            self.close()
+            if is_disk_full(exc):
+                raise DiskFullError(f"no space left on {self.path.parent} for {self.path.name}") from exc
             raise ResultsError(f"cannot write records to {self.path}: {exc.strerror or exc}") from exc
-        if self._file.tell() == 0:
-            self._write_line(ALL_COLUMNS)
 
     def _write_line(self, values: Sequence[str]) -> None:
-        assert self._file is not None
+        assert self._fd is not None
         buffer = io.StringIO()
         csv.writer(buffer, lineterminator="\n").writerow(values)
-        self._file.write(buffer.getvalue())
-        self._file.flush()
+        data = buffer.getvalue().encode("utf-8")
+        view = memoryview(data)
+        try:
+            while view:  # a short write (the disk filling up mid-row) is followed by the error
+                view = view[os.write(self._fd, view) :]
+        except OSError:
+            # Whole rows only: cut what got out of this one, keep every row before it.
+            with contextlib.suppress(OSError):
+                os.ftruncate(self._fd, self._size)
+            raise
+        self._size += len(data)
 
     def write(self, record: RequestRecord) -> None:
-        """Append one row and flush it to the OS."""
-        if self._file is None:
+        """Append one row (one write to the OS); DiskFullError/ResultsError when it cannot."""
+        if self._fd is None:
             raise ResultsError(f"record writer for {self.path} is closed")
-        self._write_line(record.to_row())
+        try:
+            self._write_line(record.to_row())
+        except OSError as exc:
+            kept = f"{self.rows_written} rows kept" if self.rows_written else "the rows before kept"
+            if is_disk_full(exc):
+                raise DiskFullError(f"no space left on {self.path.parent}: {kept} in {self.path.name}") from exc
+            raise ResultsError(f"cannot write records to {self.path}: {exc.strerror or exc}; {kept}") from exc
         self.rows_written += 1
 
     def write_many(self, records: Iterable[RequestRecord]) -> None:
@@ -180,18 +205,38 @@ class RecordWriter:
 
     @property
     def closed(self) -> bool:
-        return self._file is None
+        return self._fd is None
 
     def close(self) -> None:
-        if self._file is not None:
-            self._file.close()
-            self._file = None
+        fd, self._fd = getattr(self, "_fd", None), None
+        if fd is not None:
+            os.close(fd)
 
     def __enter__(self) -> RecordWriter:
         return self
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def cut_torn_tail(path: Path, fd: int | None = None) -> int:
+    """Cut a last line without its newline (a writer killed mid-row) off ``path``; returns the new size."""
+    size = os.fstat(fd).st_size if fd is not None else path.stat().st_size
+    if size == 0:
+        return 0
+    with path.open("rb") as f:
+        # Rows are short; a torn one is somewhere in the last block or two.
+        start = max(0, size - 65536)
+        f.seek(start)
+        tail = f.read()
+    if tail.endswith(b"\n"):
+        return size
+    newline = tail.rfind(b"\n")
+    keep = start + newline + 1 if newline >= 0 else 0
+    if newline < 0 and start > 0:
+        return size  # one line longer than 64 KiB: not a records row; leave the file alone
+    os.truncate(path, keep)
+    return keep
 
 
 def read_records(paths: Path | str | Iterable[Path | str]) -> pd.DataFrame:
@@ -270,7 +315,11 @@ def merge_records(paths: Iterable[Path | str], out_path: Path | str) -> int:
         if written != len(frame):
             raise ResultsError(f"merge into {out} wrote {written} rows, expected {len(frame)}")
         tmp.replace(out)
+    except DiskFullError as exc:
+        raise DiskFullError(f"no space left on {out.parent} to merge records into {out.name}; inputs kept") from exc
     except OSError as exc:
+        if is_disk_full(exc):
+            raise DiskFullError(f"no space left on {out.parent} to merge records into {out.name}; inputs kept") from exc
         raise ResultsError(f"cannot merge records into {out}: {exc.strerror or exc}") from exc
     finally:
         tmp.unlink(missing_ok=True)

@@ -28,11 +28,12 @@ import datetime as dt
 import json
 import os
 import secrets
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from bench.errors import ResultsError
+from bench.errors import DiskFullError, ResultsError, is_disk_full
 
 META_FILE = "meta.json"
 REQUESTS_FILE = "requests.csv"
@@ -132,21 +133,32 @@ def new_run_dir(out: Path, run_id: str | None = None) -> Path:
                     raise ResultsError(f"run directory {run_dir} already exists") from None
         else:
             raise ResultsError(f"could not create a new run directory in {out}")
-        (run_dir / FIGURES_DIR).mkdir()
+        try:
+            (run_dir / FIGURES_DIR).mkdir()
+        except OSError:
+            shutil.rmtree(run_dir, ignore_errors=True)
+            raise
     except OSError as exc:
+        if is_disk_full(exc):
+            raise DiskFullError(f"no space left on {out} for a new run directory") from exc
         raise ResultsError(f"cannot create a run directory in {out}: {exc.strerror or exc}") from exc
-    write_meta(
-        run_dir,
-        {
-            "schema": META_SCHEMA,
-            "run_id": rid,
-            "created_utc": utc_now().isoformat(timespec="seconds"),
-            "incomplete": True,
-            "incomplete_reason": "running",
-            "error": None,
-        },
-    )
-    set_latest(out, run_dir)
+    try:
+        write_meta(
+            run_dir,
+            {
+                "schema": META_SCHEMA,
+                "run_id": rid,
+                "created_utc": utc_now().isoformat(timespec="seconds"),
+                "incomplete": True,
+                "incomplete_reason": "running",
+                "error": None,
+            },
+        )
+        set_latest(out, run_dir)
+    except ResultsError:
+        # A run directory without its meta.json is not a run: leave nothing behind.
+        shutil.rmtree(run_dir, ignore_errors=True)
+        raise
     return run_dir
 
 
@@ -166,6 +178,8 @@ def set_latest(out: Path, run_dir: Path) -> Path:
         tmp.replace(latest)
     except OSError as exc:
         tmp.unlink(missing_ok=True)
+        if is_disk_full(exc):
+            raise DiskFullError(f"no space left on {out} to update {LATEST}") from exc
         raise ResultsError(f"cannot update {latest}: {exc.strerror or exc}") from exc
     return latest
 
@@ -219,14 +233,39 @@ def read_meta(run_dir: Path) -> dict[str, Any]:
 
 
 def write_meta(run_dir: Path, meta: dict[str, Any]) -> None:
-    """Write ``meta.json`` atomically: readers see the old or the new file, never half of one."""
+    """Write ``meta.json`` atomically: readers see the old or the new file, never half of one.
+
+    On a full disk the temp file is removed and, when the new text fits in the blocks the old
+    file already holds, meta.json is rewritten in place in compact form (overwriting allocated
+    blocks needs no free space), so a run that filled the disk can still say so. Otherwise
+    DiskFullError, with the old meta.json untouched.
+    """
     path = run_dir / META_FILE
     tmp = run_dir / f".{META_FILE}.{os.getpid()}.tmp"
     try:
         tmp.write_text(json.dumps(meta, indent=2, sort_keys=False, default=str) + "\n", encoding="utf-8")
         tmp.replace(path)
     except OSError as exc:
+        tmp.unlink(missing_ok=True)
+        if is_disk_full(exc):
+            if _rewrite_in_place(path, meta):
+                return
+            raise DiskFullError(f"no space left on {run_dir} to write {META_FILE}") from exc
         raise ResultsError(f"cannot write {path}: {exc.strerror or exc}") from exc
+
+
+def _rewrite_in_place(path: Path, meta: dict[str, Any]) -> bool:
+    """Overwrite ``path`` with compact JSON if it is no longer than the file is now; True if done."""
+    data = (json.dumps(meta, separators=(",", ":"), default=str) + "\n").encode("utf-8")
+    try:
+        if not path.is_file() or len(data) > path.stat().st_size:
+            return False
+        with path.open("r+b") as f:
+            f.write(data)
+            f.truncate()
+    except OSError:
+        return False
+    return True
 
 
 def update_meta(run_dir: Path, **fields: Any) -> dict[str, Any]:
