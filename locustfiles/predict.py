@@ -26,6 +26,7 @@ from bench.scenario.process import Scenario
 @events.init_command_line_parser.add_listener  # type: ignore[untyped-decorator]  # Locust's add_listener is unannotated
 def _add_arguments(parser: Any, **_kwargs: Any) -> None:
     options.add_arguments(parser)
+    options.bind_loopback_by_default(parser)
 
 
 @events.init.add_listener  # type: ignore[untyped-decorator]  # Locust's add_listener is unannotated

@@ -157,6 +157,27 @@ class Step:
         return f"{base}/b={self.batch}" if self.batch is not None else f"{base}/rate={self.rate_per_s:g}"
 
 
+# Locust's options that open a listening socket, and what they say about their default.
+_LISTENERS = {
+    "web_host": "Host to bind the web interface to. Defaults to 127.0.0.1 (loopback); '*' for all interfaces",
+    "master_bind_host": "IP address for the master to listen on. Defaults to 127.0.0.1 (loopback); "
+    "'*' for all interfaces, as workers on other machines need",
+}
+
+
+def bind_loopback_by_default(parser: Any) -> None:
+    """Locust listens on every interface unless told otherwise; a load generator stays on loopback.
+
+    Its web UI starts and stops load tests and its master port accepts any worker, so neither is
+    offered to the network unless asked (``--web-host``, ``--master-bind-host``, their
+    LOCUST_* variables or a config file, which all still win over these defaults).
+    """
+    parser.set_defaults(**dict.fromkeys(_LISTENERS, "127.0.0.1"))
+    for action in parser._actions:  # argparse has no public way to reword another's help
+        if action.dest in _LISTENERS:
+            action.help = _LISTENERS[action.dest]
+
+
 def parse_steps(text: str) -> tuple[Step, ...]:
     """``batch=1,4,16`` or ``rate=10,20,40`` -> steps; ConfigError / ArgumentTypeError otherwise."""
     text = text.strip()

@@ -23,6 +23,11 @@ from bench.target.response_check import check_predict_response
 log = logging.getLogger("tfsbench.load")
 
 RECORD_KEY = "tfsbench"  # the request context key that carries a record's fields
+# A user whose connection is refused waits before it tries again, doubling up to the cap, so a
+# dead server yields a few error rows per user and second instead of thousands that would
+# drown the run's measurements; the first answer resets it.
+BACKOFF_FIRST_S = 0.05
+BACKOFF_MAX_S = 1.0
 
 
 @dataclass
@@ -32,6 +37,7 @@ class UserState:
     schedule: UserSchedule | None = None
     schedule_key: tuple[Any, ...] = ()
     lag: LagAccount = field(default_factory=LagAccount)  # who made its sends late (open model)
+    backoff_s: float = 0.0  # the wait after the last refused connection; 0 while the server answers
 
 
 def new_user_state(scenario: Scenario) -> UserState:
@@ -138,6 +144,27 @@ def predict_once(client: Any, scenario: Scenario, state: UserState, sleep: Calla
         done = time.perf_counter()
         # Since the loop last idled the reply had arrived and waited for us (inline encoding included).
         state.lag.on_done(started, done, scenario.loop_watch.generator_ms(started, done))
+    back_off(state, getattr(response, "error", None) if info["status"] == 0 else None, sleep)
+
+
+def is_refused(error: Any) -> bool:
+    """A connection the server side refused or dropped before answering (not a timeout: that is latency)."""
+    return isinstance(error, ConnectionError) or "refused" in str(error).lower()
+
+
+def back_off(state: UserState, error: Any, sleep: Callable[[float], None]) -> float:
+    """After a refused connection wait (capped, doubling); any answer resets. Returns the wait.
+
+    In the open model the slots that fall due meanwhile are dropped, not sent in a burst after.
+    """
+    if error is None or not is_refused(error):
+        state.backoff_s = 0.0
+        return 0.0
+    state.backoff_s = min(BACKOFF_MAX_S, state.backoff_s * 2 if state.backoff_s else BACKOFF_FIRST_S)
+    sleep(state.backoff_s)
+    if state.schedule is not None:
+        state.schedule.skip_until(time.perf_counter())
+    return state.backoff_s
 
 
 def _content(response: Any) -> bytes:

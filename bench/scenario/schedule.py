@@ -213,6 +213,25 @@ class UserSchedule:
         self._next_s = math.inf
         return np.concatenate((head, rest))
 
+    def skip_until(self, until_s: float) -> int:
+        """Drop the slots due before ``until_s`` (a user backing off a dead server); returns how many.
+
+        Sending them late would turn the back-off into a burst; they are not owed either: the
+        server refused connections, and the rows of those refusals already say so.
+        """
+        skipped = 0
+        if self.arrival.model == "poisson":
+            while self._next_s < until_s:
+                self._next_s += self._rng.expovariate(self.rate_per_s)
+                skipped += 1
+            return skipped
+        if self._next_s < until_s:
+            target = math.ceil((until_s - self._origin_s) / self.interval_s - 1e-9)
+            skipped = target - self._slot
+            self._slot = target
+            self._next_s = self._origin_s + self._slot * self.interval_s
+        return skipped
+
     def wait_s(self, intended_s: float) -> float:
         """Seconds to sleep until ``intended_s`` (0 when it is already due or past)."""
         return max(0.0, intended_s - self._clock())
