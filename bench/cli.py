@@ -1,6 +1,7 @@
 """The ``tfsbench`` command line (also ``python -m bench``).
 
-Every sub-command's flags live here, so ``tfsbench <cmd> --help`` is the one reference. Each
+Every sub-command's flags live here, so ``tfsbench <cmd> --help`` is the one reference (``tune``'s
+in bench.commands.tune_args, which borrows capacity's search flags from here). Each
 handler imports its implementation lazily: ``tfsbench codecs`` or ``tfsbench sweep`` must not
 pay for importing TensorFlow, which only ``export``, ``serve`` and ``demo`` need.
 
@@ -23,6 +24,7 @@ from pathlib import Path
 from bench import __version__, argtypes
 from bench.api_names import PROMETHEUS_PATH
 from bench.commands.capacity_search import DEFAULT_TOLERANCE
+from bench.commands.tune_args import add_tune_parser
 from bench.docker.launcher import DEFAULT_IMAGE, DEFAULT_NAME, validate_memory, validate_name
 from bench.docker.standin import STANDIN_TAG
 from bench.errors import BenchError, is_disk_full
@@ -538,6 +540,7 @@ def build_parser() -> argparse.ArgumentParser:
         _add_demo,
     ):
         add(sub)
+    add_tune_parser(sub, _handler("bench.commands.tune", "run_tune"))  # after capacity: it borrows its flags
     return parser
 
 

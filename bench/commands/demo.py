@@ -17,7 +17,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -54,7 +54,9 @@ class RunningServer:
     log_path: Path
 
 
-def wait_until_available(url: str, process: subprocess.Popen[bytes], timeout_s: float, log_path: Path) -> None:
+def wait_until_available(
+    url: str, process: subprocess.Popen[bytes], timeout_s: float, log_path: Path, model_name: str = MODEL_NAME
+) -> None:
     """Poll the model status until a version is AVAILABLE; ServerError if the server exits or never is."""
 
     def still_running() -> None:
@@ -62,7 +64,7 @@ def wait_until_available(url: str, process: subprocess.Popen[bytes], timeout_s: 
             tail = log_path.read_text(encoding="utf-8", errors="replace").strip().splitlines()[-3:]
             raise ServerError(f"the embedded server exited with code {process.returncode}: {' | '.join(tail)}")
 
-    with TFServingClient(url, MODEL_NAME, timeout_s=2.0) as client:
+    with TFServingClient(url, model_name, timeout_s=2.0) as client:
         try:
             client.wait_until_available(timeout_s, check=still_running)
         except ServerError as exc:
@@ -72,22 +74,27 @@ def wait_until_available(url: str, process: subprocess.Popen[bytes], timeout_s: 
 
 
 @contextlib.contextmanager
-def embedded_server(model_base_path: Path, workdir: Path) -> Iterator[RunningServer]:
-    """``tfsbench serve`` as a child process on a free loopback port, Prometheus on; stopped on exit."""
+def embedded_server(
+    model_base_path: Path, workdir: Path, model_name: str = MODEL_NAME, extra_args: Sequence[str] = ()
+) -> Iterator[RunningServer]:
+    """``tfsbench serve`` as a child process on a free loopback port, Prometheus on; stopped on exit.
+
+    ``extra_args``: more serve flags (``tfsbench tune`` passes each configuration's batching).
+    """
     port = free_port()
     monitoring = workdir / "monitoring.config"
     monitoring.write_text(monitoring_config_text())
     log_path = workdir / "server.log"
     cmd = [
         sys.executable, "-m", "bench", "serve", "--rest_api_port", str(port), "--rest_api_host", "127.0.0.1",
-        "--model_name", MODEL_NAME, "--model_base_path", str(model_base_path.resolve()),
-        "--monitoring_config_file", str(monitoring),
+        "--model_name", model_name, "--model_base_path", str(model_base_path.resolve()),
+        "--monitoring_config_file", str(monitoring), *extra_args,
     ]  # fmt: skip
     with log_path.open("wb") as log:
         process = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}"
     try:
-        wait_until_available(url, process, SERVER_START_TIMEOUT_S, log_path)
+        wait_until_available(url, process, SERVER_START_TIMEOUT_S, log_path, model_name)
         yield RunningServer(url, process, log_path)
     finally:
         if process.poll() is None:

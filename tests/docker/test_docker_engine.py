@@ -215,3 +215,25 @@ def test_stop_is_a_clean_sigterm(container: RunningContainer) -> None:
     assert not state["State"]["OOMKilled"]
     assert down(container.name) is True
     assert container_inspect(container.name) is None
+
+
+def test_tune_docker_measures_each_configuration_in_its_own_container(
+    standin: str, model_base_path: Path, tmp_path: Path
+) -> None:
+    """tfsbench tune through the stand-in: batching off and the guide's start, one container each, both gone after."""
+    import pandas as pd
+
+    from bench.store.runs import load_run
+
+    argv = ["tune", "--docker", standin, "--model-base-path", str(model_base_path), "--cpus", "1",
+            "--space", "max_batch_size=8;batch_timeout_micros=0;num_batch_threads=1", "--slo", "p99<200ms",
+            "--min-samples", "100", "--min-measure-time", "1", "--warmup-time", "0.5", "--max-probes", "2",
+            "--tolerance", "0.5", "--calibration-time", "1", "--out", str(tmp_path)]  # fmt: skip
+    assert main(argv) == 0
+    run = load_run(tmp_path / "latest")
+    tune = pd.read_csv(run.path / "tune.csv")
+    assert tune["config"].tolist() == ["off", "mbs8-btm0-nbt1"]
+    assert tune["met_slo"].any()
+    assert (run.path / "report.html").is_file()
+    leftover = docker(["ps", "-a", "--filter", "name=tfsbench-tune-", "--format", "{{.Names}}"]).stdout.strip()
+    assert leftover == ""
