@@ -19,9 +19,9 @@ from bench.serving.batching import parse_batching_parameters
 from bench.store import runs
 
 SPACE = "max_batch_size=4,16;batch_timeout_micros=0,2000;num_batch_threads=1"
-LIMIT_MS = 100.0
+LIMIT_MS = 500.0  # generous: the checks are about what tune does with its numbers
 # Short probes: the test checks what the tune does with its measurements, not their precision.
-FAST = ["--min-samples", "100", "--min-measure-time", "1", "--warmup-time", "0.5", "--max-probes", "2",
+FAST = ["--min-samples", "100", "--min-measure-time", "1", "--warmup-time", "0.5", "--max-probes", "3",
         "--tolerance", "0.5", "--calibration-time", "1"]  # fmt: skip
 
 
