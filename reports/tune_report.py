@@ -86,29 +86,36 @@ def front_figure(frame: pd.DataFrame, percentile: str, limit_ms: float | None) -
 
 
 def answer_lines(frame: pd.DataFrame, percentile: str) -> list[str]:
+    """The recommendation, against batching off, the front, and a warning where the generator was the limit."""
     points = configuration_points(frame)
     best = points[points["recommended"]]
+    lines = []
     if best.empty:
-        return ["No configuration met the SLO: loosen it, or read the capacity runs under configs/."]
-    b = best.iloc[0]
-    lines = [
-        f"Recommended: {b['config']}: {b['max_images_per_s']:.0f} images/s within the SLO "
-        f"({percentile} {b['latency_ms_at_max']:.1f} ms at that load; "
-        f"client batch {b['client_batch']}, {b['encoding']})."
-    ]
-    off = points[~points["batching"]]
-    if len(off) and bool(b["batching"]):
-        o = off.iloc[0]
-        ratio = b["max_images_per_s"] / o["max_images_per_s"] if o["max_images_per_s"] else float("inf")
+        lines.append("No configuration met the SLO: loosen it, or read the capacity runs under configs/.")
+    else:
+        b = best.iloc[0]
         lines.append(
-            f"Batching off serves {o['max_images_per_s']:.0f} images/s: the recommendation is {ratio:.2f}x that."
+            f"Recommended: {b['config']}: {b['max_images_per_s']:.0f} images/s within the SLO "
+            f"({percentile} {b['latency_ms_at_max']:.1f} ms at that load; "
+            f"client batch {b['client_batch']}, {b['encoding']})."
         )
-    elif not len(off) and (~frame["batching"]).any():
-        lines.append("Batching off met the SLO at no rate.")
-    front = points[points["on_front"]]
-    lines.append(
-        f"The front has {len(front)} of {frame['config'].nunique()} configurations: " + ", ".join(front["config"]) + "."
-    )
+        off = points[~points["batching"]]
+        if len(off) and bool(b["batching"]):
+            o = off.iloc[0]
+            ratio = b["max_images_per_s"] / o["max_images_per_s"] if o["max_images_per_s"] else float("inf")
+            served = f"{o['max_images_per_s']:.0f} images/s"
+            lines.append(f"Batching off serves {served}: the recommendation is {ratio:.2f}x.")
+        elif not len(off) and (~frame["batching"]).any():
+            lines.append("Batching off met the SLO at no rate.")
+        front = points[points["on_front"]].sort_values("max_images_per_s", ascending=False)
+        names = ", ".join(front["config"])
+        lines.append(f"The front has {len(front)} of {frame['config'].nunique()} configurations: {names}.")
+    generator = sorted(set(frame.loc[frame["limited_by"] == "generator", "config"]))
+    if generator:
+        lines.append(
+            f"The load generator, not the server, limited {len(generator)} configuration(s) ({', '.join(generator)}): "
+            "their numbers are lower bounds; rerun with --processes or on a quieter machine."
+        )
     return lines
 
 

@@ -341,27 +341,33 @@ def run_tune_config(config: TuneConfig, out: Path, resume: Path | None = None) -
 
 
 def answer_lines(tune: TuneRun) -> list[str]:
-    """What the tune says, in a few lines: the recommendation, against batching off, and the front."""
+    """What the tune says, in a few lines: the recommendation, against batching off, the front, warnings."""
     points = tune.points()
     slo = tune.config.capacity.slo_text
     best = recommend(points)
     base = next((p for p in points if not p.config.enabled), None)
     lines = [f"tune: {len(points)} configurations measured (grid: {grid_size(tune.config.space)})"]
     if best is None:
-        return [*lines, f"no configuration met {slo}: loosen the SLO or look at the capacity runs under configs/"]
-    lines.append(
-        f"recommended: {best.config.key}: {best.images_per_s:.0f} images/s within {slo} "
-        f"(p{tune.config.capacity.percentile:g} {best.latency_ms:.1f} ms)"
-    )
-    if base is not None and base.met_slo and base is not best:
-        ratio = best.images_per_s / base.images_per_s if base.images_per_s else math.inf
-        lines.append(f"batching off: {base.images_per_s:.0f} images/s ({ratio:.2f}x with the recommendation)")
-    elif base is not None and not base.met_slo:
-        lines.append("batching off: no rate met the SLO")
-    front = pareto_front(points)
-    lines.append(
-        "front: " + ", ".join(f"{p.config.key} ({p.images_per_s:.0f} img/s, {p.latency_ms:.1f} ms)" for p in front)
-    )
+        lines.append(f"no configuration met {slo}: loosen the SLO or look at the capacity runs under configs/")
+    else:
+        lines.append(
+            f"recommended: {best.config.key}: {best.images_per_s:.0f} images/s within {slo} "
+            f"(p{tune.config.capacity.percentile:g} {best.latency_ms:.1f} ms)"
+        )
+        if base is not None and base.met_slo and base is not best:
+            ratio = best.images_per_s / base.images_per_s if base.images_per_s else math.inf
+            lines.append(f"batching off: {base.images_per_s:.0f} images/s ({ratio:.2f}x with the recommendation)")
+        elif base is not None and not base.met_slo:
+            lines.append("batching off: no rate met the SLO")
+        front = pareto_front(points)
+        shown = ", ".join(f"{p.config.key} ({p.images_per_s:.0f} img/s, {p.latency_ms:.1f} ms)" for p in front)
+        lines.append(f"front: {shown}")
+    generator = sorted({str(r["config"]) for r in tune.rows if r["limited_by"] == "generator"})
+    if generator:
+        lines.append(
+            f"warning: the load generator, not the server, limited {len(generator)} configuration(s) "
+            f"({', '.join(generator)}): their numbers are lower bounds; use --processes or a quieter machine"
+        )
     return lines
 
 
