@@ -1,4 +1,4 @@
-"""Encodings: how a uint8 image batch becomes a TF Serving predict body.
+"""Encodings: how a batch (uint8 images, or any signature's named arrays) becomes a TF Serving predict body.
 
 Each encoding is a small named object (``Encoding``) with the signature it targets, the
 ``Content-Encoding`` it needs, whether it is lossless, and ``encode(batch) -> bytes``. The
@@ -18,6 +18,12 @@ b64-png                serving_bytes    ``{"instances": [{"b64": PNG}, ...]}``
 b64-jpeg               serving_bytes    ``{"instances": [{"b64": JPEG q90}, ...]}``
 =====================  ===============  ==========================================================
 
+A batch is a uint8 image array (the reference model's one input) or a ``{input: array}`` mapping
+(``bench.payloads.tensors``) for any signature: every JSON encoding writes every REST dtype and
+several inputs (named instances, or named columns); the b64 encodings send the string inputs'
+bytes; row-fast stays a uint8 writer. ``refusal(specs)`` says, before any request, why an
+encoding cannot express a signature.
+
 Load-generator side: numpy, orjson and Pillow only, never TensorFlow.
 """
 
@@ -28,7 +34,7 @@ import dataclasses
 import gzip
 import io
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -37,13 +43,15 @@ from PIL import Image
 
 from bench.api_names import DEFAULT_SIGNATURE
 from bench.errors import ConfigError
+from bench.payloads import tensors
 from bench.payloads.fast_json import dumps_uint8
-from bench.payloads.specs import BYTES_INPUT, BYTES_SIGNATURE, IMAGE_INPUT
+from bench.payloads.specs import BYTES_INPUT, BYTES_SIGNATURE, IMAGE_INPUT, InputSpec
+from bench.payloads.tensors import Batch, ImageBytes
 
 # gzip level 1 keeps about 2/3 of the saving of level 6 at 1/8 of its CPU cost: on a load
 # generator, level 6 would cost more time than the JSON itself (230 ms against 14 ms at batch 16).
 GZIP_LEVEL = 1
-JPEG_QUALITY = 90
+JPEG_QUALITY = tensors.JPEG_QUALITY
 # row-fast strips padding from the most-padded images until the body is at most this much
 # larger than orjson's compact text (see bench.payloads.fast_json).
 FAST_MAX_OVERHEAD = 0.15
@@ -113,13 +121,7 @@ def _row_orjson_gzip(batch: np.ndarray, input_name: str, signature_name: str) ->
     return gzip.compress(_row_orjson(batch, input_name, signature_name), compresslevel=GZIP_LEVEL, mtime=0)
 
 
-def _image_bytes(image: np.ndarray, fmt: str) -> bytes:
-    out = io.BytesIO()
-    if fmt == "JPEG":
-        Image.fromarray(image).save(out, format="JPEG", quality=JPEG_QUALITY)
-    else:
-        Image.fromarray(image).save(out, format="PNG")
-    return out.getvalue()
+_image_bytes = tensors.image_bytes
 
 
 def _b64(fmt: str) -> EncodeFn:
@@ -131,6 +133,27 @@ def _b64(fmt: str) -> EncodeFn:
         return _request(signature_name, "instances", instances)
 
     return encode
+
+
+# --- named batches: (batch, signature_name) -> body -----------------------------------------
+
+NamedEncodeFn = Callable[[Batch, str], bytes]
+
+
+def _named_rows(named: bool, dumps: tensors.Dumps = tensors.orjson_dumps, fmt: str = "PNG") -> NamedEncodeFn:
+    def encode(batch: Batch, signature_name: str) -> bytes:
+        return tensors.rows_body(batch, signature_name, named=named, dumps=dumps, image_format=fmt)
+
+    return encode
+
+
+def _named_columnar(batch: Batch, signature_name: str) -> bytes:
+    return tensors.columnar_body(batch, signature_name)
+
+
+def _named_gzip(batch: Batch, signature_name: str) -> bytes:
+    body = tensors.rows_body(batch, signature_name, named=False)
+    return gzip.compress(body, compresslevel=GZIP_LEVEL, mtime=0)
 
 
 # --- client-side decoders, for round-trip tests and checks ------------------------------------
@@ -182,15 +205,46 @@ class Encoding:
     default_input: str
     _encode: EncodeFn = dataclasses.field(repr=False, compare=False)
     _decode: DecodeFn = dataclasses.field(repr=False, compare=False)
+    _encode_named: NamedEncodeFn | None = dataclasses.field(default=None, repr=False, compare=False)
+    image_format: str | None = None  # b64 encodings: what string inputs' images become
 
-    def encode(self, batch: np.ndarray, input_name: str | None = IMAGE_INPUT) -> bytes:
-        """The request body for ``batch`` (uint8 ``[batch, height, width, channels]``).
+    def encode(self, batch: np.ndarray | Batch, input_name: str | None = IMAGE_INPUT) -> bytes:
+        """The request body for ``batch``: uint8 images ``[batch, height, width, channels]`` or a
+        ``{input: array}`` mapping (``bench.payloads.tensors``).
 
-        ``input_name`` is the signature's input key, used by the encodings that name it
-        (columnar-orjson, row-named-orjson); the others send unnamed rows. None picks the
-        encoding's own default (``examples``, or ``image_bytes`` for the b64 encodings).
+        ``input_name`` is the signature's input key for an image array, used by the encodings
+        that name it (columnar-orjson, row-named-orjson); the others send unnamed rows. None
+        picks the encoding's own default (``examples``, or ``image_bytes`` for the b64 encodings).
+        A mapping of one uint8 image input (or one image-bytes input, for b64) takes the
+        image path, so the reference model's bodies are the same either way.
         """
+        if isinstance(batch, Mapping):
+            if len(batch) == 1:
+                ((name, value),) = batch.items()
+                if isinstance(value, ImageBytes) and self.image_format:
+                    return self._encode(_check_batch(value.images), name, self.signature_name)
+                if isinstance(value, np.ndarray) and value.dtype == np.uint8 and value.ndim >= 2:
+                    return self._encode(_check_batch(value), name, self.signature_name)
+            if self._encode_named is None:
+                raise TypeError(f"{self.name} writes one uint8 image input only")
+            return self._encode_named(batch, self.signature_name)
         return self._encode(_check_batch(batch), input_name or self.default_input, self.signature_name)
+
+    def refusal(self, specs: Sequence[InputSpec]) -> str | None:
+        """Why this encoding cannot express a signature with inputs ``specs``, or None when it can."""
+        for spec in specs:
+            reason = tensors.rest_refusal(spec.name, spec.dtype)
+            if reason:
+                return reason
+        strings = [s.name for s in specs if s.dtype == "string"]
+        if self.image_format:
+            if not strings:
+                return f"{self.name} sends string (bytes) inputs and this signature has none"
+        elif strings:
+            return f"input '{strings[0]}' is a string (bytes): only the b64 encodings send it"
+        if self._encode_named is None and (len(specs) != 1 or specs[0].dtype != "uint8"):
+            return f"{self.name} writes a single uint8 input only"
+        return None
 
     def headers(self) -> dict[str, str]:
         """HTTP headers that must go with a body from ``encode``."""
@@ -212,29 +266,47 @@ def _encoding(
     signature_name: str = "",
     content_encoding: str | None = None,
     lossless: bool = True,
+    named: NamedEncodeFn | None = None,
+    image_format: str | None = None,
 ) -> Encoding:
     default_input = BYTES_INPUT if signature_name == BYTES_SIGNATURE else IMAGE_INPUT
-    return Encoding(name, signature_name, content_encoding, lossless, description, default_input, encode, decode)
+    return Encoding(
+        name, signature_name, content_encoding, lossless, description, default_input, encode, decode, named,
+        image_format,
+    )  # fmt: skip
 
 
 # The one place to add an encoding.
 _ALL = (
-    _encoding("row-orjson", _row_orjson, _decode_rows, "instances, orjson's native numpy serialization"),
-    _encoding("row-json", _row_json, _decode_rows, "instances, stdlib json on tolist(): the naive baseline"),
-    _encoding("columnar-orjson", _columnar_orjson, _decode_columnar, "inputs {name: batch}, orjson"),
-    _encoding("row-named-orjson", _row_named_orjson, _decode_named, "instances of {name: image} objects, orjson"),
-    _encoding("row-fast", _row_fast, _decode_rows, "instances, vectorized uint8 writer (bench.payloads.fast_json)"),
-    _encoding("row-orjson-gzip", _row_orjson_gzip, _decode_gzip, "row-orjson, gzip level 1", content_encoding="gzip"),
-    _encoding("b64-png", _b64("PNG"), _decode_b64, "base64 PNG per image", signature_name=BYTES_SIGNATURE),
     _encoding(
-        "b64-jpeg",
-        _b64("JPEG"),
-        _decode_b64,
-        f"base64 JPEG (quality {JPEG_QUALITY}) per image",
-        signature_name=BYTES_SIGNATURE,
-        lossless=False,
+        "row-orjson", _row_orjson, _decode_rows, "instances, orjson's native numpy serialization",
+        named=_named_rows(False),
     ),
-)
+    _encoding(
+        "row-json", _row_json, _decode_rows, "instances, stdlib json on tolist(): the naive baseline",
+        named=_named_rows(False, tensors.json_dumps),
+    ),
+    _encoding(
+        "columnar-orjson", _columnar_orjson, _decode_columnar, "inputs {name: batch}, orjson", named=_named_columnar
+    ),
+    _encoding(
+        "row-named-orjson", _row_named_orjson, _decode_named, "instances of {name: image} objects, orjson",
+        named=_named_rows(True),
+    ),
+    _encoding("row-fast", _row_fast, _decode_rows, "instances, vectorized uint8 writer (bench.payloads.fast_json)"),
+    _encoding(
+        "row-orjson-gzip", _row_orjson_gzip, _decode_gzip, "row-orjson, gzip level 1", content_encoding="gzip",
+        named=_named_gzip,
+    ),
+    _encoding(
+        "b64-png", _b64("PNG"), _decode_b64, "base64 PNG per image", signature_name=BYTES_SIGNATURE,
+        named=_named_rows(False, fmt="PNG"), image_format="PNG",
+    ),
+    _encoding(
+        "b64-jpeg", _b64("JPEG"), _decode_b64, f"base64 JPEG (quality {JPEG_QUALITY}) per image",
+        signature_name=BYTES_SIGNATURE, lossless=False, named=_named_rows(False, fmt="JPEG"), image_format="JPEG",
+    ),
+)  # fmt: skip
 
 ENCODINGS: dict[str, Encoding] = {encoding.name: encoding for encoding in _ALL}
 ENCODING_NAMES: tuple[str, ...] = tuple(ENCODINGS)
