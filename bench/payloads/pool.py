@@ -17,12 +17,21 @@ import itertools
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from typing import Protocol
+
+import numpy as np
 
 from bench.errors import ConfigError
 from bench.payloads.encodings import Encoding
-from bench.payloads.images import ImageSource
+from bench.payloads.tensors import Batch
 
 DEFAULT_MAX_BYTES = 256 * 1024 * 1024
+
+
+class BatchSource(Protocol):
+    """Images (``bench.payloads.images``) or any signature's batches (``bench.payloads.input_plan``)."""
+
+    def batch(self, size: int, index: int = 0) -> np.ndarray | Batch: ...
 
 
 @dataclass(frozen=True)
@@ -77,7 +86,7 @@ class PayloadPool:
     def build(
         cls,
         encoding: Encoding,
-        source: ImageSource,
+        source: BatchSource,
         batch_size: int,
         count: int,
         max_bytes: int = DEFAULT_MAX_BYTES,
