@@ -24,6 +24,7 @@ The plan is plain data (``to_dict``/``from_dict``): the sweep writes it for each
 
 from __future__ import annotations
 
+import argparse
 import dataclasses
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -282,8 +283,6 @@ class InputBatches:
 
 
 def _flag_error(text: str) -> Exception:
-    import argparse  # only the CLI's parsers need it
-
     return argparse.ArgumentTypeError(text)
 
 
