@@ -31,6 +31,7 @@ from bench.errors import BenchError, is_disk_full
 from bench.payloads.encodings import ENCODING_NAMES
 from bench.serving.flags import add_serve_arguments
 from export.saved_model import DEFAULT_SEED, export_model
+from export.variants import VariantSpec, export_variant
 
 
 def _handler(module: str, function: str) -> Callable[[argparse.Namespace], int]:
@@ -62,10 +63,30 @@ def _add_export(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
     )
     p.add_argument("--seed", type=argtypes.non_negative_int, default=None, metavar="N", help="weight seed")
     p.add_argument("--force", action="store_true", help="overwrite an existing version directory")
+    p.add_argument(
+        "--variant",
+        choices=("reference", "two-input", "bytes-only"),
+        default="reference",
+        help="another signature: two-input (image + per-example float32 threshold), bytes-only (image_bytes "
+        "string [-1]); with the flags below, a small one-convolution model (default: the reference)",
+    )
+    p.add_argument(
+        "--input-dtype", choices=("uint8", "float32"), default="uint8", help="image input dtype (default uint8)"
+    )
+    p.add_argument(
+        "--image-size", type=argtypes.non_negative_int, default=128, metavar="N", help="N x N images, 0: unknown"
+    )
+    p.add_argument("--input-name", default="examples", metavar="NAME", help="image input name (default examples)")
     p.set_defaults(handler=_run_export)
 
 
 def _run_export(args: argparse.Namespace) -> int:
+    variant = VariantSpec(args.variant, args.input_dtype, args.image_size, args.input_name)
+    if not variant.is_reference:
+        seed = DEFAULT_SEED if args.seed is None else args.seed
+        result = export_variant(args.out, variant, args.model_name, args.version, args.force, seed)
+        print(result.summary())
+        return 0
     result = export_model(
         args.out,
         model_name=args.model_name,

@@ -78,6 +78,20 @@ def _describe(spec: object) -> str:
     return f"{spec.dtype.name} [{dims}]"  # type: ignore[attr-defined]
 
 
+def describe_signatures(version_dir: Path) -> dict[str, dict[str, dict[str, str]]]:
+    """Each signature's inputs and outputs, read back from disk rather than what we meant to write."""
+    import tensorflow as tf  # lazy: 5 s and hundreds of MB, wanted only here
+
+    loaded = tf.saved_model.load(str(version_dir))
+    return {
+        name: {
+            "inputs": {k: _describe(v) for k, v in fn.structured_input_signature[1].items()},
+            "outputs": {k: _describe(v) for k, v in fn.structured_outputs.items()},
+        }
+        for name, fn in loaded.signatures.items()
+    }
+
+
 def export_model(
     out: Path,
     model_name: str = "classifier",
@@ -131,15 +145,7 @@ def export_model(
         shutil.rmtree(tmp, ignore_errors=True)
         raise
 
-    # Describe what was written, read back from disk, rather than what we meant to write.
-    loaded = tf.saved_model.load(str(version_dir))
-    described = {
-        name: {
-            "inputs": {k: _describe(v) for k, v in fn.structured_input_signature[1].items()},
-            "outputs": {k: _describe(v) for k, v in fn.structured_outputs.items()},
-        }
-        for name, fn in loaded.signatures.items()
-    }
+    described = describe_signatures(version_dir)
     files = sorted((p, p.stat().st_size) for p in version_dir.rglob("*") if p.is_file())
     return ExportResult(
         version_dir=version_dir,
