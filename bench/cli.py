@@ -29,6 +29,7 @@ from bench.docker.launcher import DEFAULT_IMAGE, DEFAULT_NAME, validate_memory, 
 from bench.docker.standin import STANDIN_TAG
 from bench.errors import BenchError, is_disk_full
 from bench.payloads.encodings import ENCODING_NAMES
+from bench.payloads.input_flags import add_input_arguments
 from bench.serving.flags import add_serve_arguments
 from export.saved_model import DEFAULT_SEED, export_model
 from export.variants import VariantSpec, export_variant
@@ -243,6 +244,7 @@ def _add_scenario_options(p: argparse.ArgumentParser, per: str) -> None:
         metavar="N",
         help=f"pre-encoded bodies per {per} (Locust default 8)",
     )
+    add_input_arguments(p)
 
 
 def _add_stability(p: argparse.ArgumentParser, per: str, window_s: float) -> None:

@@ -12,6 +12,7 @@ import math
 
 from bench.commands.capacity_run import CapacityConfig, run_capacity_config
 from bench.commands.capacity_search import CapacityResult
+from bench.commands.preflight import input_options_from_args
 from bench.errors import ResultsError
 from reports.report import build_report
 
@@ -132,6 +133,7 @@ def config_from_args(args: argparse.Namespace) -> CapacityConfig:
         signature_name=args.signature_name or "",
         images=str(args.images) if args.images else None,
         pool_size=args.pool_size,
+        inputs=input_options_from_args(args),
     )
 
 

@@ -26,7 +26,7 @@ import math
 import os
 import sys
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -43,8 +43,10 @@ from bench.commands.capacity_search import (
 )
 from bench.commands.cells import CellResult, SweepConfig, merge_cell, run_cell, target_client
 from bench.commands.cells import validate as validate_sweep
+from bench.commands.preflight import prepare_inputs, save_plans
 from bench.commands.sweep import describe_target
 from bench.errors import ConfigError, ResultsError, ServerError
+from bench.payloads.input_plan import InputOptions
 from bench.store import provenance, runs
 from bench.store.lateness import late_tolerance_ms
 from bench.store.load_stats import LoadStats, read_load_stats
@@ -98,6 +100,8 @@ class CapacityConfig:
     signature_name: str = ""
     images: str | None = None
     pool_size: int | None = None
+    inputs: InputOptions = field(default_factory=InputOptions)
+    input_plan: str | None = None  # RUN/input_plan.json (bench.commands.preflight)
 
     @property
     def slo_text(self) -> str:
@@ -208,6 +212,8 @@ def _sweep_config(config: CapacityConfig, batch: int, encoding: str, rate_rps: f
         "signature_name": config.signature_name,
         "images": config.images,
         "pool_size": config.pool_size,
+        "inputs": config.inputs,
+        "input_plan": config.input_plan,
     }
     if rate_rps is None:
         users = max(config.calibration_users, config.processes)
@@ -449,8 +455,12 @@ def run_capacity_config(config: CapacityConfig, out: Path) -> tuple[Path, list[C
     """
     validate(config)
     first = _sweep_config(config, config.batch_sizes[0], config.encodings[0], 1.0)
-    target = describe_target(target_client(first), first)
+    client = target_client(first)
+    target = describe_target(client, first)
+    inputs = replace(config.inputs, images=config.images)
+    plans, signature = prepare_inputs(client, config.encodings, config.batch_sizes, inputs, config.signature_name)
     run_dir = runs.new_run_dir(out)
+    config = replace(config, input_plan=save_plans(run_dir, plans))
     run = CapacityRun(config, run_dir)
     runs.update_meta(
         run_dir,
@@ -463,6 +473,7 @@ def run_capacity_config(config: CapacityConfig, out: Path) -> tuple[Path, list[C
         },
         slo={"text": config.slo_text, "percentile": config.percentile, "limit_ms": config.limit_ms},
         target=target,
+        signature=signature,
         **provenance.collect_environment(),
     )
     cells = [(b, e) for e in config.encodings for b in config.batch_sizes]

@@ -34,6 +34,7 @@ from bench import LOCUSTFILE
 from bench.api_names import PROMETHEUS_PATH
 from bench.errors import DISK_FULL_EXIT_CODE, ConfigError, DiskFullError, ResultsError
 from bench.payloads.encodings import get_encoding
+from bench.payloads.input_plan import InputOptions
 from bench.ports import free_port
 from bench.scenario.parent_death import PARENT_PID_ENV
 from bench.store import runs
@@ -49,6 +50,8 @@ FIRST_ROW_POLL_S = 0.05
 HEALTH_EVERY_S = 2.0
 HEALTH_FAILS_TO_STOP = 2
 STOP_GRACE_S = 20.0
+# A cell where more than this share of its requests failed measured errors, not the model: "failed".
+MAX_FAILED_SHARE = 0.02
 # --requests N without --duration: the cell still ends after this long (seconds).
 REQUESTS_TIME_CAP_S = 600.0
 
@@ -78,6 +81,8 @@ class SweepConfig:
     stability_window_s: float = 5.0
     stability_skip_s: float = 0.0  # left out before the first window (capacity probes' warm-up)
     locustfile: str = str(LOCUSTFILE)
+    inputs: InputOptions = field(default_factory=InputOptions)  # how the signature's inputs are filled
+    input_plan: str | None = None  # RUN/input_plan.json, written once the plans are resolved
 
     @property
     def cell_time_s(self) -> float:
@@ -166,6 +171,8 @@ def locust_command(config: SweepConfig, cell: CellResult, cell_dir: Path) -> lis
         cmd += ["--images", config.images]
     if config.pool_size:
         cmd += ["--pool-size", str(config.pool_size)]
+    if config.input_plan:
+        cmd += ["--input-plan", config.input_plan]
     if config.processes > 1:
         # Locust's default master port (5557) would join parallel sweeps' workers to one master.
         # The forked workers connect to --master-port, the master listens on --master-bind-port.
@@ -303,9 +310,28 @@ def run_cell(
     if cell.status == "running":
         if proc.returncode == 0:
             cell.status = "done"
+            failed = failed_requests(cell, _records_files(records))
+            if failed:
+                cell.status, cell.error = "failed", failed
         else:
             cell.status = "failed"
             cell.error = f"locust exited with code {proc.returncode}: {_tail(log_file)}"
+
+
+def failed_requests(cell: CellResult, files: list[Path]) -> str | None:
+    """Why a finished cell counts as failed (over MAX_FAILED_SHARE of its requests not 200), or None."""
+    if not files:
+        return None
+    frame = read_records(files)
+    if frame.empty:
+        return None
+    bad = frame[frame["status"] != 200]
+    if len(bad) <= MAX_FAILED_SHARE * len(frame):
+        return None
+    errors = bad["error"].fillna("").astype(str)
+    common = errors[errors != ""].mode()
+    first = f": {common.iloc[0][:300]}" if len(common) else ""
+    return f"{len(bad)} of {len(frame)} requests failed (more than {MAX_FAILED_SHARE:.0%}){first}"
 
 
 def _tree_cpu_s(pid: int) -> float | None:

@@ -21,12 +21,13 @@ import argparse
 import contextlib
 import os
 import sys
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
 
 from bench.commands.cells import CellResult, SweepConfig, merge_cell, run_cell, target_client, validate
 from bench.commands.docker import sweep_in_container
+from bench.commands.preflight import input_options_from_args, prepare_inputs, save_plans
 from bench.errors import BenchError, ConfigError, DiskFullError, ResultsError, is_disk_full
 from bench.progress import Progress
 from bench.store import provenance, runs
@@ -133,7 +134,10 @@ def run_sweep_config(config: SweepConfig, out: Path, extra_meta: dict[str, Any] 
     validate(config)
     client = target_client(config)
     target = describe_target(client, config)
+    inputs = replace(config.inputs, images=config.images)
+    plans, signature = prepare_inputs(client, config.encodings, config.batch_sizes, inputs, config.signature_name)
     run_dir = runs.new_run_dir(out)
+    config = replace(config, input_plan=save_plans(run_dir, plans))
     cells = [CellResult(runs.cell_name(b, e), b, e) for e in config.encodings for b in config.batch_sizes]
     runs.update_meta(
         run_dir,
@@ -141,6 +145,7 @@ def run_sweep_config(config: SweepConfig, out: Path, extra_meta: dict[str, Any] 
         argv=sys.argv[1:],
         config={**asdict(config), "load": config.load_text, "locustfile": os.path.relpath(config.locustfile)},
         target=target,
+        signature=signature,
         **provenance.collect_environment(),
         cells=[asdict(c) for c in cells],
         **(extra_meta or {}),
@@ -213,6 +218,7 @@ def config_from_args(args: argparse.Namespace) -> SweepConfig:
         server_kind=args.server_kind,
         stability_pct=args.stability,
         stability_window_s=args.stability_window,
+        inputs=input_options_from_args(args),
     )
 
 

@@ -144,6 +144,13 @@ def add_arguments(parser: Any) -> None:
         metavar="PCT",
         type=_validated(argtypes.positive_float),
     )
+    add(
+        "--input-plan",
+        "JSON file of each encoding's signature and input plan (tfsbench sweep writes RUN/input_plan.json); "
+        "empty = the reference model's uint8 128x128x3 images",
+        default="",
+        metavar="FILE",
+    )
 
 
 @dataclass(frozen=True)
@@ -211,6 +218,7 @@ class ScenarioConfig:
     steps: tuple[Step, ...] = ()
     step_time_s: float = 30.0
     cpu_warn_pct: float = 90.0
+    input_plan: Path | None = None  # bench.scenario.signature_inputs
 
     @property
     def predict_path(self) -> str:
@@ -256,6 +264,9 @@ def config_from_options(options: Any) -> ScenarioConfig:
     if images and not Path(images).is_dir():
         raise ConfigError(f"--images: '{images}' is not a directory")
     records = str(_arg(options, "records")).strip()
+    input_plan = str(_arg(options, "input_plan")).strip()
+    if input_plan and not Path(input_plan).is_file():
+        raise ConfigError(f"--input-plan: '{input_plan}' is not a file")
     return ScenarioConfig(
         model_name=model_name,
         model_version=version,
@@ -272,4 +283,5 @@ def config_from_options(options: Any) -> ScenarioConfig:
         steps=steps,
         step_time_s=parsed("step_time", "--step-time", argtypes.duration_s),
         cpu_warn_pct=parsed("cpu_warn_pct", "--cpu-warn-pct", argtypes.positive_float),
+        input_plan=Path(input_plan) if input_plan else None,
     )

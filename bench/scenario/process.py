@@ -20,13 +20,14 @@ from typing import Any
 import numpy as np
 
 from bench.errors import ResultsError
-from bench.payloads.encodings import Encoding, get_encoding
-from bench.payloads.images import image_source
+from bench.payloads.encodings import Encoding
 from bench.payloads.pool import PayloadPool
+from bench.payloads.tensors import Batch
 from bench.scenario.cpu_monitor import CPU_SAMPLE_S, CPU_WINDOW_SAMPLES, CpuMonitor
 from bench.scenario.loop_lag import LoopLag, LoopWatch
 from bench.scenario.options import ScenarioConfig, Step
 from bench.scenario.schedule import Arrival, UserSchedule, WallClock, global_user_index
+from bench.scenario.signature_inputs import payload_sources
 from bench.store.load_stats import LoadStats, time_bins, write_load_stats
 from bench.store.record_parts import records_path_for
 from bench.store.records import RecordWriter, RequestRecord
@@ -39,7 +40,7 @@ class CellPayloads:
     batch: int
     encoding: Encoding
     pool: PayloadPool | None
-    images: list[np.ndarray]
+    images: list[np.ndarray | Batch]
     input_name: str | None
     next_index: int = 0
 
@@ -96,13 +97,10 @@ class Scenario:
         self.on_write_failure: Callable[[ResultsError], None] | None = None  # hooks stop the run
 
     def _build_payloads(self) -> dict[tuple[int, str], CellPayloads]:
-        source = image_source(self.config.images_dir, 128, 128)
         cells = {}
-        for name in self.config.encodings:
-            encoding = get_encoding(name)
-            if self.config.signature_name:
-                encoding = encoding.with_signature(self.config.signature_name)
-            input_name = None  # the encoding's own input key: examples, or image_bytes for b64-*
+        # Each encoding aimed at its signature, with that signature's batches (bench.scenario.signature_inputs).
+        for encoding, source, input_name in payload_sources(self.config):
+            name = encoding.name
             for batch in self.config.batch_sizes:
                 if self.config.encode_inline:
                     images = [source.batch(batch, i) for i in range(self.config.pool_size)]

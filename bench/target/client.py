@@ -245,6 +245,10 @@ class TFServingClient:
             f"signature '{signature_name}' has inputs {', '.join(s.name for s in specs)} and none is an image batch"
         )
 
+    def input_specs(self, signature_name: str = DEFAULT_SIGNATURE) -> list[InputSpec]:
+        """Every input of the signature (name, short dtype, shape) from metadata, in the metadata's order."""
+        return [_tensor_spec(name, info) for name, info in self._signature(signature_name)["inputs"].items()]
+
     def output_specs(self, signature_name: str = DEFAULT_SIGNATURE) -> dict[str, InputSpec]:
         """The signature's outputs (name, short dtype, shape) from metadata."""
         return {name: _tensor_spec(name, info) for name, info in self._signature(signature_name)["outputs"].items()}
