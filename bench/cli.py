@@ -508,6 +508,23 @@ def _add_capacity(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     p.set_defaults(handler=_handler("bench.commands.capacity", "run_capacity"))
 
 
+def _add_inspect(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = sub.add_parser(
+        "inspect",
+        help="show a served model's signatures, the encodings that can send them, and their payload bytes",
+        description="Versions, each signature's inputs and outputs (name, numpy dtype, shape), which encodings "
+        "apply, and body bytes per encoding at batch 1/16/64, filled as a sweep would fill them.",
+    )
+    p.add_argument("--host", required=True, metavar="URL", help="TF Serving REST endpoint, e.g. http://127.0.0.1:8501")
+    p.add_argument("--model-name", default="classifier", metavar="NAME", help="served model name (default classifier)")
+    p.add_argument("--model-version", type=argtypes.positive_int, default=None, metavar="N", help="address /versions/N")
+    p.add_argument("--signature-name", default="", metavar="NAME", help="only this signature (default: all)")
+    p.add_argument("--images", type=Path, default=None, metavar="DIR", help="directory of PNG/JPEG images")
+    p.add_argument("--json", action="store_true", help="print one JSON document instead of the table")
+    add_input_arguments(p)
+    p.set_defaults(handler=_handler("bench.commands.inspect", "run_inspect"))
+
+
 def _add_demo(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser("demo", help="export -> serve -> short sweep -> report, on the embedded server")
     p.add_argument(
@@ -560,6 +577,7 @@ def build_parser() -> argparse.ArgumentParser:
         _add_report,
         _add_compare,
         _add_capacity,
+        _add_inspect,
         _add_demo,
     ):
         add(sub)

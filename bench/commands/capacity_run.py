@@ -214,6 +214,7 @@ def _sweep_config(config: CapacityConfig, batch: int, encoding: str, rate_rps: f
         "pool_size": config.pool_size,
         "inputs": config.inputs,
         "input_plan": config.input_plan,
+        "max_failed_share": None,  # a probe's errors are its result, judged against the SLO
     }
     if rate_rps is None:
         users = max(config.calibration_users, config.processes)

@@ -49,9 +49,32 @@ _STATUS = {
         {"version": "1", "state": "AVAILABLE", "status": {"error_code": "OK", "error_message": ""}}
     ]
 }
+
+
+def _tensor(dtype: str, *dims: int) -> dict[str, Any]:
+    return {
+        "dtype": dtype,
+        "tensor_shape": {"dim": [{"size": str(d), "name": ""} for d in dims], "unknown_rank": False},
+    }
+
+
+_OUTPUTS = {"probabilities": _tensor("DT_FLOAT", -1, 10), "classes": _tensor("DT_INT64", -1)}
+# What tensorflow/serving's metadata says of the reference classifier: a preflight reads its inputs.
+REFERENCE_SIGNATURE_DEFS = {
+    "serving_default": {
+        "inputs": {"examples": _tensor("DT_UINT8", -1, 128, 128, 3)},
+        "outputs": _OUTPUTS,
+        "method_name": "tensorflow/serving/predict",
+    },
+    "serving_bytes": {
+        "inputs": {"image_bytes": _tensor("DT_STRING", -1)},
+        "outputs": _OUTPUTS,
+        "method_name": "tensorflow/serving/predict",
+    },
+}
 _METADATA = {
     "model_spec": {"name": "classifier", "signature_name": "", "version": "1"},
-    "metadata": {"signature_def": {"signature_def": {"serving_default": {}}}},
+    "metadata": {"signature_def": {"signature_def": REFERENCE_SIGNATURE_DEFS}},
 }
 
 
