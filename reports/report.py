@@ -24,6 +24,7 @@ from reports.capacity_section import capacity_section
 from reports.data import SATURATED_CPU_PCT, RunData, load_run_data, meta_items
 from reports.figures import FIGURES, SPLIT_FIGURE, make_figures
 from reports.page import CSS, fmt, img_tag, png_bytes
+from reports.signature_line import signature_html
 
 # The summary is two tables so that neither scrolls sideways on a ~1400 px page: what was measured
 # (with the trust verdict, which colours the row), then the inputs of that verdict and the server's view.
@@ -214,6 +215,7 @@ def render_html(data: RunData, figures: list[tuple[str, str, str, bytes | None]]
 <style>{CSS}</style></head><body>
 <h1>tfsbench run {html.escape(run.run_id)}</h1>
 <p class="sub">{subtitle}</p>
+{signature_html(run.meta)}
 {banners_html(data)}
 {extra_html}
 <h2>Summary per cell</h2>

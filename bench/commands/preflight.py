@@ -53,8 +53,9 @@ def preflight(client: TFServingClient, plans: dict[str, EncodingPlan], batch: in
         try:
             response = client.predict(body, encoding.headers(), signature_name=plan.signature_name)
         except PredictError as exc:
+            text = " ".join(str(exc).split())  # TensorFlow's messages span lines; the error is one
             raise ConfigError(
-                f"preflight: {name} batch {batch} to signature '{shown}' answered {exc}; nothing was measured"
+                f"preflight: {name} batch {batch} to signature '{shown}' answered {text}; nothing was measured"
             ) from None
         try:
             client.check_response(response, batch, plan.signature_name)

@@ -23,6 +23,7 @@ from bench.payloads.input_plan import InputBatches
 from bench.scenario.signature_inputs import PLAN_FILE, read_plan_file
 from bench.store import runs
 from export.variants import VariantSpec, export_variant
+from reports.report import build_report
 
 POOL = 2
 
@@ -113,6 +114,10 @@ def test_two_inputs_and_an_unknown_image_size(two_input_url: str, tmp_path: Path
     ]
     threshold = next(i for i in inputs if i["name"] == "threshold")
     assert (threshold["low"], threshold["high"]) == (0.2, 0.4)
+    # the report's header names the signature and how it was filled
+    page = build_report(run.path).html_path.read_text()
+    assert "pixels float32 [-1,16,16,3] image 0:1" in page
+    assert "threshold float32 [-1] values 0.2:0.4" in page
 
 
 def test_inputs_file_replays_a_saved_body(two_input_url: str, tmp_path: Path) -> None:
