@@ -220,6 +220,15 @@ def _add_codecs(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
         metavar="N",
         help="timed calls per cell, median reported (default 5; slow cells stop after ~3 s)",
     )
+    p.add_argument(
+        "--input-dtype",
+        choices=("uint8", "float32", "float64"),
+        default="uint8",
+        help="send the images as this dtype (floats scaled to [0, 1], as a float model takes them; default uint8)",
+    )
+    p.add_argument(
+        "--image-size", type=argtypes.positive_int, default=128, metavar="N", help="N x N images (default 128)"
+    )
     p.set_defaults(handler=_handler("bench.commands.codecs", "run_codecs"))
 
 

@@ -24,9 +24,10 @@ import csv
 import gzip
 import math
 import statistics
+import sys
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import astuple, dataclass, fields
+from dataclasses import astuple, dataclass, fields, replace
 from pathlib import Path
 
 import numpy as np
@@ -34,7 +35,8 @@ import numpy as np
 from bench.errors import ConfigError
 from bench.payloads.encodings import Encoding, get_encoding, get_encodings
 from bench.payloads.images import image_source
-from bench.payloads.specs import BYTES_SIGNATURE, reference_signatures
+from bench.payloads.specs import BYTES_SIGNATURE, IMAGE_INPUT, InputSpec, reference_signatures
+from bench.payloads.tensors import REST_DTYPES
 from bench.progress import Progress
 from bench.serving.json_tensor import decode_predict_body
 from bench.serving.predict_request import DecodedPredict, Signatures
@@ -105,6 +107,14 @@ def _check_decoded(encoding: Encoding, decoded: DecodedPredict, batch: np.ndarra
         raise ConfigError(f"server-side decode of {encoding.name} did not give back the batch (encoder bug)")
 
 
+def float_pixels(images: np.ndarray, input_dtype: str) -> np.ndarray:
+    """uint8 images as ``input_dtype`` (TF's short name): floats scaled to [0, 1], as a float model takes them."""
+    if input_dtype == "uint8":
+        return images
+    scaled: np.ndarray = (images.astype(np.float64) / 255.0).astype(REST_DTYPES[input_dtype])
+    return scaled
+
+
 def measure(
     batch_sizes: Sequence[int],
     encodings: Sequence[Encoding],
@@ -112,24 +122,33 @@ def measure(
     repeats: int = 5,
     on_batch: Callable[[list[CodecRow]], None] | None = None,
     progress: Progress | None = None,
+    input_dtype: str = "uint8",
 ) -> list[CodecRow]:
     """Measure every (batch size, encoding) cell; ``on_batch`` gets each batch size's rows as they finish."""
     height, width = source.height, source.width  # type: ignore[attr-defined]
     signatures = reference_signatures(height, width)
+    if input_dtype != "uint8":
+        # One float image input named like the reference's: what a float32 model's bodies cost.
+        signatures = {
+            name: {key: replace(spec, dtype=input_dtype) for key, spec in inputs.items()}
+            for name, inputs in signatures.items()
+        }
     reference = get_encoding(REFERENCE)
     rows: list[CodecRow] = []
     listed = {e.name for e in encodings}
     for batch_size in batch_sizes:
-        batch = source.batch(batch_size, index=0)  # type: ignore[attr-defined]
+        batch = float_pixels(source.batch(batch_size, index=0), input_dtype)  # type: ignore[attr-defined]
+        # uint8 keeps the image path (row-fast); other dtypes go as a named batch (bench.payloads.tensors)
+        sent: np.ndarray | dict[str, np.ndarray] = batch if input_dtype == "uint8" else {IMAGE_INPUT: batch}
         if progress:
             progress.show(f"b={batch_size}: encoding")
         # The reference is timed even when not listed, so that every row has its ratio.
         timed = [reference, *(e for e in encodings if e.name != REFERENCE)]
-        bodies = {e.name: e.encode(batch) for e in timed}
+        bodies = {e.name: e.encode(sent) for e in timed}
         encode_calls: dict[str, Callable[[], object]] = {"memcpy": batch.tobytes}
         for encoding in timed:
 
-            def encode_call(enc: Encoding = encoding, images: np.ndarray = batch) -> object:
+            def encode_call(enc: Encoding = encoding, images: np.ndarray | dict[str, np.ndarray] = sent) -> object:
                 return enc.encode(images)
 
             encode_calls[encoding.name] = encode_call
@@ -273,16 +292,26 @@ def run_codecs(args: argparse.Namespace) -> int:
         raise ConfigError("--batch-sizes must be positive integers")
     encodings = get_encodings(args.encodings)
     repeats = getattr(args, "repeats", 5)
-    source = image_source(args.images, 128, 128)
+    input_dtype = {"float32": "float", "float64": "double"}.get(getattr(args, "input_dtype", "uint8"), "uint8")
+    if input_dtype != "uint8":
+        spec = [InputSpec(IMAGE_INPUT, input_dtype, (None, 1, 1, 3))]
+        left_out = [e.name for e in encodings if e.refusal(spec)]
+        encodings = [e for e in encodings if not e.refusal(spec)]
+        if left_out:
+            print(f"codecs: {', '.join(left_out)} cannot send a {args.input_dtype} input: left out", file=sys.stderr)
+        if not encodings:
+            raise ConfigError(f"none of --encodings can send a {args.input_dtype} image input")
+    size = getattr(args, "image_size", 128)
+    source = image_source(args.images, size, size)
     out = _CsvAppender(args.out) if args.out is not None else None
     progress = Progress(len(args.batch_sizes) * len(encodings), width=30, unit="cells")
     try:
-        rows = measure(args.batch_sizes, encodings, source, repeats, out.write if out else None, progress)
+        rows = measure(args.batch_sizes, encodings, source, repeats, out.write if out else None, progress, input_dtype)
     finally:
         progress.line("measured")
         if out:
             out.close()
-    print(f"images: {source!r}")
+    print(f"images: {source!r}" + (f" as {args.input_dtype} in [0, 1]" if input_dtype != "uint8" else ""))
     print(format_table(rows))
     targets = format_targets(rows)
     if targets:

@@ -91,3 +91,19 @@ def test_bad_input_exits_2_with_one_line(argv: list[str], message: str, capsys: 
 def test_out_that_is_a_directory_is_rejected(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["codecs", "--batch-sizes", "1", "--encodings", "row-fast", "--out", str(tmp_path)]) == 2
     assert "is a directory" in capsys.readouterr().err
+
+
+def test_float32_bodies_of_the_same_images(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "codecs.csv"
+    common = ["codecs", "--batch-sizes", "2", "--image-size", "16", "--repeats", "1", "--encodings"]
+    assert main([*common, "row-orjson,row-fast", "--input-dtype", "float32", "--out", str(out)]) == 0
+    captured = capsys.readouterr()
+    assert "codecs: row-fast cannot send a float32 input: left out" in captured.err
+    assert "as float32 in [0, 1]" in captured.out
+    (row,) = list(csv.DictReader(out.open()))
+    images = SyntheticImages(16, 16).batch(2)
+    body = get_encoding("row-orjson").encode({"examples": (images / 255.0).astype("float32")})
+    assert int(row["payload_bytes"]) == len(body)  # the server-side decode check passed on it too
+    assert float(row["bytes_per_value"]) > 2 * len(get_encoding("row-orjson").encode(images)) / images.size
+    assert main([*common, "row-fast", "--input-dtype", "float32"]) == 2
+    assert "none of --encodings can send a float32 image input" in capsys.readouterr().err
