@@ -22,20 +22,30 @@ from bench.payloads.input_plan import (
 from bench.payloads.specs import InputSpec
 from bench.payloads.tensors import ImageBytes
 
+
+def arrays(batch: dict[str, np.ndarray | ImageBytes]) -> dict[str, np.ndarray]:
+    """The batch's numeric arrays (no ImageBytes here)."""
+    out = {}
+    for name, value in batch.items():
+        assert isinstance(value, np.ndarray)
+        out[name] = value
+    return out
+
+
 PIXELS = InputSpec("pixels", "float", (None, 24, 24, 3))
 THRESHOLD = InputSpec("threshold", "float", (None,))
 
 
 def test_a_float_image_input_gets_the_synthetic_images_scaled_to_0_1() -> None:
     plan = plan_inputs([PIXELS, THRESHOLD], InputOptions())
-    batch = InputBatches(plan).batch(4, index=2)
+    batch = arrays(InputBatches(plan).batch(4, index=2))
     images = SyntheticImages(24, 24).batch(4, index=2)
     assert batch["pixels"].dtype == np.float32
     assert np.allclose(batch["pixels"] * 255.0, images, atol=1e-3)
     assert batch["threshold"].shape == (4,)
     assert 0.0 <= batch["threshold"].min() <= batch["threshold"].max() < 1.0
     # deterministic: the same index gives the same batch
-    assert np.array_equal(InputBatches(plan).batch(4, index=2)["threshold"], batch["threshold"])
+    assert np.array_equal(arrays(InputBatches(plan).batch(4, index=2))["threshold"], batch["threshold"])
     assert plan.describe() == (
         "serving_default: pixels float32 [-1,24,24,3] image 0:1; threshold float32 [-1] values 0:1"
     )
@@ -43,7 +53,7 @@ def test_a_float_image_input_gets_the_synthetic_images_scaled_to_0_1() -> None:
 
 @pytest.mark.parametrize(("text", "low", "high"), [("-1:1", -1.0, 1.0), ("0:255", 0.0, 255.0)])
 def test_pixel_range_converts_the_images(text: str, low: float, high: float) -> None:
-    batch = InputBatches(plan_inputs([PIXELS], InputOptions(pixel_range=text))).batch(2)
+    batch = arrays(InputBatches(plan_inputs([PIXELS], InputOptions(pixel_range=text))).batch(2))
     images = SyntheticImages(24, 24).batch(2).astype(np.float64)
     assert np.allclose(batch["pixels"], images / 255.0 * (high - low) + low, atol=1e-4)
 
@@ -56,7 +66,7 @@ def test_integers_bools_and_ranges() -> None:
         InputSpec("scale", "double", (None,)),
     ]
     options = InputOptions(input_ranges=(("ids", 10.0, 20.0),))
-    batch = InputBatches(plan_inputs(specs, options)).batch(64)
+    batch = arrays(InputBatches(plan_inputs(specs, options)).batch(64))
     assert batch["ids"].dtype == np.int64
     assert batch["ids"].min() >= 10
     assert batch["ids"].max() <= 20
@@ -77,7 +87,7 @@ def test_unknown_dims_need_input_shape_in_one_line() -> None:
         "give them with --input-shape input_1=96x96x3"
     )
     plan = plan_inputs([spec], InputOptions(input_shapes=(("input_1", (32, 40, 3)),)))
-    assert InputBatches(plan).batch(2)["input_1"].shape == (2, 32, 40, 3)
+    assert arrays(InputBatches(plan).batch(2))["input_1"].shape == (2, 32, 40, 3)
     with pytest.raises(ConfigError, match=r"--input-shape input_1=32x40x4 does not fit the signature's"):
         plan_inputs([spec], InputOptions(input_shapes=(("input_1", (32, 40, 4)),)))
 
@@ -106,6 +116,7 @@ def test_inputs_file_rows_are_repeated_and_sliced(tmp_path, layout: str) -> None
         np.savez(path, pixels=pixels, threshold=threshold)
     else:
         path = tmp_path / "body.json"
+        doc: dict[str, object]
         if layout == "rows":
             doc = {"instances": [{"pixels": p, "threshold": t} for p, t in zip(pixels, threshold, strict=True)]}
         else:
@@ -114,8 +125,8 @@ def test_inputs_file_rows_are_repeated_and_sliced(tmp_path, layout: str) -> None
     plan = plan_inputs([PIXELS, THRESHOLD], InputOptions(inputs_file=str(path)))
     assert [i.fill for i in plan.inputs] == ["file", "file"]
     batches = InputBatches(InputPlan.from_dict(plan.to_dict()))
-    assert batches.batch(5)["threshold"].tolist() == [0.25, 0.5, 0.75, 0.25, 0.5]
-    assert np.array_equal(batches.batch(2, index=1)["pixels"], pixels[[2, 0]])
+    assert arrays(batches.batch(5))["threshold"].tolist() == [0.25, 0.5, 0.75, 0.25, 0.5]
+    assert np.array_equal(arrays(batches.batch(2, index=1))["pixels"], pixels[[2, 0]])
     body = get_encoding("row-orjson").encode(batches.batch(1))
     assert orjson.loads(body)["instances"][0]["threshold"] == 0.25
 
