@@ -29,10 +29,10 @@ from bench.docker.launcher import DEFAULT_IMAGE, DEFAULT_NAME, validate_memory, 
 from bench.docker.standin import STANDIN_TAG
 from bench.errors import BenchError, is_disk_full
 from bench.payloads.encodings import ENCODING_NAMES
-from bench.payloads.input_flags import add_input_arguments
+from bench.payloads.input_flags import add_codecs_input_arguments, add_input_arguments
 from bench.serving.flags import add_serve_arguments
 from export.saved_model import DEFAULT_SEED, export_model
-from export.variants import VariantSpec, export_variant
+from export.variants import VariantSpec, add_variant_arguments, export_variant
 
 
 def _handler(module: str, function: str) -> Callable[[argparse.Namespace], int]:
@@ -64,20 +64,7 @@ def _add_export(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
     )
     p.add_argument("--seed", type=argtypes.non_negative_int, default=None, metavar="N", help="weight seed")
     p.add_argument("--force", action="store_true", help="overwrite an existing version directory")
-    p.add_argument(
-        "--variant",
-        choices=("reference", "two-input", "bytes-only"),
-        default="reference",
-        help="another signature: two-input (image + per-example float32 threshold), bytes-only (image_bytes "
-        "string [-1]); with the flags below, a small one-convolution model (default: the reference)",
-    )
-    p.add_argument(
-        "--input-dtype", choices=("uint8", "float32"), default="uint8", help="image input dtype (default uint8)"
-    )
-    p.add_argument(
-        "--image-size", type=argtypes.non_negative_int, default=128, metavar="N", help="N x N images, 0: unknown"
-    )
-    p.add_argument("--input-name", default="examples", metavar="NAME", help="image input name (default examples)")
+    add_variant_arguments(p)
     p.set_defaults(handler=_run_export)
 
 
@@ -85,8 +72,7 @@ def _run_export(args: argparse.Namespace) -> int:
     variant = VariantSpec(args.variant, args.input_dtype, args.image_size, args.input_name)
     if not variant.is_reference:
         seed = DEFAULT_SEED if args.seed is None else args.seed
-        result = export_variant(args.out, variant, args.model_name, args.version, args.force, seed)
-        print(result.summary())
+        print(export_variant(args.out, variant, args.model_name, args.version, args.force, seed).summary())
         return 0
     result = export_model(
         args.out,
@@ -220,15 +206,7 @@ def _add_codecs(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
         metavar="N",
         help="timed calls per cell, median reported (default 5; slow cells stop after ~3 s)",
     )
-    p.add_argument(
-        "--input-dtype",
-        choices=("uint8", "float32", "float64"),
-        default="uint8",
-        help="send the images as this dtype (floats scaled to [0, 1], as a float model takes them; default uint8)",
-    )
-    p.add_argument(
-        "--image-size", type=argtypes.positive_int, default=128, metavar="N", help="N x N images (default 128)"
-    )
+    add_codecs_input_arguments(p)
     p.set_defaults(handler=_handler("bench.commands.codecs", "run_codecs"))
 
 
@@ -518,12 +496,7 @@ def _add_capacity(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
 
 
 def _add_inspect(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    p = sub.add_parser(
-        "inspect",
-        help="show a served model's signatures, the encodings that can send them, and their payload bytes",
-        description="Versions, each signature's inputs and outputs (name, numpy dtype, shape), which encodings "
-        "apply, and body bytes per encoding at batch 1/16/64, filled as a sweep would fill them.",
-    )
+    p = sub.add_parser("inspect", help="show a served model's signatures, the encodings that apply, payload bytes")
     p.add_argument("--host", required=True, metavar="URL", help="TF Serving REST endpoint, e.g. http://127.0.0.1:8501")
     p.add_argument("--model-name", default="classifier", metavar="NAME", help="served model name (default classifier)")
     p.add_argument("--model-version", type=argtypes.positive_int, default=None, metavar="N", help="address /versions/N")

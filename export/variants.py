@@ -13,6 +13,7 @@ TensorFlow is imported lazily by :func:`export_variant`.
 
 from __future__ import annotations
 
+import argparse
 import shutil
 import tempfile
 import time
@@ -22,6 +23,7 @@ from typing import Any
 
 import numpy as np
 
+from bench.argtypes import non_negative_int
 from bench.errors import ConfigError, ModelError
 from export.saved_model import ExportResult, describe_signatures
 
@@ -30,6 +32,22 @@ INPUT_DTYPES = ("uint8", "float32")
 NUM_CLASSES = 10
 FILTERS = 8
 BYTES_IMAGE_SIZE = 64  # what bytes-only decodes and resizes to
+
+
+def add_variant_arguments(p: argparse.ArgumentParser) -> None:
+    """``tfsbench export``'s variant flags (none given: the reference classifier)."""
+    p.add_argument(
+        "--variant",
+        choices=VARIANTS,
+        default="reference",
+        help="another signature: two-input (image + per-example float32 threshold), bytes-only (image_bytes "
+        "string [-1]); with the flags below, a small one-convolution model (default: the reference)",
+    )
+    p.add_argument("--input-dtype", choices=INPUT_DTYPES, default="uint8", help="image input dtype (default uint8)")
+    p.add_argument(
+        "--image-size", type=non_negative_int, default=128, metavar="N", help="N x N images, 0: unknown (default 128)"
+    )
+    p.add_argument("--input-name", default="examples", metavar="NAME", help="image input name (default examples)")
 
 
 @dataclass(frozen=True)

@@ -1,10 +1,12 @@
-"""The flags that say how a signature's inputs are filled (``bench.payloads.input_plan``), on sweep and capacity."""
+"""The flags that say what inputs are sent: how a signature's are filled (``bench.payloads.input_plan``),
+on sweep, capacity and inspect; the images ``tfsbench codecs`` encodes."""
 
 from __future__ import annotations
 
 import argparse
 from pathlib import Path
 
+from bench.argtypes import positive_int
 from bench.payloads.input_plan import PIXEL_RANGES, parse_input_range, parse_input_shape
 
 
@@ -30,7 +32,8 @@ def add_input_arguments(p: argparse.ArgumentParser) -> None:
         "--pixel-range",
         choices=tuple(PIXEL_RANGES),
         default=None,
-        help="what a float image input's pixels span (default 0:1; integer image inputs get 0..255)",
+        help="what a float image input's pixels span (default 0:1; integer image inputs get 0..255); "
+        "write --pixel-range=-1:1, since argparse takes a bare -1:1 for a flag",
     )
     p.add_argument(
         "--bytes-input",
@@ -47,3 +50,14 @@ def add_input_arguments(p: argparse.ArgumentParser) -> None:
         help="replay your own request: a TF Serving JSON body (instances or inputs) or an .npz of named arrays; "
         "its rows are repeated or sliced to each batch size",
     )
+
+
+def add_codecs_input_arguments(p: argparse.ArgumentParser) -> None:
+    """``tfsbench codecs``: the dtype and size of the images it encodes."""
+    p.add_argument(
+        "--input-dtype",
+        choices=("uint8", "float32", "float64"),
+        default="uint8",
+        help="send the images as this dtype (floats scaled to [0, 1], as a float model takes them; default uint8)",
+    )
+    p.add_argument("--image-size", type=positive_int, default=128, metavar="N", help="N x N images (default 128)")

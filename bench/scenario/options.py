@@ -146,7 +146,8 @@ def add_arguments(parser: Any) -> None:
     )
     add(
         "--input-plan",
-        "JSON file of each encoding's signature and input plan (tfsbench sweep writes RUN/input_plan.json); "
+        "JSON file of each encoding's signature and input plan (tfsbench sweep writes RUN/input_plan.json), "
+        "or 'auto': fill each encoding's signature as the target's metadata says, with the default fills; "
         "empty = the reference model's uint8 128x128x3 images",
         default="",
         metavar="FILE",
@@ -218,7 +219,8 @@ class ScenarioConfig:
     steps: tuple[Step, ...] = ()
     step_time_s: float = 30.0
     cpu_warn_pct: float = 90.0
-    input_plan: Path | None = None  # bench.scenario.signature_inputs
+    input_plan: Path | None = None  # bench.scenario.signature_inputs; Path("auto"): from the metadata
+    host: str = ""  # Locust's --host, for --input-plan auto
 
     @property
     def predict_path(self) -> str:
@@ -265,8 +267,8 @@ def config_from_options(options: Any) -> ScenarioConfig:
         raise ConfigError(f"--images: '{images}' is not a directory")
     records = str(_arg(options, "records")).strip()
     input_plan = str(_arg(options, "input_plan")).strip()
-    if input_plan and not Path(input_plan).is_file():
-        raise ConfigError(f"--input-plan: '{input_plan}' is not a file")
+    if input_plan and input_plan != "auto" and not Path(input_plan).is_file():
+        raise ConfigError(f"--input-plan: '{input_plan}' is not a file (or 'auto')")
     return ScenarioConfig(
         model_name=model_name,
         model_version=version,
@@ -284,4 +286,5 @@ def config_from_options(options: Any) -> ScenarioConfig:
         step_time_s=parsed("step_time", "--step-time", argtypes.duration_s),
         cpu_warn_pct=parsed("cpu_warn_pct", "--cpu-warn-pct", argtypes.positive_float),
         input_plan=Path(input_plan) if input_plan else None,
+        host=str(_arg(options, "host")).strip(),
     )

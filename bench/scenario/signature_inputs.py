@@ -6,7 +6,8 @@ encoding, the signature it targets (``--signature-name``; else the encoding's ow
 signature's inputs from the target's metadata (``TFServingClient.input_specs``) and an
 :class:`InputPlan` for them, or one ``ConfigError`` line saying why the encoding cannot express
 the signature and which encodings can. The plans go to every Locust process as one JSON file
-(``--input-plan``); :func:`payload_sources` reads it there. Without a plan file the scenario
+(``--input-plan``); :func:`payload_sources` reads it there. ``--input-plan auto`` resolves them in
+the Locust process from its ``--host`` (default fills, no preflight). Without either the scenario
 sends the reference model's images (uint8 128x128x3), as before.
 """
 
@@ -28,6 +29,7 @@ from bench.scenario.options import ScenarioConfig
 from bench.target.client import TFServingClient
 
 PLAN_FILE = "input_plan.json"
+AUTO = "auto"  # --input-plan auto: resolve the plans in the Locust process itself
 
 
 @dataclass(frozen=True)
@@ -102,6 +104,13 @@ def read_plan_file(path: Path) -> dict[str, InputPlan]:
 
 def payload_sources(config: ScenarioConfig) -> list[tuple[Encoding, BatchSource, str | None]]:
     """Per encoding of the scenario: the encoding (aimed at its signature), its batches, its input key."""
+    if config.input_plan is not None and str(config.input_plan) == AUTO:
+        if not config.host:
+            raise ConfigError("--input-plan auto reads the target's metadata: give Locust a --host")
+        client = TFServingClient(config.host, config.model_name, config.model_version)
+        options = InputOptions(images=str(config.images_dir) if config.images_dir else None)
+        resolved = resolve_plans(client, config.encodings, options, config.signature_name)
+        return [(p.encoding, InputBatches(p.plan), None) for p in resolved.values()]
     if config.input_plan is not None:
         plans = read_plan_file(config.input_plan)
         missing = [name for name in config.encodings if name not in plans]

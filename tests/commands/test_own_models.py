@@ -19,11 +19,13 @@ import pandas as pd
 import pytest
 
 from bench.payloads.encodings import get_encoding
-from bench.payloads.input_plan import InputBatches
+from bench.payloads.input_plan import InputBatches, InputOptions, plan_inputs
+from bench.payloads.specs import InputSpec
 from bench.scenario.signature_inputs import PLAN_FILE, read_plan_file
 from bench.store import runs
 from export.variants import VariantSpec, export_variant
 from reports.report import build_report
+from tests.helpers.paths import REPO
 
 POOL = 2
 
@@ -165,3 +167,21 @@ def test_a_request_the_server_rejects_stops_the_run_in_preflight(bytes_url: str,
     )
     assert line.endswith("; nothing was measured")
     assert not (tmp_path / "runs").exists()
+
+
+def test_plain_locust_fills_the_signature_from_the_metadata(float_url: str, tmp_path: Path) -> None:
+    records = tmp_path / "requests.csv"
+    cmd = [
+        sys.executable, "-m", "locust", "-f", "locustfiles/predict.py", "--headless", "--host", float_url,
+        "-u", "1", "-r", "10", "-t", "3s", "--loglevel", "WARNING", "--model-name", "f32",
+        "--batch-sizes", "1", "--encodings", "columnar-orjson", "--pool-size", "1", "--input-plan", "auto",
+        "--records", str(records),
+    ]  # fmt: skip
+    done = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=120, check=False)
+    assert done.returncode == 0, done.stderr[-2000:]
+    rows = pd.read_csv(records, keep_default_na=False)
+    assert len(rows) >= 1
+    assert (rows["status"] == 200).all()
+    plan = plan_inputs([InputSpec("input_1", "float", (None, 224, 224, 3))], InputOptions())
+    body = get_encoding("columnar-orjson").encode(InputBatches(plan).batch(1))
+    assert set(rows["payload_bytes"]) == {len(body)}
