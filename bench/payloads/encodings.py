@@ -242,8 +242,8 @@ class Encoding:
                 return f"{self.name} sends string (bytes) inputs and this signature has none"
         elif strings:
             return f"input '{strings[0]}' is a string (bytes): only the b64 encodings send it"
-        if self._encode_named is None and (len(specs) != 1 or specs[0].dtype != "uint8"):
-            return f"{self.name} writes a single uint8 input only"
+        if self._encode_named is None and (len(specs) != 1 or specs[0].dtype != "uint8" or len(specs[0].shape) < 2):
+            return f"{self.name} writes a single uint8 input only (of rank 2 or more)"
         return None
 
     def headers(self) -> dict[str, str]:

@@ -112,6 +112,7 @@ def test_one_uint8_input_as_a_mapping_gives_the_reference_bodies() -> None:
         ("b64-png", [InputSpec("x", "float", (None, 3))], "b64-png sends string (bytes) inputs and this signature"),
         ("row-fast", [InputSpec("x", "float", (None, 3))], "row-fast writes a single uint8 input only"),
         ("row-fast", [InputSpec("a", "uint8", (None, 3)), InputSpec("b", "uint8", (None,))], "single uint8"),
+        ("row-fast", [InputSpec("b", "uint8", (None,))], "single uint8 input only (of rank 2 or more)"),
     ],
 )
 def test_an_encoding_says_why_it_cannot_express_a_signature(name: str, specs: list[InputSpec], reason: str) -> None:
