@@ -222,9 +222,6 @@ def _add_scenario_options(p: argparse.ArgumentParser, per: str) -> None:
     )
     p.add_argument("--signature-name", default="", metavar="NAME", help="signature (default: the encoding's own)")
     p.add_argument(
-        "--images", type=Path, default=None, metavar="DIR", help="directory of PNG/JPEG images (default: synthetic)"
-    )
-    p.add_argument(
         "--pool-size",
         type=argtypes.positive_int,
         default=None,
@@ -501,7 +498,6 @@ def _add_inspect(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
     p.add_argument("--model-name", default="classifier", metavar="NAME", help="served model name (default classifier)")
     p.add_argument("--model-version", type=argtypes.positive_int, default=None, metavar="N", help="address /versions/N")
     p.add_argument("--signature-name", default="", metavar="NAME", help="only this signature (default: all)")
-    p.add_argument("--images", type=Path, default=None, metavar="DIR", help="directory of PNG/JPEG images")
     p.add_argument("--json", action="store_true", help="print one JSON document instead of the table")
     add_input_arguments(p)
     p.set_defaults(handler=_handler("bench.commands.inspect", "run_inspect"))

@@ -11,7 +11,10 @@ from bench.payloads.input_plan import PIXEL_RANGES, parse_input_range, parse_inp
 
 
 def add_input_arguments(p: argparse.ArgumentParser) -> None:
-    """--input-shape, --input-range, --pixel-range, --bytes-input, --inputs-file."""
+    """--images, --input-shape, --input-range, --pixel-range, --bytes-input, --inputs-file."""
+    p.add_argument(
+        "--images", type=Path, default=None, metavar="DIR", help="directory of PNG/JPEG images (default: synthetic)"
+    )
     p.add_argument(
         "--input-shape",
         type=parse_input_shape,
