@@ -23,6 +23,7 @@ from pathlib import Path
 
 from bench import __version__, argtypes
 from bench.api_names import PROMETHEUS_PATH
+from bench.commands.arg_parser import ArgParser, subparser
 from bench.commands.capacity_search import DEFAULT_TOLERANCE
 from bench.commands.tune_args import add_tune_parser
 from bench.docker.launcher import DEFAULT_IMAGE, DEFAULT_NAME, validate_memory, validate_name
@@ -186,7 +187,11 @@ def _add_codecs(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
         "server decode time, and ratios against row-json and the memcpy floor (ndarray.tobytes()).",
     )
     p.add_argument(
-        "--batch-sizes", type=argtypes.int_list, default=[1, 4, 16, 64], metavar="LIST", help="e.g. 1,4,16,64 (default)"
+        "--batch-sizes",
+        type=argtypes.int_list,
+        default=[1, 4, 16, 64],
+        metavar="LIST",
+        help="e.g. 1,16 (default 1,4,16,64)",
     )
     p.add_argument(
         "--encodings",
@@ -252,7 +257,11 @@ def _add_stability(p: argparse.ArgumentParser, per: str, window_s: float) -> Non
 
 def _add_sweep(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser(
-        "sweep", help="run one Locust load test per (batch size, encoding) cell and record every request"
+        "sweep",
+        help="run one Locust load test per (batch size, encoding) cell and record every request",
+        description="One headless Locust run per (batch size, encoding) cell against --host (or --docker IMAGE); "
+        "every request goes to RUN/requests.csv, the report to RUN/report.html. Ends with what the run says: "
+        "the best images/s per batch size within --slo (default: the run's own p99).",
     )
     p.add_argument(
         "--host", default=None, metavar="URL", help="TF Serving REST endpoint, e.g. http://127.0.0.1:8501 (or --docker)"
@@ -283,10 +292,14 @@ def _add_sweep(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
         help="--docker: wait for AVAILABLE (default 180s)",
     )
     p.add_argument(
-        "--batch-sizes", type=argtypes.int_list, default=[1, 4, 16], metavar="LIST", help="e.g. 1,4,16 (default)"
+        "--batch-sizes", type=argtypes.int_list, default=[1, 4, 16], metavar="LIST", help="e.g. 1,4,64 (default 1,4,16)"
     )
     p.add_argument(
-        "--encodings", type=argtypes.name_list, default=["row-orjson"], metavar="LIST", help="e.g. row-orjson,b64-png"
+        "--encodings",
+        type=argtypes.name_list,
+        default=["row-orjson"],
+        metavar="LIST",
+        help=f"comma-separated, from {', '.join(ENCODING_NAMES)} (default row-orjson)",
     )
     p.add_argument(
         "--users", type=argtypes.positive_int, default=4, metavar="N", help="concurrent users, closed model (default 4)"
@@ -376,12 +389,18 @@ def _add_capacity(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
         "report.html into a new run directory.",
     )
     p.add_argument("--host", required=True, metavar="URL", help="TF Serving REST endpoint")
-    p.add_argument("--slo", type=argtypes.slo, default=(99.0, 100.0), metavar="SLO", help="e.g. 'p99<100ms' (default)")
     p.add_argument(
-        "--batch-sizes", type=argtypes.int_list, default=[1, 4, 16], metavar="LIST", help="e.g. 1,4,16 (default)"
+        "--slo", type=argtypes.slo, default=(99.0, 100.0), metavar="SLO", help="e.g. 'p95<50ms' (default p99<100ms)"
     )
     p.add_argument(
-        "--encodings", type=argtypes.name_list, default=["row-orjson"], metavar="LIST", help="e.g. row-orjson"
+        "--batch-sizes", type=argtypes.int_list, default=[1, 4, 16], metavar="LIST", help="e.g. 1,4,64 (default 1,4,16)"
+    )
+    p.add_argument(
+        "--encodings",
+        type=argtypes.name_list,
+        default=["row-orjson"],
+        metavar="LIST",
+        help=f"comma-separated, from {', '.join(ENCODING_NAMES)} (default row-orjson)",
     )
     p.add_argument(
         "--arrival", choices=("constant", "poisson"), default="constant", help="open-model arrivals (default constant)"
@@ -517,7 +536,7 @@ def _add_demo(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         type=argtypes.name_list,
         default=["row-orjson", "row-fast", "b64-png"],
         metavar="LIST",
-        help="default row-orjson,row-fast,b64-png",
+        help=f"comma-separated, from {', '.join(ENCODING_NAMES)} (default row-orjson,row-fast,b64-png)",
     )
     p.add_argument("--users", type=argtypes.positive_int, default=4, metavar="N", help="concurrent users (default 4)")
     p.add_argument(
@@ -538,7 +557,7 @@ def _add_demo(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser: argparse.ArgumentParser = ArgParser(
         prog="tfsbench",
         description="Benchmark and load-test image models served through the TensorFlow Serving REST API.",
         epilog="Workflow: tfsbench export -> tfsbench serve (or docker up) -> tfsbench sweep -> tfsbench report. "
@@ -570,7 +589,11 @@ def _raise_keyboard_interrupt(signum: int, frame: object) -> None:
 def main(argv: Sequence[str] | None = None) -> int:
     # TensorFlow's C++ start-up chatter hides our own output; keep its warnings and errors.
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args, extras = parser.parse_known_args(argv)
+    if extras:
+        # argparse reports a sub-command's unknown flag with the top-level usage; the sub-command's helps.
+        subparser(parser, args.command).error(f"unrecognized arguments: {' '.join(extras)}")
     # A stopped CI job or `kill` gets the same care as Ctrl-C: what was recorded is kept.
     # (`serve` installs its own handler, which drains in-flight requests.)
     if threading.current_thread() is threading.main_thread():

@@ -36,6 +36,8 @@ from bench.payloads.specs import InputSpec, short_dtype
 __all__ = ["Comparison", "TFServingClient"]
 
 _POLL_INTERVAL_S = 0.2
+# What a "connection refused" error suggests: the embedded server on the default port, or a container.
+START_HINT = "tfsbench serve --rest_api_port {port} --model_name classifier --model_base_path models/classifier"
 _JSON_HEADERS = {"Content-Type": "application/json"}
 
 
@@ -65,6 +67,12 @@ class TFServingClient:
         parts = urlsplit(base_url)
         if parts.scheme not in ("http", "https") or not parts.netloc:
             raise ConfigError(f"'{base_url}' is not an http(s) URL (expected e.g. http://127.0.0.1:8501)")
+        if "/v1/" in f"{parts.path}/":
+            root = f"{parts.scheme}://{parts.netloc}"
+            raise ConfigError(
+                f"'{base_url}' has a path: give the server's root, e.g. {root} "
+                "(tfsbench adds /v1/models/NAME; --model-name and --model-version choose the model)"
+            )
         if not model_name:
             raise ConfigError("model name must not be empty")
         if version is not None and version < 0:
@@ -111,7 +119,10 @@ class TFServingClient:
         except requests.Timeout as exc:
             raise ServerError(f"no answer from {url} within {timeout_s:g} s") from exc
         except requests.ConnectionError as exc:
-            raise ServerError(f"cannot reach TF Serving at {url}: {_reason(exc)}") from exc
+            reason = _reason(exc)
+            port = urlsplit(url).port or 8501
+            hint = f" (is a server running? {START_HINT.format(port=port)})" if "refused" in reason.lower() else ""
+            raise ServerError(f"cannot reach TF Serving at {url}: {reason}{hint}") from exc
         except requests.RequestException as exc:
             raise ServerError(f"request to {url} failed: {exc}") from exc
         self.server_header = response.headers.get("Server")
