@@ -6,7 +6,7 @@
 
 Options (also in the web UI, in ``python locustfiles/predict.py --help``, and as TFSBENCH_* variables): --model-name,
 --model-version, --signature-name, --batch-sizes, --encodings, --images, --pool-size, --warmup,
---arrival closed|poisson|constant, --rate, --think-time, --records, --cell, --encode-inline,
+--arrival closed|poisson|constant, --rate, --think-time, --max-requests, --records, --cell, --encode-inline,
 --shape-steps, --step-time. The logic lives in bench/scenario/: the options in options.py, what
 a user does in predict_user.py, the Locust event wiring in hooks.py.
 """
@@ -79,7 +79,13 @@ class PredictUser(FastHttpUser):
     @task
     def predict(self) -> None:
         # on_start stopped this user when there was no scenario.
-        predict_user.predict_once(self.client, cast(Scenario, self.scenario), self.state, gevent.sleep)
+        scenario = cast(Scenario, self.scenario)
+        if not predict_user.claim_send(scenario):
+            # Idle until the quit stops this user (a user ended by StopUser races Locust's stop).
+            hooks.on_sends_done(self.environment)
+            gevent.sleep(0.1)
+            return
+        predict_user.predict_once(self.client, scenario, self.state, gevent.sleep)
 
 
 class StepShape(LoadTestShape):

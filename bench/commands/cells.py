@@ -159,11 +159,13 @@ def locust_command(config: SweepConfig, cell: CellResult, cell_dir: Path) -> lis
         "--users", str(config.users), "--spawn-rate", str(config.users),
         "--run-time", f"{math.ceil(config.cell_time_s)}s",
         "--stop-timeout", "10", "--json-file", str(cell_dir / "locust"), "--exit-code-on-error", "0",
-        "--loglevel", "WARNING", "--only-summary",
+        "--loglevel", "INFO", "--only-summary",
         "--batch-sizes", str(cell.batch), "--encodings", cell.encoding, "--cell", cell.cell,
         "--records", str(cell_dir / "records.csv"), "--warmup", str(config.warmup), "--arrival", config.arrival,
         "--model-name", config.model_name,
     ]  # fmt: skip
+    if config.requests:
+        cmd += ["--max-requests", str(config.requests)]  # each process stops sending at its share
     if config.rate_per_s is not None:
         cmd += ["--rate", f"{config.rate_per_s:g}"]
     if config.model_version is not None:

@@ -256,6 +256,23 @@ def on_quitting(environment: Any) -> None:
         log.info("tfsbench: merged worker records into %s (%d rows)", config.records, rows)
 
 
+def on_sends_done(environment: Any) -> None:
+    """``--max-requests`` reached in this process: quit once the requests in flight are answered.
+
+    Locust's quit stops the users with ``--stop-timeout``, so each request in flight completes
+    and is recorded; a headless run then ends as after ``--run-time``. A worker only stops
+    sending: the master (and ``tfsbench sweep``) end the run when every process is done.
+    """
+    runner = environment.runner
+    if runner is None or is_worker(runner) or getattr(environment, "tfsbench_quitting", False):
+        return
+    environment.tfsbench_quitting = True
+    import gevent  # lazy: only inside a Locust process (it patches the process on import)
+
+    log.info("tfsbench: --max-requests reached, stopping")
+    gevent.spawn(runner.quit)
+
+
 def shape_tick(shape: Any) -> tuple[int, float] | None:
     """``LoadTestShape.tick`` for ``--shape-steps``: hold -u users for each step, then stop."""
     options = shape.runner.environment.parsed_options

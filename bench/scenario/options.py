@@ -115,6 +115,13 @@ def add_arguments(parser: Any) -> None:
         default="0",
         metavar="SECONDS",
     )
+    add(
+        "--max-requests",
+        "stop after N requests (warm-up not counted; each of P processes sends its share); empty = no limit",
+        default="",
+        metavar="N",
+        type=_validated(argtypes.positive_int),
+    )
     add("--records", "per-request CSV (requests.csv columns); empty = no records", default="", metavar="PATH")
     add("--cell", "label written to the records' cell column (default: locust)", default="locust", metavar="NAME")
     add(
@@ -221,6 +228,7 @@ class ScenarioConfig:
     cpu_warn_pct: float = 90.0
     input_plan: Path | None = None  # bench.scenario.signature_inputs; Path("auto"): from the metadata
     host: str = ""  # Locust's --host, for --input-plan auto
+    max_requests: int | None = None
 
     @property
     def predict_path(self) -> str:
@@ -269,7 +277,9 @@ def config_from_options(options: Any) -> ScenarioConfig:
     input_plan = str(_arg(options, "input_plan")).strip()
     if input_plan and input_plan != "auto" and not Path(input_plan).is_file():
         raise ConfigError(f"--input-plan: '{input_plan}' is not a file (or 'auto')")
+    max_text = str(_arg(options, "max_requests")).strip()
     return ScenarioConfig(
+        max_requests=parsed("max_requests", "--max-requests", argtypes.positive_int) if max_text else None,
         model_name=model_name,
         model_version=version,
         signature_name=str(_arg(options, "signature_name")).strip(),

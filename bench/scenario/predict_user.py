@@ -83,6 +83,22 @@ def _intended_send(
     return intended
 
 
+def claim_send(scenario: Scenario) -> bool:
+    """Whether this process may begin one more request under ``--max-requests`` (its share of N).
+
+    Counting sends, not replies, is what ends a cell at N: the requests already in flight when
+    the count is reached are the last ones, and each is recorded.
+    """
+    limit = scenario.config.max_requests
+    if limit is None:
+        return True
+    share = -(-limit // scenario.workers)  # ceil: P processes together send N and at most P-1 more
+    if scenario.sends_claimed >= share:
+        return False
+    scenario.sends_claimed += 1
+    return True
+
+
 def stats_name(batch: int, encoding: str) -> str:
     """Locust's stats entry for a cell: ``predict b=16 row-orjson``."""
     return f"predict b={batch} {encoding}"

@@ -89,6 +89,7 @@ class Scenario:
         self.loop_watch = LoopWatch()
         self.loop_watchers: list[Any] = []  # libev prepare/check watchers feeding loop_watch (hooks)
         self.user_seq = 0
+        self.sends_claimed = 0  # predict requests begun, against --max-requests (predict_user.claim_send)
         # Each user's current open-model schedule (by spawn index; a new step replaces it).
         self.schedules: dict[int, UserSchedule] = {}
         self.stopping_perf_s: float | None = None

@@ -79,6 +79,27 @@ def test_small_grid_writes_consistent_files(server_url: str, tmp_path: Path) -> 
         assert f'id="fig-{name}"' in page
 
 
+@pytest.mark.parametrize("processes", [1, 2])
+def test_requests_stop_each_cell_at_n_long_before_its_time_cap(server_url: str, tmp_path: Path, processes: int) -> None:
+    out = tmp_path / "runs"
+    proc = sweep(
+        "--host", server_url, "--batch-sizes", "1,4", "--encodings", "row-fast", "--users", "4",
+        "--requests", "120", "--duration", "120s", "--processes", str(processes), "--no-report", "--out", str(out),
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    run = runs.load_run(out / runs.LATEST)
+    rows = pd.read_csv(run.requests_path, keep_default_na=False)
+    for cell in run.cells:
+        # Each process sends its share of N and stops: N (P-1 more at most), never a poll's worth more.
+        assert 120 <= cell["records"] == cell["locust_requests"] <= 120 + processes - 1
+        assert len(rows[rows["cell"] == cell["cell"]]) == cell["records"]
+    log = (run.path / "locust.log").read_text()
+    assert log.count("Starting Locust") >= len(run.cells)  # Locust's own log, one start per cell
+    if processes == 1:
+        assert log.count("--max-requests reached") == len(run.cells)  # the cell ended itself
+    assert "Traceback" not in log
+
+
 def test_server_killed_mid_cell_keeps_rows_and_marks_incomplete(model_base_path: Path, tmp_path: Path) -> None:
     out = tmp_path / "runs"
     with embedded_server(model_base_path, tmp_path) as server:
