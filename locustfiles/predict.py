@@ -13,11 +13,10 @@ a user does in predict_user.py, the Locust event wiring in hooks.py.
 
 from __future__ import annotations
 
-from typing import Any, cast
+from typing import Any
 
 import gevent
 from locust import FastHttpUser, LoadTestShape, events, task
-from locust.exception import StopUser
 
 from bench.scenario import hooks, options, predict_user
 from bench.scenario.process import Scenario
@@ -72,17 +71,17 @@ class PredictUser(FastHttpUser):
     def on_start(self) -> None:
         self.scenario: Scenario | None = getattr(self.environment, hooks.SCENARIO_ATTR, None)
         if self.scenario is None:
-            raise StopUser  # bad options: on_test_start logged why
+            return  # bad options: on_test_start showed why and stops the run; predict() idles till then
         self.state = predict_user.new_user_state(self.scenario)
         predict_user.warm_up(self.host, self.scenario, self.state)
 
     @task
     def predict(self) -> None:
-        # on_start stopped this user when there was no scenario.
-        scenario = cast(Scenario, self.scenario)
-        if not predict_user.claim_send(scenario):
-            # Idle until the quit stops this user (a user ended by StopUser races Locust's stop).
-            hooks.on_sends_done(self.environment)
+        scenario = self.scenario
+        if scenario is None or not predict_user.claim_send(scenario):
+            # Idle until the stop ends this user (a user ended by StopUser races Locust's stop).
+            if scenario is not None:
+                hooks.on_sends_done(self.environment)
             gevent.sleep(0.1)
             return
         predict_user.predict_once(self.client, scenario, self.state, gevent.sleep)

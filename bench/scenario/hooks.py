@@ -74,6 +74,10 @@ def on_test_start(environment: Any) -> None:
         options.tfsbench_t0 = time.time()
         options.tfsbench_workers = int(getattr(runner, "worker_count", 1) or 1) if is_master(runner) else 1
     if is_master(runner):
+        try:
+            config_from_options(options)
+        except BenchError as exc:
+            show_bad_options(environment, exc)
         return
     close_scenario(environment)
     try:
@@ -87,9 +91,8 @@ def on_test_start(environment: Any) -> None:
             workers=int(getattr(options, "tfsbench_workers", 1) or 1) if is_worker(runner) else 1,
         )
     except (BenchError, ResultsError) as exc:
-        log.error("tfsbench: %s", exc)
-        sys.stderr.write(f"tfsbench: {exc}\n")
         setattr(environment, SCENARIO_ATTR, None)
+        show_bad_options(environment, exc)
         return
     setattr(environment, SCENARIO_ATTR, scenario)
     scenario.on_write_failure = lambda exc: stop_on_write_failure(environment, exc)
@@ -112,6 +115,32 @@ def stop_on_write_failure(environment: Any, exc: ResultsError) -> None:
     if is_worker(environment.runner) and os.environ.get(PARENT_PID_ENV):
         os.kill(os.getppid(), signal.SIGTERM)
     os.kill(os.getpid(), signal.SIGTERM)
+
+
+BAD_OPTIONS_NAME = "tfsbench options"  # the Failures tab's entry for options the run cannot start with
+
+
+def show_bad_options(environment: Any, exc: Exception) -> None:
+    """Options changed in the web UI that cannot run: say why where the user looks, and stop the run.
+
+    Headless runs never get here (``on_init`` exits 2 first). The reason goes into the Failures
+    tab (and Locust's log); the run stops instead of staying RUNNING with users that do nothing.
+    """
+    log.error("tfsbench: %s", exc)
+    sys.stderr.write(f"tfsbench: {exc}\n")
+    environment.events.request.fire(
+        request_type="OPTIONS",
+        name=BAD_OPTIONS_NAME,
+        response_time=0,
+        response_length=0,
+        exception=exc,
+        context={},
+    )
+    runner = environment.runner
+    if runner is not None and not is_worker(runner):
+        import gevent  # lazy: only inside a Locust process (it patches the process on import)
+
+        gevent.spawn(runner.stop)  # after the start that fired this returns
 
 
 def _start_cpu_monitor(environment: Any, scenario: Scenario) -> None:

@@ -16,7 +16,7 @@ from typing import Any
 
 from bench import argtypes
 from bench.errors import ConfigError
-from bench.payloads.encodings import get_encoding
+from bench.payloads.encodings import ENCODING_NAMES, get_encoding
 from bench.scenario.schedule import Arrival, parse_arrival
 
 ENV_PREFIX = "TFSBENCH_"
@@ -76,7 +76,7 @@ def add_arguments(parser: Any) -> None:
     )
     add(
         "--encodings",
-        "payload encodings, comma-separated, e.g. row-orjson,b64-png (default: row-orjson)",
+        f"payload encodings, comma-separated, from: {', '.join(ENCODING_NAMES)} (default: row-orjson)",
         default="row-orjson",
         metavar="LIST",
         type=_validated(argtypes.name_list),
@@ -98,20 +98,21 @@ def add_arguments(parser: Any) -> None:
     )
     add(
         "--arrival",
-        "closed: users send back to back; poisson|constant: open model at --rate (default: closed)",
+        "arrival model, one of closed (each user sends back to back), poisson or constant (open model at "
+        "Rate requests/s) (default: closed)",
         default="closed",
         choices=["closed", "poisson", "constant"],
     )
     add(
         "--rate",
-        "open model: total requests/s across all users and processes",
+        "requests/s of the open model (Arrival poisson or constant), all users together; empty with closed",
         default="",
         metavar="REQ_PER_S",
         type=_validated(argtypes.positive_float),
     )
     add(
         "--think-time",
-        "closed model: seconds each user waits between a reply and its next send (default: 0)",
+        "seconds each user waits between a reply and its next send, closed model (default: 0)",
         default="0",
         metavar="SECONDS",
     )
@@ -146,7 +147,8 @@ def add_arguments(parser: Any) -> None:
     )
     add(
         "--cpu-warn-pct",
-        "warn when this process's CPU stays above this percent of a core over 5 s (default: 90)",
+        "client CPU warning: warn when this load generator uses more than this percent of one core over 5 s "
+        "(default: 90)",
         default="90",
         metavar="PCT",
         type=_validated(argtypes.positive_float),

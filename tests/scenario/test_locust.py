@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from bench.payloads.encodings import ENCODING_NAMES
 from bench.ports import free_port
 from bench.store.load_stats import read_load_stats
 from bench.store.records import read_records
@@ -328,6 +329,51 @@ def test_web_ui_shows_the_options_and_runs_with_form_values(tmp_path: Path) -> N
     assert (frame["batch"] == 2).all()
     assert (frame["cell"] == "ui").all()
     assert (frame["error"] == "").all()
+
+
+def test_web_ui_bad_option_stops_the_run_and_shows_why(tmp_path: Path) -> None:
+    import requests
+
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("TFSBENCH_", "LOCUST_"))}
+    with LoopbackServer(delay_s=0.005) as server:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "locust", "-f", LOCUSTFILE, "--web-host", "127.0.0.1", "--web-port", str(port),
+             "--host", server.url],
+            cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+        )  # fmt: skip
+        try:
+            base = f"http://127.0.0.1:{port}"
+            page = ""
+            for _ in range(100):  # bounded: up to ~30 s for Locust to start
+                try:
+                    page = requests.get(base + "/", timeout=2).text
+                    break
+                except requests.ConnectionError:
+                    time.sleep(0.3)
+            # The form's help names every valid encoding and arrival model.
+            for name in (*ENCODING_NAMES, "closed", "poisson", "constant"):
+                assert name in page, name
+            form = {"user_count": "2", "spawn_rate": "2", "host": server.url, "encodings": "row-jsonn"}
+            requests.post(base + "/swarm", data=form, timeout=10)
+            stats: dict = {}
+            for _ in range(100):  # bounded: up to ~10 s for the stop
+                stats = requests.get(base + "/stats/requests", timeout=5).json()
+                if stats["state"] == "stopped":
+                    break
+                time.sleep(0.1)
+        finally:
+            process.terminate()
+            _, stderr = process.communicate(timeout=30)
+    assert stats["state"] == "stopped", stderr
+    assert stats["user_count"] == 0
+    (failure,) = stats["errors"]  # the Failures tab: one entry that says what is wrong
+    assert failure["name"] == "tfsbench options"
+    assert "unknown encoding 'row-jsonn'" in failure["error"]
+    assert "row-orjson" in failure["error"]  # with the valid names
+    assert server.requests == 0
+    assert "Traceback" not in stderr
+    assert "StopUser" not in stderr
 
 
 @pytest.fixture(scope="module")
