@@ -352,6 +352,14 @@ def _add_sweep(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
         metavar="KIND",
         help="record the target as KIND (e.g. tensorflow-serving) when its Server header does not say",
     )
+    p.add_argument(
+        "--slo",
+        type=argtypes.slo,
+        default=None,
+        metavar="SLO",
+        help="e.g. 'p99<50ms': the closing lines name the most images/s per batch size within it "
+        "(default: none, every cell without errors, with its p99)",
+    )
     p.add_argument("--no-report", dest="report", action="store_false", help="skip building report.html at the end")
     p.add_argument("--out", type=Path, default=Path("runs"), metavar="DIR", help="runs directory (default runs)")
     p.set_defaults(handler=_handler("bench.commands.sweep", "run_sweep"))

@@ -17,9 +17,10 @@ import numpy as np
 import pandas as pd
 from matplotlib.axes import Axes
 from matplotlib.axis import Axis
+from matplotlib.colors import to_hex
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
-from matplotlib.ticker import FixedLocator, FuncFormatter, NullLocator
+from matplotlib.ticker import FixedLocator, FuncFormatter, MaxNLocator, NullLocator
 
 from reports.data import RunData, ok_rows
 
@@ -40,10 +41,10 @@ class FigureSpec:
     figure: Figure | None
 
 
-def encoding_colors(encodings: list[str]) -> dict[str, tuple[float, ...]]:
+def encoding_colors(encodings: list[str]) -> dict[str, str]:
     """One colour per encoding, the same in every figure."""
     cmap = plt.get_cmap("tab10")
-    return {enc: cmap(i % 10) for i, enc in enumerate(sorted(encodings))}
+    return {enc: to_hex(cmap(i % 10)) for i, enc in enumerate(sorted(encodings))}
 
 
 def batch_axis(ax: Axes, batches: list[int]) -> None:
@@ -61,6 +62,31 @@ def plain_log(axis: Axis) -> None:
     fmt = FuncFormatter(lambda v, _: f"{v:g}")
     axis.set_major_formatter(fmt)
     axis.set_minor_formatter(FuncFormatter(lambda v, _: f"{v:g}" if f"{v:.1e}"[0] in "25" else ""))
+
+
+def value_axis(ax: Axes, values: pd.Series, label: str, axis: str = "y") -> None:
+    """Log scale with plain numbers when the data span a decade or more; linear otherwise (a log
+    axis over less than a decade shows one tick or none, and its values cannot be read)."""
+    finite = pd.to_numeric(values, errors="coerce").dropna()
+    finite = finite[finite > 0]
+    span = float(finite.max() / finite.min()) if len(finite) else 1.0
+    target = ax.yaxis if axis == "y" else ax.xaxis
+    set_scale, set_label = (ax.set_yscale, ax.set_ylabel) if axis == "y" else (ax.set_xscale, ax.set_xlabel)
+    if span >= 10:
+        set_scale("log")
+        plain_log(target)
+        set_label(f"{label[:-1]}, log scale)" if label.endswith(")") else f"{label} (log scale)")
+    else:
+        set_scale("linear")
+        target.set_major_locator(MaxNLocator(nbins=8))
+        set_label(label)
+
+
+def bytes_axis(ax: Axes, values: pd.Series) -> None:
+    """Request body sizes on x: log over a decade or more, linear below; labelled in B/kB/MB."""
+    value_axis(ax, values, "request body size (bytes per request)", axis="x")
+    ax.xaxis.set_major_formatter(FuncFormatter(_bytes_formatter))
+    ax.xaxis.set_minor_formatter(FuncFormatter(lambda v, _: ""))
 
 
 def _bytes_formatter(v: float, _pos: int | None = None) -> str:
@@ -88,7 +114,7 @@ def _legend(ax, saturated_any: bool) -> None:
     if saturated_any:
         handles.append(Line2D([], [], marker="o", color="red", markerfacecolor="none", linestyle="none"))
         labels.append("client saturated")
-    ax.legend(handles, labels, fontsize=8, loc="best")
+    ax.legend(handles, labels, fontsize=9, loc="best")
 
 
 def ci_error_bars(
@@ -116,6 +142,9 @@ def ci_error_bars(
     return bool(open_.any())
 
 
+_LATENCY_SPREAD = frozenset({"p50_ms", "p95_ms", "p99_ms", "p50_ci_low_ms", "p99_ci_high_ms"})
+
+
 def fig_latency_percentiles(summary: pd.DataFrame) -> Figure:
     fig, axes = plt.subplots(1, 3, figsize=(13, 4.2), sharey=True, dpi=DPI)
     colors = encoding_colors(list(summary["encoding"].unique()))
@@ -130,14 +159,16 @@ def fig_latency_percentiles(summary: pd.DataFrame) -> Figure:
                 )  # fmt: skip
             _mark_saturated(ax, g, "batch", f"{pct}_ms")
         batch_axis(ax, list(summary["batch"]))
-        ax.set_yscale("log")
-        plain_log(ax.yaxis)
         ax.set_title(f"{pct} latency")
-    axes[0].set_ylabel("latency (ms, log scale)")
+    spread = pd.concat([summary[c] for c in summary.columns if c in _LATENCY_SPREAD])
+    for ax in axes:
+        value_axis(ax, spread, "latency (ms)")
+    for ax in axes[1:]:
+        ax.set_ylabel("")
     _legend(axes[0], bool(summary["saturated"].any()))
     if any_open:
         axes[-1].plot([], [], marker="^", linestyle=":", color="grey", label="no upper bound (too few samples)")
-        axes[-1].legend(fontsize=8, loc="best")
+        axes[-1].legend(fontsize=9, loc="best")
     fig.suptitle("Client-side latency vs batch size (bars: 95 % confidence interval of each percentile)")
     fig.tight_layout()
     return fig
@@ -146,7 +177,7 @@ def fig_latency_percentiles(summary: pd.DataFrame) -> Figure:
 def fig_latency_vs_payload(summary: pd.DataFrame) -> Figure:
     fig, ax = plt.subplots(figsize=(9, 5), dpi=DPI)
     colors = encoding_colors(list(summary["encoding"].unique()))
-    for enc, g in _per_encoding(summary):
+    for i, (enc, g) in enumerate(_per_encoding(summary)):
         ax.plot(g["payload_bytes_mean"], g["p50_ms"], marker="o", color=colors[enc], label=f"{enc} p50")
         ax.plot(g["payload_bytes_mean"], g["p99_ms"], marker="^", linestyle=":", color=colors[enc], alpha=0.7)
         _mark_saturated(ax, g, "payload_bytes_mean", "p50_ms")
@@ -154,18 +185,15 @@ def fig_latency_vs_payload(summary: pd.DataFrame) -> Figure:
             ax.annotate(
                 f"b={int(row['batch'])}",
                 (row["payload_bytes_mean"], row["p50_ms"]),
-                fontsize=7,
-                xytext=(3, -10),
+                fontsize=9,
+                color=colors[enc],
+                xytext=LABEL_OFFSETS[i % len(LABEL_OFFSETS)],
                 textcoords="offset points",
             )
     ax.plot([], [], marker="^", linestyle=":", color="grey", label="p99 (dotted)")
-    ax.set_xscale("log")
-    ax.set_yscale("log")
-    plain_log(ax.yaxis)
-    ax.xaxis.set_major_formatter(FuncFormatter(_bytes_formatter))
-    ax.xaxis.set_minor_formatter(FuncFormatter(lambda v, _: ""))
-    ax.set_xlabel("request body size (bytes per request, log scale)")
-    ax.set_ylabel("latency (ms, log scale)")
+    bytes_axis(ax, summary["payload_bytes_mean"])
+    value_axis(ax, pd.concat([summary["p50_ms"], summary["p99_ms"]]), "latency (ms)")
+    ax.margins(x=0.08)  # room for the batch labels of the outermost points
     ax.set_title("Latency vs payload size (points labelled with batch size)")
     ax.grid(True, which="major", alpha=0.3)
     _legend(ax, bool(summary["saturated"].any()))
@@ -202,9 +230,8 @@ def fig_latency_per_image(summary: pd.DataFrame) -> Figure:
         ax.plot(g["batch"], g["p99_ms"] / g["batch"], marker="^", linestyle=":", color=colors[enc], alpha=0.7)
     ax.plot([], [], marker="^", linestyle=":", color="grey", label="p99 (dotted)")
     batch_axis(ax, list(summary["batch"]))
-    ax.set_yscale("log")
-    plain_log(ax.yaxis)
-    ax.set_ylabel("latency per image (ms/image, log scale)")
+    per_image = pd.concat([summary["p50_ms"] / summary["batch"], summary["p99_ms"] / summary["batch"]])
+    value_axis(ax, per_image, "latency per image (ms/image)")
     ax.set_title("Latency per image vs batch size (request latency / batch size)")
     _legend(ax, False)
     fig.tight_layout()
@@ -229,29 +256,37 @@ def per_batch_means(summary: pd.DataFrame) -> pd.DataFrame:
 def fig_encode_cost(summary: pd.DataFrame) -> Figure:
     fig, ax = plt.subplots(figsize=(9, 4.5), dpi=DPI)
     colors = encoding_colors(list(summary["encoding"].unique()))
-    for enc, g in _per_encoding(per_batch_means(summary)):
+    for i, (enc, g) in enumerate(_per_encoding(per_batch_means(summary))):
         y = g["encode_us_mean"].clip(lower=1e-3) / 1000.0
         ax.plot(g["payload_bytes_mean"], y, marker="o", color=colors[enc], label=enc)
         for _, row in g.iterrows():
             ax.annotate(
                 f"b={int(row['batch'])}",
                 (row["payload_bytes_mean"], row["encode_us_mean"] / 1000.0),
-                fontsize=7,
-                xytext=(3, -10),
+                fontsize=9,
+                color=colors[enc],
+                xytext=LABEL_OFFSETS[i % len(LABEL_OFFSETS)],
                 textcoords="offset points",
             )
-    ax.set_xscale("log")
-    ax.set_yscale("log")
-    plain_log(ax.yaxis)
-    ax.xaxis.set_major_formatter(FuncFormatter(_bytes_formatter))
-    ax.xaxis.set_minor_formatter(FuncFormatter(lambda v, _: ""))
-    ax.set_xlabel("request body size (bytes per request, log scale)")
-    ax.set_ylabel("client encode time (ms per request, log scale)")
+    means = per_batch_means(summary)
+    bytes_axis(ax, means["payload_bytes_mean"])
+    value_axis(ax, means["encode_us_mean"].clip(lower=1e-3) / 1000.0, "client encode time (ms per request)")
+    ax.margins(x=0.08)
     ax.set_title("Client encode cost vs payload size (mean per request)")
     ax.grid(True, which="major", alpha=0.3)
     _legend(ax, False)
     fig.tight_layout()
     return fig
+
+
+# Batch labels of different encodings at nearly the same point go to different sides of it.
+LABEL_OFFSETS = ((5, -13), (5, 6), (-30, 6), (-30, -13))
+BATCH_MARKERS = ("o", "s", "^", "D", "v", "P", "X", "*", "<", ">")
+
+
+def batch_markers(batches: list[int]) -> dict[int, str]:
+    """One marker per batch size, the same in every figure that uses them."""
+    return {b: BATCH_MARKERS[i % len(BATCH_MARKERS)] for i, b in enumerate(sorted(set(batches)))}
 
 
 def fig_latency_over_time(summary: pd.DataFrame, records: pd.DataFrame) -> Figure:
@@ -261,24 +296,18 @@ def fig_latency_over_time(summary: pd.DataFrame, records: pd.DataFrame) -> Figur
         ax.text(0.5, 0.5, "no successful requests recorded", ha="center", transform=ax.transAxes)
         return fig
     t0 = float(records["t_start"].min())
-    cmap = plt.get_cmap("tab10")
-    order = list(dict.fromkeys(records.sort_values("t_start")["cell"]))
-    for i, cell in enumerate(order):
-        rows = ok[ok["cell"] == cell]
-        if rows.empty:
-            continue
+    colors = encoding_colors([str(e) for e in records["encoding"].unique()])
+    markers = batch_markers([int(b) for b in records["batch"].unique()])
+    for (enc, batch), rows in ok.groupby(["encoding", "batch"], sort=True):
         x = rows["t_start"].to_numpy() - t0
-        ax.scatter(x, rows["latency_ms"], s=7, color=cmap(i % 10), alpha=0.6, linewidths=0)
-        ax.text(
-            float(np.median(x)),
-            1.01,
-            str(cell),
-            rotation=60,
-            fontsize=6,
-            ha="left",
-            va="bottom",
-            transform=ax.get_xaxis_transform(),
+        ax.scatter(
+            x, rows["latency_ms"], s=10, color=colors[str(enc)], marker=markers[int(batch)], alpha=0.55, linewidths=0
         )
+    handles = [Line2D([], [], color=colors[e], marker="o", linestyle="none", label=e) for e in sorted(colors)]
+    handles += [
+        Line2D([], [], color="#555", marker=m, linestyle="none", markerfacecolor="none", label=f"batch {b}")
+        for b, m in markers.items()
+    ]
     bad = records.drop(ok.index)
     if not bad.empty:
         ax.scatter(
@@ -287,16 +316,12 @@ def fig_latency_over_time(summary: pd.DataFrame, records: pd.DataFrame) -> Figur
             s=14,
             marker="x",
             color="red",
-            label=f"errors ({len(bad)})",
         )
-        ax.legend(fontsize=8, loc="upper right")
-    ax.set_yscale("log")
-    plain_log(ax.yaxis)
+        handles.append(Line2D([], [], color="red", marker="x", linestyle="none", label=f"errors ({len(bad)})"))
+    value_axis(ax, ok["latency_ms"], "latency (ms)")
     ax.set_xlabel("time since the run's first request (s)")
-    ax.set_ylabel("latency (ms, log scale)")
-    # Room above the axes for the longest rotated cell label (6 pt text at 60 degrees).
-    longest = max((len(str(c)) for c in order), default=0)
-    ax.set_title("Latency over time, one colour per cell (warm-up, drift, stalls)", pad=max(48.0, 12 + 3.4 * longest))
+    ax.legend(handles=handles, fontsize=9, loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False)
+    ax.set_title("Latency over time: colour = encoding, marker = batch size (warm-up, drift, stalls)")
     ax.grid(True, alpha=0.3)
     fig.tight_layout()
     return fig
@@ -310,7 +335,7 @@ def fig_error_rate(summary: pd.DataFrame) -> Figure:
     colors = ["#d62728" if r > 0 else "#2ca02c" for r in rate.fillna(0)]
     ax.barh(labels, rate.fillna(0), color=colors)
     for y, (r, n, e) in enumerate(zip(rate.fillna(0), summary["requests"], summary["errors"], strict=True)):
-        ax.text(r, y, f" {e}/{n}", va="center", fontsize=7)
+        ax.text(r, y, f" {e}/{n}", va="center", fontsize=9)
     ax.invert_yaxis()
     ax.set_xlabel("error rate (% of requests in the cell)")
     ax.set_xlim(0, max(5.0, float(rate.max() if rate.notna().any() else 0) * 1.2))
@@ -373,7 +398,7 @@ def fig_latency_split(summary: pd.DataFrame) -> Figure:
     ax.set_xlabel("time per request (ms, means)")
     ax.set_title("Where the time goes: client vs server (Prometheus)")
     # Under the whole figure, with room kept for it: below the axes it ran into the x label.
-    fig.legend(*ax.get_legend_handles_labels(), fontsize=7, loc="lower center", ncol=2, frameon=False)
+    fig.legend(*ax.get_legend_handles_labels(), fontsize=9, loc="lower center", ncol=2, frameon=False)
     ax.grid(True, axis="x", alpha=0.3)
     if ax2 is not None:
         ax2.barh(y, s["server_batch_size_mean"].fillna(0), color="#8c564b", label="server batch (mean)")
@@ -382,7 +407,7 @@ def fig_latency_split(summary: pd.DataFrame) -> Figure:
         ax2.set_yticks(y, [])
         ax2.set_xlabel("images per model run")
         ax2.set_title("Server batch size")
-        ax2.legend(fontsize=7)
+        ax2.legend(fontsize=9)
     fig.tight_layout(rect=(0, 0.45 / height, 1, 1))
     return fig
 

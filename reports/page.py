@@ -40,6 +40,11 @@ p.none{font-weight:600;color:#1e7e34}
 span.ci{display:block;font-size:9.5px;color:#777;line-height:1.1}
 td.rough span.ci{color:#b36b00;font-weight:600}
 .warn-text{color:#8a6d00;font-weight:600}
+.answer{background:#eef6ee;border:1px solid #7cb77c;border-radius:6px;padding:4px 16px 8px;margin:12px 0}
+.answer h2{border:none;margin:.4em 0 .2em}.answer p{margin:.3em 0}.answer ul{margin:.2em 0;padding-left:1.3em}
+.answer li{margin:.15em 0}
+tr.best td:first-child{font-weight:700}tr.best td{box-shadow:inset 0 0 0 9999px rgba(46,160,67,.10)}
+.note{font-size:9.5px;color:#8a6d00;display:block;white-space:normal;max-width:14em;line-height:1.15}
 """
 
 

@@ -20,9 +20,11 @@ import matplotlib.pyplot as plt
 import pandas as pd
 
 from bench.errors import ResultsError
+from reports.answer import Answer, run_answer
 from reports.capacity_section import capacity_section
-from reports.data import SATURATED_CPU_PCT, RunData, load_run_data, meta_items
+from reports.data import SATURATED_CPU_PCT, RunData, load_run_data
 from reports.figures import FIGURES, SPLIT_FIGURE, make_figures
+from reports.metadata import metadata_rows
 from reports.page import CSS, fmt, img_tag, png_bytes
 from reports.signature_line import signature_html
 
@@ -67,6 +69,12 @@ DETAIL_DISPLAY: tuple[tuple[str, str, str], ...] = (
 )
 
 
+# Next to a server p99 above the client's: why it is not a contradiction, in one sentence.
+SERVER_P99_NOTE = (
+    '<span class="note">above the client\'s p99: read inside Prometheus buckets 1.8x wide, so it can land '
+    "up to a bucket above the true value</span>"
+)
+
 # Percentile columns shown with their 95 % interval underneath.
 CI_DISPLAYED = frozenset({"p50_ms", "p95_ms", "p99_ms"})
 
@@ -79,6 +87,7 @@ class ReportResult:
     summary_path: Path
     figure_paths: tuple[Path, ...]
     incomplete: bool
+    answer: tuple[str, ...] = ()  # "What this run says", for the command's last lines
 
 
 def _interval_html(r: pd.Series, col: str, spec: str) -> tuple[str, bool]:
@@ -92,8 +101,45 @@ def _interval_html(r: pd.Series, col: str, spec: str) -> tuple[str, bool]:
     return f'<span class="ci" title="{title}">{html.escape(text)}{" rough" if rough else ""}</span>', rough
 
 
+def sweep_slo(data: RunData) -> tuple[float, float] | None:
+    """The ``--slo`` a sweep was given (meta.json ``slo``), as (percentile, limit ms)."""
+    slo = data.run.meta.get("slo") or {}
+    percentile, limit = slo.get("percentile"), slo.get("limit_ms")
+    if isinstance(percentile, int | float) and isinstance(limit, int | float):
+        return float(percentile), float(limit)
+    return None
+
+
+def data_answer(data: RunData) -> Answer | None:
+    """What the run says (reports.answer); None for a capacity run, whose own section answers."""
+    if data.is_capacity:
+        return None
+    return run_answer(data.summary, sweep_slo(data), data.run.incomplete_reason, data.run.server_kind)
+
+
+def answer_lines(run_path: Path) -> tuple[str, ...]:
+    """What the run at ``run_path`` says, as the lines ``tfsbench sweep`` ends with (no report built)."""
+    answer = data_answer(load_run_data(run_path))
+    return answer.lines if answer else ()
+
+
+def answer_html(answer: Answer | None) -> str:
+    if answer is None:
+        return ""
+    head, *rest = answer.lines
+    items = "".join(f"<li>{html.escape(line.strip())}</li>" for line in rest)
+    return (
+        f'<section class="answer" id="answer"><h2>What this run says</h2><p>{html.escape(head)}</p>'
+        f'<ul>{items}</ul><p class="sub">Computed from the summary below; ★ marks each batch size\'s best '
+        "cell in the tables.</p></section>"
+    )
+
+
 def summary_table_html(
-    summary: pd.DataFrame, display: tuple[tuple[str, str, str], ...] = SUMMARY_DISPLAY, table_id: str = "summary"
+    summary: pd.DataFrame,
+    display: tuple[tuple[str, str, str], ...] = SUMMARY_DISPLAY,
+    table_id: str = "summary",
+    best: frozenset[str] = frozenset(),
 ) -> str:
     cols = [c for c in display if c[0] in summary.columns and summary[c[0]].notna().any()]
     head = "".join(f'<th class="{"l" if f == "s" else ""}">{html.escape(h)}</th>' for _, h, f in cols)
@@ -113,34 +159,49 @@ def summary_table_html(
                     if r.get("saturated")
                     else (" trust trust-ok" if r[col] == "ok" else " trust trust-note")
                 )
-            cells.append(f'<td class="{cls.strip()}">{html.escape(fmt(r[col], spec))}</td>')
+            text = fmt(r[col], spec)
+            if col == "server_latency_p99_ms" and r[col] > r.get("p99_ms", float("inf")):
+                cells.append(f'<td class="{cls.strip()}">{html.escape(text)}{SERVER_P99_NOTE}</td>')
+                continue
+            if col == "cell" and str(r[col]) in best:
+                text = f"★ {text}"
+            cells.append(f'<td class="{cls.strip()}">{html.escape(text)}</td>')
         row_class = "sat" if r.get("saturated") else ("srv" if r.get("server_saturated") else "")
-        rows.append(f'<tr class="{row_class}">{"".join(cells)}</tr>')
+        row_class += " best" if str(r.get("cell")) in best else ""
+        rows.append(f'<tr class="{row_class.strip()}">{"".join(cells)}</tr>')
     return f'<div class="scroll"><table id="{table_id}"><tr>{head}</tr>{"".join(rows)}</table></div>'
 
 
 def meta_table_html(data: RunData) -> str:
     rows = "".join(
-        f'<tr><td class="l">{html.escape(k)}</td><td>{html.escape(str(v))}</td></tr>' for k, v in meta_items(data.run)
+        f'<tr><th class="l">{html.escape(k)}</th><td>{html.escape(v)}</td></tr>' for k, v in metadata_rows(data.run)
     )
     return f'<table class="meta" id="meta">{rows}</table>'
 
 
 def cells_table_html(data: RunData) -> str:
-    """Per-cell sweep facts (status, Locust's count, wall time, errors) from meta.json."""
+    """Per-cell sweep facts (status, Locust's count, wall time, errors) from meta.json, in the summary's
+    order; "ran" is the order the cells ran in."""
     cells = data.run.cells
     if not cells:
         return "<p>meta.json lists no cells.</p>"
-    keys = ("cell", "status", "locust_requests", "locust_failures", "wall_s", "client_cpu_pct", "error")
-    head = "".join(f'<th class="l">{k}</th>' for k in keys)
+    position = {str(c): i for i, c in enumerate(data.summary["cell"])}
+    ordered = sorted(enumerate(cells), key=lambda ic: (position.get(str(ic[1].get("cell")), len(position)), ic[0]))
+    keys = (
+        ("cell", "cell", "s"),
+        ("status", "status", "s"),
+        ("locust_requests", "Locust requests", "d"),
+        ("locust_failures", "Locust failures", "d"),
+        ("wall_s", "wall s", ".1f"),
+        ("client_cpu_pct", "client CPU %", ".0f"),
+        ("error", "error", "s"),
+    )
+    head = "<th>ran</th>" + "".join(f'<th class="{"l" if f == "s" else ""}">{h}</th>' for _, h, f in keys)
     body = "".join(
-        "<tr>"
-        + "".join(
-            f'<td class="l">{html.escape(fmt(c.get(k), ".1f" if k.endswith(("_s", "_pct")) else "s"))}</td>'
-            for k in keys
-        )
+        f"<tr><td>{i + 1}</td>"
+        + "".join(f'<td class="{"l" if f == "s" else ""}">{html.escape(fmt(c.get(k), f))}</td>' for k, _, f in keys)
         + "</tr>"
-        for c in cells
+        for i, c in ordered
     )
     return f'<div class="scroll"><table id="cells"><tr>{head}</tr>{body}</table></div>'
 
@@ -202,6 +263,8 @@ def render_html(data: RunData, figures: list[tuple[str, str, str, bytes | None]]
         f"{html.escape(str(config.get('load', config.get('arrival', '?'))))} · "
         f"{len(data.records):,} requests recorded · created {html.escape(str(run.meta.get('created_utc', '?')))}"
     )
+    answer = data_answer(data)
+    best = answer.best_cells if answer else frozenset()
     figs = "\n".join(
         f'<figure id="fig-{name}"><h3>{html.escape(title)}</h3>'
         f"{img_tag(png, title)}"
@@ -216,6 +279,7 @@ def render_html(data: RunData, figures: list[tuple[str, str, str, bytes | None]]
 <h1>tfsbench run {html.escape(run.run_id)}</h1>
 <p class="sub">{subtitle}</p>
 {signature_html(run.meta)}
+{answer_html(answer)}
 {banners_html(data)}
 {extra_html}
 <h2>Summary per cell</h2>
@@ -231,9 +295,9 @@ slots, or sends due were never answered). The second table holds what the trust 
 the target exports Prometheus metrics, the server's own view: its columns come from the server's histograms
 from the cell's first recorded request to its end (p99 interpolated inside buckets 1.8x wide), so they can
 exceed the client's.</p>
-{summary_table_html(data.summary)}
+{summary_table_html(data.summary, best=best)}
 <h3 id="summary-detail-head">Trust inputs and server view per cell</h3>
-{summary_table_html(data.summary, DETAIL_DISPLAY, "summary-detail")}
+{summary_table_html(data.summary, DETAIL_DISPLAY, "summary-detail", best)}
 <h2>Figures</h2>
 {figs}
 <h2>Cells as run</h2>
@@ -273,4 +337,5 @@ def build_report(run_path: Path) -> ReportResult:
         run.report_path.write_text(render_html(data, rendered, capacity.html), encoding="utf-8")
     except OSError as exc:
         raise ResultsError(f"cannot write the report into {run.path}: {exc.strerror or exc}") from exc
-    return ReportResult(run.report_path, run.summary_path, tuple(paths), run.incomplete)
+    answer = data_answer(data)
+    return ReportResult(run.report_path, run.summary_path, tuple(paths), run.incomplete, answer.lines if answer else ())

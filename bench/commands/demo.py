@@ -135,6 +135,7 @@ def run_demo(args: argparse.Namespace) -> int:
     print(f"[demo] done in {time.monotonic() - t0:.0f} s")
     print(f"[demo] report: {result.html_path}")
     print(f"[demo] summary: {result.summary_path}")
+    print("\n".join(("What this run says:", *result.answer)))
     if result.incomplete:
         raise BenchError(f"the demo's run is incomplete (see {result.html_path}); the report shows what was recorded")
     return 0

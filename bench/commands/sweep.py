@@ -34,7 +34,7 @@ from bench.store import provenance, runs
 from bench.target import prometheus
 from bench.target.client import TFServingClient
 from reports.data import load_run_data, read_run_records
-from reports.report import build_report
+from reports.report import answer_lines, build_report
 
 
 def describe_target(client: TFServingClient, config: SweepConfig) -> dict[str, Any]:
@@ -228,13 +228,21 @@ def run_sweep(args: argparse.Namespace, extra_meta: dict[str, Any] | None = None
     if not args.host:
         raise ConfigError("--host URL is required (or --docker IMAGE to start a container for the sweep)")
     config = config_from_args(args)
+    slo = getattr(args, "slo", None)
+    if slo is not None:  # what the answer lines judge cells by (reports.answer)
+        extra_meta = {
+            **(extra_meta or {}),
+            "slo": {"text": f"p{slo[0]:g}<{slo[1]:g}ms", "percentile": slo[0], "limit_ms": slo[1]},
+        }
     run_dir = run_sweep_config(config, args.out, extra_meta)
     run = runs.load_run(run_dir)
     print(f"run: {run_dir}")
     recorded = any(c.get("records") for c in run.cells)
-    if args.report and recorded:
-        result = build_report(run_dir)
-        print(f"report: {result.html_path}")
+    if recorded:
+        answer = build_report(run_dir).answer if args.report else answer_lines(run_dir)
+        if args.report:
+            print(f"report: {run.report_path}")
+        print("\n".join(("What this run says:", *answer)))
     if not recorded:
         raise BenchError(f"no request was recorded in {run_dir} (see {run_dir / 'locust.log'})")
     if run.incomplete:
