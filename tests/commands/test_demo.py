@@ -31,4 +31,12 @@ def test_demo_serves_sweeps_reports_and_stops(models_dir: Path, tmp_path: Path) 
     summary = pd.read_csv(run.summary_path)
     assert summary["requests"].sum() >= 40
     assert summary["errors"].sum() == 0
-    assert 'id="embedded"' in run.report_path.read_text()
+    page = run.report_path.read_text()
+    assert 'id="embedded"' in page
+    # The demo ends with the lines the report opens with.
+    lines = proc.stdout.splitlines()
+    said = lines[lines.index("What this run says:") + 1 :]
+    assert said[0].startswith("Most images/s per batch size")
+    assert said[1].startswith("  b1: row-orjson ")
+    assert 'id="answer"' in page
+    assert said[1].strip() in page

@@ -20,6 +20,7 @@ import pytest
 
 from bench.commands.demo import embedded_server
 from bench.store import runs
+from reports.data import load_run_data
 from reports.figures import FIGURES
 
 
@@ -85,10 +86,22 @@ def test_requests_stop_each_cell_at_n_long_before_its_time_cap(server_url: str, 
     proc = sweep(
         "--host", server_url, "--batch-sizes", "1,4", "--encodings", "row-fast", "--users", "4",
         "--requests", "120", "--duration", "120s", "--processes", str(processes), "--no-report", "--out", str(out),
+        "--slo", "p99<5s",
     )  # fmt: skip
     assert proc.returncode == 0, proc.stderr[-3000:]
     run = runs.load_run(out / runs.LATEST)
     rows = pd.read_csv(run.requests_path, keep_default_na=False)
+    # The sweep ends with what the run says, judged against --slo (recorded in meta.json).
+    assert run.meta["slo"] == {"text": "p99<5000ms", "percentile": 99.0, "limit_ms": 5000.0}
+    lines = proc.stdout.splitlines()
+    said = lines[lines.index("What this run says:") + 1 :]
+    assert said[0] == "Most images/s per batch size within p99<5000ms (--slo), no errors:"
+    summary = load_run_data(run.path).summary
+    for batch in (1, 4):
+        (cell,) = summary[summary["batch"] == batch].itertuples()
+        verdict = f"  b{batch}: row-fast {cell.images_per_s:,.0f} images/s" if cell.images_per_s >= 100 else None
+        line = next(x for x in said if x.startswith(f"  b{batch}: "))
+        assert line.startswith(verdict or f"  b{batch}: row-fast {cell.images_per_s:.3g} images/s"), line
     for cell in run.cells:
         # Each process sends its share of N and stops: N (P-1 more at most), never a poll's worth more.
         assert 120 <= cell["records"] == cell["locust_requests"] <= 120 + processes - 1
