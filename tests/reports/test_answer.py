@@ -7,6 +7,7 @@ import re
 from pathlib import Path
 
 import matplotlib.pyplot as plt
+import numpy as np
 import pytest
 
 from bench.store import runs
@@ -84,15 +85,18 @@ def test_time_figure_one_colour_per_encoding_one_marker_per_batch(clean_run: Pat
     fig = fig_latency_over_time(data.summary, data.records)
     try:
         ax = fig.axes[0]
-        legend = [t.get_text() for t in ax.get_legend().get_texts()]
+        box = ax.get_legend()
+        assert box is not None
+        legend = [t.get_text() for t in box.get_texts()]
         assert legend == [*sorted(ENCODINGS), *(f"batch {b}" for b in BATCHES)]
-        colours = {}
-        markers = {}
+        colours: dict[str, set[tuple[float, ...]]] = {}
+        markers: dict[int, set[bytes]] = {}
         for collection, (enc, batch) in zip(
             ax.collections, sorted((e, b) for e in ENCODINGS for b in BATCHES), strict=True
         ):
-            colours.setdefault(enc, set()).add(tuple(collection.get_facecolor()[0][:3]))
-            markers.setdefault(batch, set()).add(collection.get_paths()[0].vertices.tobytes())
+            face = np.asarray(collection.get_facecolor(), dtype=float)
+            colours.setdefault(enc, set()).add(tuple(face[0][:3]))
+            markers.setdefault(batch, set()).add(np.asarray(collection.get_paths()[0].vertices).tobytes())
         assert all(len(c) == 1 for c in colours.values())
         assert len({next(iter(c)) for c in colours.values()}) == len(ENCODINGS)
         assert len({next(iter(m)) for m in markers.values()}) == len(BATCHES)
