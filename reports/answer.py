@@ -32,7 +32,7 @@ class Answer:
 
 
 def _ms(value: float) -> str:
-    return f"{value:.3g} ms" if value < 1000 else f"{value / 1000:.3g} s"
+    return f"{_num(value)} ms"
 
 
 def _rate(value: float) -> str:
@@ -46,10 +46,15 @@ def _bytes(value: float) -> str:
     return f"{value:.0f} B"
 
 
+def _num(value: float) -> str:
+    return f"{value:,.0f}" if value >= 100 else f"{value:.3g}"
+
+
 def _interval(row: pd.Series, q: int) -> str:
+    """``95% CI 12.1–14.0`` (ms); ``?`` for an end too few samples could bound."""
     low, high = row.get(f"p{q}_ci_low_ms"), row.get(f"p{q}_ci_high_ms")
-    lo = "?" if low is None or pd.isna(low) else f"{low:.3g}"
-    hi = "?" if high is None or pd.isna(high) else f"{high:.3g}"
+    lo = "?" if low is None or pd.isna(low) else _num(low)
+    hi = "?" if high is None or pd.isna(high) else _num(high)
     return f"95% CI {lo}–{hi}"
 
 
@@ -66,9 +71,9 @@ def _overlap(a: pd.Series, b: pd.Series, q: int) -> bool:
 
 def _flag(row: pd.Series) -> str:
     if bool(row.get("saturated")):
-        return " [client saturated: a lower bound for the server]"
+        return " [client saturated]"
     if bool(row.get("server_saturated")):
-        return " [server saturated: queueing in the latency]"
+        return " [server saturated]"
     return ""
 
 
@@ -118,7 +123,7 @@ def run_answer(
         if len(ranked) > 1:
             second = ranked.iloc[1]
             ratio = top["images_per_s"] / second["images_per_s"] if second["images_per_s"] > 0 else math.inf
-            same = f"; p{q} intervals overlap: latency not told apart" if _overlap(top, second, q) else ""
+            same = f"; their p{q} intervals overlap" if _overlap(top, second, q) else ""
             text += (
                 f"; {ratio:.2f}x the next, {second['encoding']} {_rate(second['images_per_s'])} images/s, "
                 f"p{q} {_ms(second[col])} ({_interval(second, q)}){same}"
@@ -153,7 +158,8 @@ def _trust_lines(
     if not sat.empty:
         out.append(
             f"Trust: {len(sat)} of {len(summary)} cells had a saturated client ({', '.join(sat['cell'].astype(str))}): "
-            "their numbers measure the load generator; add --processes or fewer --users."
+            "their images/s are a lower bound and their latency partly the load generator's; add --processes "
+            "or fewer --users."
         )
     if "server_saturated" in summary:
         srv = summary[summary["server_saturated"].fillna(False).astype(bool)]

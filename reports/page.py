@@ -44,7 +44,7 @@ td.rough span.ci{color:#b36b00;font-weight:600}
 .answer h2{border:none;margin:.4em 0 .2em}.answer p{margin:.3em 0}.answer ul{margin:.2em 0;padding-left:1.3em}
 .answer li{margin:.15em 0}
 tr.best td:first-child{font-weight:700}tr.best td{box-shadow:inset 0 0 0 9999px rgba(46,160,67,.10)}
-.note{font-size:9.5px;color:#8a6d00;display:block;white-space:normal;max-width:14em;line-height:1.15}
+.note{font-size:10px;color:#8a6d00;display:block;white-space:normal;max-width:11em;line-height:1.15}
 """
 
 

@@ -71,8 +71,9 @@ DETAIL_DISPLAY: tuple[tuple[str, str, str], ...] = (
 
 # Next to a server p99 above the client's: why it is not a contradiction, in one sentence.
 SERVER_P99_NOTE = (
-    '<span class="note">above the client\'s p99: read inside Prometheus buckets 1.8x wide, so it can land '
-    "up to a bucket above the true value</span>"
+    '<span class="note" title="The server\'s p99 is interpolated inside Prometheus histogram buckets about 1.8x '
+    "wide, so it can land up to a bucket above the true value; the client's p99 comes from every request.\">"
+    "above the client's p99: Prometheus interpolates it inside 1.8x-wide buckets</span>"
 )
 
 # Percentile columns shown with their 95 % interval underneath.
