@@ -322,7 +322,7 @@ def _add_sweep(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
         type=argtypes.positive_int,
         default=None,
         metavar="N",
-        help="each cell sends N requests, then ends (with --processes P: up to P-1 more)",
+        help="each cell sends N requests, then ends (closed model; with --processes P up to P-1 more)",
     )
     p.add_argument(
         "--warmup",

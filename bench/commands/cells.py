@@ -164,8 +164,10 @@ def locust_command(config: SweepConfig, cell: CellResult, cell_dir: Path) -> lis
         "--records", str(cell_dir / "records.csv"), "--warmup", str(config.warmup), "--arrival", config.arrival,
         "--model-name", config.model_name,
     ]  # fmt: skip
-    if config.requests:
-        cmd += ["--max-requests", str(config.requests)]  # each process stops sending at its share
+    if config.requests and config.arrival == "closed":
+        # Each process stops sending at its share. An open model's sends follow their schedule to
+        # the stop (a slot left unsent would read as owed): the poll below stops those cells.
+        cmd += ["--max-requests", str(config.requests)]
     if config.rate_per_s is not None:
         cmd += ["--rate", f"{config.rate_per_s:g}"]
     if config.model_version is not None:
