@@ -215,6 +215,11 @@ def _add_codecs(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
     p.set_defaults(handler=_handler("bench.commands.codecs", "run_codecs"))
 
 
+def _add_encodings(p: argparse.ArgumentParser, default: list[str]) -> None:
+    help_text = f"comma-separated, from {', '.join(ENCODING_NAMES)} (default {','.join(default)})"
+    p.add_argument("--encodings", type=argtypes.name_list, default=default, metavar="LIST", help=help_text)
+
+
 def _add_scenario_options(p: argparse.ArgumentParser, per: str) -> None:
     """What each Locust run sends: the options sweep and capacity pass on to locustfiles/predict.py."""
     p.add_argument("--model-name", default="classifier", metavar="NAME", help="served model name (default classifier)")
@@ -294,13 +299,7 @@ def _add_sweep(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     p.add_argument(
         "--batch-sizes", type=argtypes.int_list, default=[1, 4, 16], metavar="LIST", help="e.g. 1,4,64 (default 1,4,16)"
     )
-    p.add_argument(
-        "--encodings",
-        type=argtypes.name_list,
-        default=["row-orjson"],
-        metavar="LIST",
-        help=f"comma-separated, from {', '.join(ENCODING_NAMES)} (default row-orjson)",
-    )
+    _add_encodings(p, ["row-orjson"])
     p.add_argument(
         "--users", type=argtypes.positive_int, default=4, metavar="N", help="concurrent users, closed model (default 4)"
     )
@@ -403,13 +402,7 @@ def _add_capacity(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     p.add_argument(
         "--batch-sizes", type=argtypes.int_list, default=[1, 4, 16], metavar="LIST", help="e.g. 1,4,64 (default 1,4,16)"
     )
-    p.add_argument(
-        "--encodings",
-        type=argtypes.name_list,
-        default=["row-orjson"],
-        metavar="LIST",
-        help=f"comma-separated, from {', '.join(ENCODING_NAMES)} (default row-orjson)",
-    )
+    _add_encodings(p, ["row-orjson"])
     p.add_argument(
         "--arrival", choices=("constant", "poisson"), default="constant", help="open-model arrivals (default constant)"
     )
@@ -539,13 +532,7 @@ def _add_demo(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument(
         "--batch-sizes", type=argtypes.int_list, default=[1, 4, 16, 64], metavar="LIST", help="default 1,4,16,64"
     )
-    p.add_argument(
-        "--encodings",
-        type=argtypes.name_list,
-        default=["row-orjson", "row-fast", "b64-png"],
-        metavar="LIST",
-        help=f"comma-separated, from {', '.join(ENCODING_NAMES)} (default row-orjson,row-fast,b64-png)",
-    )
+    _add_encodings(p, ["row-orjson", "row-fast", "b64-png"])
     p.add_argument("--users", type=argtypes.positive_int, default=4, metavar="N", help="concurrent users (default 4)")
     p.add_argument(
         "--requests",
