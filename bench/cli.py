@@ -1,8 +1,8 @@
 """The ``tfsbench`` command line (also ``python -m bench``).
 
-Every sub-command's flags live here, so ``tfsbench <cmd> --help`` is the one reference (``tune``'s
-in bench.commands.tune_args, which borrows capacity's search flags from here). Each
-handler imports its implementation lazily: ``tfsbench codecs`` or ``tfsbench sweep`` must not
+Every sub-command's flags live here, so ``tfsbench <cmd> --help`` is the one reference, except
+``docker``'s (bench.docker.cli_args) and ``tune``'s (bench.commands.tune_args, which borrows
+capacity's search flags from here), kept apart for this module's size. Each handler imports its implementation lazily: ``tfsbench codecs`` or ``tfsbench sweep`` must not
 pay for importing TensorFlow, which only ``export``, ``serve`` and ``demo`` need.
 
 Errors: a ``BenchError`` becomes one line on stderr and its exit code (2 for bad
@@ -19,6 +19,7 @@ import signal
 import sys
 import threading
 from collections.abc import Callable, Sequence
+from functools import partial
 from pathlib import Path
 
 from bench import __version__, argtypes
@@ -26,8 +27,7 @@ from bench.api_names import PROMETHEUS_PATH
 from bench.commands.arg_parser import ArgParser, subparser
 from bench.commands.capacity_search import DEFAULT_TOLERANCE
 from bench.commands.tune_args import add_tune_parser
-from bench.docker.launcher import DEFAULT_IMAGE, DEFAULT_NAME, validate_memory, validate_name
-from bench.docker.standin import STANDIN_TAG
+from bench.docker.cli_args import add_docker_parser
 from bench.errors import BenchError, is_disk_full
 from bench.payloads.encodings import ENCODING_NAMES
 from bench.payloads.input_flags import add_codecs_input_arguments, add_input_arguments
@@ -96,87 +96,6 @@ def _add_serve(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     )
     add_serve_arguments(p)
     p.set_defaults(handler=_handler("bench.serving.server", "run_serve"))
-
-
-def _add_docker(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-
-    p = sub.add_parser(
-        "docker",
-        help="start, stop or inspect a tensorflow/serving container",
-        description="up: run IMAGE as TF Serving's docs do (-p 127.0.0.1:PORT:8501, model bind-mounted to "
-        "/models/NAME, -e MODEL_NAME) and wait until the model is AVAILABLE. down: stop and remove. "
-        "logs: the container's output. build-standin: build, offline, an image with tensorflow/serving's "
-        "interface whose server is tfsbench serve.",
-    )
-    p.add_argument("action", choices=("up", "down", "logs", "build-standin"), help="what to do")
-    p.add_argument(
-        "--model-base-path",
-        type=Path,
-        default=Path("models/classifier"),
-        metavar="DIR",
-        help="host model directory (default models/classifier)",
-    )
-    p.add_argument("--model-name", default=None, metavar="NAME", help="model name (default: the directory's name)")
-    p.add_argument(
-        "--image",
-        default=DEFAULT_IMAGE,
-        metavar="IMAGE",
-        help=f"e.g. tensorflow/serving:2.18.0 or {STANDIN_TAG} (default {DEFAULT_IMAGE})",
-    )
-    p.add_argument(
-        "--port",
-        type=argtypes.port,
-        default=8501,
-        metavar="PORT",
-        help="host port for the REST API (default 8501; 0 lets Docker choose)",
-    )
-    p.add_argument(
-        "--bind",
-        default="127.0.0.1",
-        metavar="ADDR",
-        help="host address to publish on (default 127.0.0.1; 0.0.0.0 for all)",
-    )
-    p.add_argument(
-        "--cpus",
-        type=argtypes.positive_float,
-        default=None,
-        metavar="N",
-        help="CPU limit, e.g. 2 or 1.5 (default none)",
-    )
-    p.add_argument(
-        "--memory", type=validate_memory, default=None, metavar="M", help="memory limit, e.g. 2g (default none)"
-    )
-    p.add_argument(
-        "--batching-parameters",
-        type=Path,
-        default=None,
-        metavar="FILE",
-        help="BatchingParameters text file: mounted, --enable_batching on",
-    )
-    p.add_argument(
-        "--monitoring", action="store_true", help="turn on the Prometheus endpoint /monitoring/prometheus/metrics"
-    )
-    p.add_argument(
-        "--name",
-        type=validate_name,
-        default=DEFAULT_NAME,
-        metavar="NAME",
-        help=f"container name (default {DEFAULT_NAME})",
-    )
-    p.add_argument(
-        "--timeout",
-        type=argtypes.duration_s,
-        default=120.0,
-        metavar="TIME",
-        help="how long up waits for AVAILABLE (default 120s)",
-    )
-    p.add_argument("--tail", type=argtypes.positive_int, default=None, metavar="N", help="logs: only the last N lines")
-    p.add_argument(
-        "--tag", default=STANDIN_TAG, metavar="TAG", help=f"build-standin: image tag (default {STANDIN_TAG})"
-    )
-    p.add_argument("--rebuild", action="store_true", help="build-standin: rebuild even if the tag exists")
-    p.add_argument("--dry-run", action="store_true", help="print the docker command instead of running it")
-    p.set_defaults(handler=_handler("bench.commands.docker", "run_docker"))
 
 
 def _add_codecs(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -563,7 +482,7 @@ def build_parser() -> argparse.ArgumentParser:
     for add in (
         _add_export,
         _add_serve,
-        _add_docker,
+        partial(add_docker_parser, handler=_handler("bench.commands.docker", "run_docker")),
         _add_codecs,
         _add_sweep,
         _add_report,
