@@ -2,8 +2,9 @@
 
 Every sub-command's flags live here, so ``tfsbench <cmd> --help`` is the one reference, except
 ``docker``'s (bench.docker.cli_args) and ``tune``'s (bench.commands.tune_args, which borrows
-capacity's search flags from here), kept apart for this module's size. Each handler imports its implementation lazily: ``tfsbench codecs`` or ``tfsbench sweep`` must not
-pay for importing TensorFlow, which only ``export``, ``serve`` and ``demo`` need.
+capacity's search flags from here), kept apart for this module's size. Each handler imports its
+implementation lazily: ``tfsbench codecs`` or ``tfsbench sweep`` must not pay for importing
+TensorFlow, which only ``export``, ``serve`` and ``demo`` need.
 
 Errors: a ``BenchError`` becomes one line on stderr and its exit code (2 for bad
 configuration); Ctrl-C exits 130 after the command has saved what it recorded. Anything else
