@@ -16,6 +16,8 @@ Mirrors tensorflow/serving's ServerCore as far as the REST API can see it:
   (``ServerCore::UpdateModelVersionLabelMap``): a label must name an AVAILABLE version, so at
   start-up every label fails unless ``--allow_version_labels_for_unavailable_models``, which
   lets a label name any version except when it moves an existing label;
+* a base path that cannot be listed (EMFILE, EIO, vanished) is logged and changes nothing:
+  a version unloads only once a listing that succeeds no longer holds it;
 * lookups raise ``ServingError`` with the reference's NOT_FOUND / INVALID_ARGUMENT texts.
 
 TensorFlow is imported lazily, the first time a SavedModel is loaded.
@@ -58,6 +60,7 @@ class _Model:
         self.active = True  # False once a config reload removed the model (its status rows stay)
         self.loaded: dict[int, LoadedVersion] = {}
         self.status: dict[int, VersionStatus] = {}
+        self.scan_error: str | None = None  # the last failed listing, logged once per failure streak
 
 
 _ASCII_SPACE = " \t\n\v\f\r"
@@ -84,12 +87,11 @@ def scan_versions(base: Path) -> dict[int, str]:
 
     As ``file_system_storage_path_source.cc``: every child counts (a file named ``3`` is a
     version that will fail to load), names are visited in sorted order and, when two name the
-    same version (``0123`` and ``123``), the later one wins with a warning.
+    same version (``0123`` and ``123``), the later one wins with a warning. A base path that is
+    missing or cannot be listed (EMFILE, EIO, EACCES) raises ``OSError``: that is no answer
+    about which versions exist, and reading it as "none" would unload every served version.
     """
-    try:
-        names = sorted(p.name for p in base.iterdir())
-    except OSError:
-        return {}
+    names = sorted(p.name for p in base.iterdir())
     found: dict[int, str] = {}
     for name in names:
         version = parse_version(name)
@@ -250,7 +252,23 @@ class ModelStore:
         return dict(list(found.items())[-latest:])
 
     def _poll_model(self, model: _Model) -> None:
-        aspired = self._aspired(model)
+        try:
+            aspired = self._aspired(model)
+        except OSError as exc:
+            # As PollFileSystemForServable: a failed listing emits no aspired versions, so what
+            # is served stays; only a listing that succeeds without a version unloads it.
+            message = f"{exc.strerror or exc} ({model.config.base_path})"
+            if model.scan_error != message:
+                log.warning(
+                    "Could not list base path of servable %s, keeping the versions it serves: %s",
+                    model.config.name,
+                    message,
+                )
+            model.scan_error = message
+            return
+        if model.scan_error is not None:
+            log.info("Base path of servable %s is readable again", model.config.name)
+            model.scan_error = None
         if model.active and not aspired and not model.loaded and not model.status:
             log.warning(
                 "No versions of servable %s found under base path %s", model.config.name, model.config.base_path
