@@ -19,9 +19,25 @@ from bench import argtypes
 from bench.api_names import GRPC_PORT, REST_PORT
 from bench.errors import ConfigError
 
-__all__ = ["DEFAULT_MAX_BODY_BYTES", "Translation", "add_serve_arguments", "serve_options", "translate"]
+__all__ = [
+    "DEFAULT_DRAIN_TIMEOUT_S",
+    "DEFAULT_HEADER_TIMEOUT_S",
+    "DEFAULT_IDLE_TIMEOUT_S",
+    "DEFAULT_MAX_BODY_BYTES",
+    "DEFAULT_MAX_CONNECTIONS",
+    "Translation",
+    "add_serve_arguments",
+    "serve_options",
+    "translate",
+]
 
 DEFAULT_MAX_BODY_BYTES = 512 * 1024 * 1024
+# Not tensorflow_model_server flags (libevent has its own limits): the embedded server's guards
+# against clients that hold connections or send slowly.
+DEFAULT_MAX_CONNECTIONS = 1024
+DEFAULT_HEADER_TIMEOUT_S = 30.0
+DEFAULT_IDLE_TIMEOUT_S = 60.0
+DEFAULT_DRAIN_TIMEOUT_S = 30.0
 TRUE_WORDS = frozenset(("true", "1", "t", "yes"))
 FALSE_WORDS = frozenset(("false", "0", "f", "no"))
 
@@ -125,6 +141,34 @@ def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
         default=DEFAULT_MAX_BODY_BYTES,
         metavar="BYTES",
         help="refuse larger request bodies with 413 (default 536870912; not a tensorflow_model_server flag)",
+    )
+    parser.add_argument(
+        "--rest_api_max_connections",
+        type=argtypes.positive_int,
+        default=DEFAULT_MAX_CONNECTIONS,
+        metavar="N",
+        help=f"open connections at most; more get 503 and close (default {DEFAULT_MAX_CONNECTIONS})",
+    )
+    parser.add_argument(
+        "--rest_api_header_timeout_seconds",
+        type=argtypes.positive_float,
+        default=DEFAULT_HEADER_TIMEOUT_S,
+        metavar="S",
+        help=f"close a connection whose request head takes longer (default {DEFAULT_HEADER_TIMEOUT_S:g})",
+    )
+    parser.add_argument(
+        "--rest_api_idle_timeout_seconds",
+        type=argtypes.positive_float,
+        default=DEFAULT_IDLE_TIMEOUT_S,
+        metavar="S",
+        help=f"close a keep-alive connection idle this long (default {DEFAULT_IDLE_TIMEOUT_S:g})",
+    )
+    parser.add_argument(
+        "--drain_timeout_seconds",
+        type=argtypes.positive_float,
+        default=DEFAULT_DRAIN_TIMEOUT_S,
+        metavar="S",
+        help=f"on SIGTERM/SIGINT, wait this long for in-flight requests (default {DEFAULT_DRAIN_TIMEOUT_S:g})",
     )
 
 

@@ -1,35 +1,56 @@
-"""The HTTP/1.1 front end of the embedded server: connections, request bodies, replies on the wire.
+"""The HTTP/1.1 front end of the embedded server: aiohttp's server on an event loop, model work on a pool.
 
-``tensorflow_model_server --rest_api_port=...`` answers HTTP/1.1 on a thread pool; so does this:
-a ``ThreadingHTTPServer`` (one thread per keep-alive connection) in front of a handler
-``(method, path, headers, body) -> Reply`` (``bench.serving.rest_api.RestApi``). It reads bodies
-(Content-Length or chunked, gzip inflated, 413 over the limit), writes each reply in one send with
-TCP_NODELAY, and drains in-flight requests on stop. HTTP only: no JSON, no models.
+``tensorflow_model_server --rest_api_port=...`` answers HTTP/1.1 from libevent; this is aiohttp's
+low-level server (its C parser, llhttp, does request lines, headers, chunked bodies and
+keep-alive) in one background thread, in front of a handler ``(method, path, headers, body) ->
+Reply`` (``bench.serving.rest_api.RestApi``) that runs on a pool of ``num_threads`` threads.
+What this module adds:
+
+* body limit: a declared ``Content-Length`` over ``max_body_bytes`` gets 413 before a byte is
+  read (with ``Expect: 100-continue`` instead of ``100 Continue``); a chunked body gets 413 as
+  soon as its chunks pass the limit; a gzip body is inflated on the pool, inside the request's
+  processing slot, and gets 413 once the inflated bytes pass the limit. Bodies are read as they
+  arrive (aiohttp pauses the socket past 128 KiB buffered), so nothing is committed for bytes
+  that have not come;
+* transfer codings other than ``chunked`` (and any on HTTP/1.0) are refused, not guessed at;
+* connections are capped (503 and close past ``max_connections``); a request head must arrive
+  within ``header_timeout_s``, an idle keep-alive connection closes after ``idle_timeout_s``;
+* ``stop()`` stops accepting, closes idle connections, lets in-flight requests finish (up to
+  the drain timeout) and closes the rest, with any number of connections open.
+
+aiohttp writes status line, headers and body in one send on a TCP_NODELAY socket, so keep-alive
+clients never wait for a delayed ACK. HTTP only: no JSON, no models.
 """
 
 from __future__ import annotations
 
-import gzip
+import asyncio
+import concurrent.futures
 import logging
-import select
-import socket
 import threading
-import time
+import weakref
 import zlib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from email.message import Message
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
+from aiohttp import web
+from aiohttp.web_protocol import RequestHandler
+
 from bench.errors import ConfigError
+from bench.serving.flags import DEFAULT_HEADER_TIMEOUT_S, DEFAULT_IDLE_TIMEOUT_S, DEFAULT_MAX_CONNECTIONS
 from bench.serving.json_response import encode_error
 
 __all__ = ["HttpFrontEnd", "Reply"]
 
 log = logging.getLogger("tfsbench.serve")
 
-_IDLE_TIMEOUT_S = 300.0
+# After a 413 or 400 the rest of the body is read and dropped for this long (so a client that is
+# still sending sees the reply, not a reset), then the connection closes.
+_LINGER_S = 5.0
+_READ_CHUNK = 1 << 16
+SERVER_NAME = "tfsbench-serve"
+_JSON = (("Content-Type", "application/json"),)
 
 
 @dataclass(frozen=True)
@@ -41,252 +62,313 @@ class Reply:
     body: bytes
 
 
-# Request headers are the handler's HTTPMessage (email.message.Message); large bodies stay a bytearray.
-Handle = Callable[[str, str, "Mapping[str, str] | Message[str, str]", bytes | bytearray], Reply]
+# The REST API: called on a pool thread with the request target as sent (path and query).
+Handle = Callable[[str, str, Mapping[str, str], bytes], Reply]
 
 
-class _Server(ThreadingHTTPServer):
-    daemon_threads = True
-    allow_reuse_address = True
-    request_queue_size = 128
-
-    def __init__(self, address: tuple[str, int], owner: HttpFrontEnd) -> None:
-        self.owner = owner
-        self.draining = False
-        self.connections: dict[int, list[Any]] = {}  # id -> [socket, busy]
-        self.conn_lock = threading.Lock()
-        self.idle = threading.Condition(self.conn_lock)
-        super().__init__(address, _Handler)
-
-    def handle_error(self, request: object, client_address: object) -> None:
-        # A broken client connection is not a server error; never print a traceback for it.
-        log.debug("connection error from %s", client_address, exc_info=True)
+class _TooLarge(Exception):
+    def __init__(self, length: int) -> None:
+        super().__init__(length)
+        self.length = length
 
 
-class _Server6(_Server):
-    address_family = socket.AF_INET6
+class _QuietLog(logging.LoggerAdapter):  # type: ignore[type-arg]
+    """aiohttp logs a client that breaks the protocol or goes away as an error with a traceback;
+    for a server under load tests that is the client's problem: debug level."""
+
+    def log(self, level: int, msg: object, *args: Any, **kwargs: Any) -> None:
+        super().log(logging.DEBUG, msg, *args, **kwargs)
 
 
-class _Handler(BaseHTTPRequestHandler):
-    server: _Server
-    protocol_version = "HTTP/1.1"
-    server_version = "tfsbench-serve"
-    sys_version = ""
-    timeout = _IDLE_TIMEOUT_S
+class _Connection(RequestHandler):
+    """aiohttp's connection protocol with a deadline for each request head.
 
-    def log_message(self, format: str, *args: object) -> None:
-        log.debug("%s - " + format, self.address_string(), *args)
+    aiohttp's keep-alive timer closes a connection that has not completed a request head
+    within the idle timeout; this adds the shorter header timeout, armed by the first byte of a
+    head and disarmed when the head is complete (the request handler starts).
+    """
 
-    def setup(self) -> None:
-        super().setup()
-        # Small responses must leave at once: with Nagle on, a reply written after the client's
-        # last segment waits for its delayed ACK (~40 ms on Linux) on a keep-alive connection.
-        try:
-            self.connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        except OSError:
-            pass  # not a TCP socket (or already closed): nothing to tune
-        self._entry: list[Any] = [self.connection, False]
-        with self.server.conn_lock:
-            self.server.connections[id(self)] = self._entry
+    def __init__(self, manager: _Server, **kwargs: Any) -> None:
+        super().__init__(manager, **kwargs)
+        self.front: HttpFrontEnd = manager.front
+        self.heads = 0  # request heads completed on this connection
+        self._head_timer: asyncio.TimerHandle | None = None
 
-    def finish(self) -> None:
-        try:
-            super().finish()
-        finally:
-            with self.server.conn_lock:
-                self.server.connections.pop(id(self), None)
-                self.server.idle.notify_all()
+    def data_received(self, data: bytes) -> None:
+        if self._head_timer is None and not self._request_in_progress and not self._messages:
+            self._head_timer = self._loop.call_later(self.front.header_timeout_s, self._head_overdue, self.heads)
+        super().data_received(data)
 
-    def handle_one_request(self) -> None:
-        try:
-            self.raw_requestline = self.rfile.readline(65537)
-            if not self.raw_requestline:
-                self.close_connection = True
-                return
-            with self.server.conn_lock:
-                self._entry[1] = True
-            try:
-                if len(self.raw_requestline) > 65536:
-                    self.requestline = self.request_version = self.command = ""
-                    self.send_error(414)
-                    return
-                if not self.parse_request():
-                    return
-                self._serve()
-                self.wfile.flush()
-            finally:
-                with self.server.conn_lock:
-                    self._entry[1] = False
-                    self.server.idle.notify_all()
-                if self.server.draining:
-                    self.close_connection = True
-        except (TimeoutError, ConnectionError, OSError):
-            self.close_connection = True
+    def head_complete(self) -> None:
+        self.heads += 1
+        if self._head_timer is not None:
+            self._head_timer.cancel()
+            self._head_timer = None
 
-    def _read_body(self) -> bytes | bytearray | None:
-        """The request body (inflated if gzip), or None after answering 4xx/413 ourselves."""
-        limit = self.server.owner.max_body_bytes
-        chunked = "chunked" in self.headers.get("Transfer-Encoding", "").lower()
-        body: bytes | bytearray
-        if chunked:
-            parts, total = [], 0
-            while True:
-                line = self.rfile.readline(1024)
-                try:
-                    size = int(line.split(b";", 1)[0].strip(), 16)
-                except ValueError:
-                    self._plain_error(400, "bad chunked encoding")
-                    return None
-                if size == 0:
-                    while self.rfile.readline(65537) not in (b"\r\n", b"\n", b""):
-                        pass
-                    break
-                total += size
-                if total > limit:
-                    self._too_large(total, unread=size)
-                    return None
-                parts.append(self.rfile.read(size))
-                self.rfile.readline(1024)
-            body = b"".join(parts)
-        else:
-            raw = self.headers.get("Content-Length")
-            try:
-                length = int(raw) if raw is not None else 0
-                if length < 0:
-                    raise ValueError(raw)
-            except ValueError:
-                self._plain_error(400, "bad Content-Length")
-                return None
-            if length > limit:
-                self._too_large(length, unread=length)
-                return None
-            # readinto one preallocated buffer: no chunk list and join for multi-MB bodies.
-            body = bytearray(length)
-            view, got = memoryview(body), 0
-            while got < length:
-                n = self.rfile.readinto(view[got:])
-                if not n:
-                    self.close_connection = True
-                    return None
-                got += n
-            body = bytes(body) if length < 65536 else body
-        if "gzip" in self.headers.get("Content-Encoding", ""):
-            body = _gunzip(body, limit)
-        return body
+    def _head_overdue(self, heads_when_armed: int) -> None:
+        self._head_timer = None
+        if self.heads == heads_when_armed and not self._request_in_progress and self.transport is not None:
+            log.debug("closing a connection whose request head took over %.0f s", self.front.header_timeout_s)
+            self.force_close()
 
-    def _plain_error(self, status: int, message: str) -> None:
-        self.close_connection = True
-        self._write(Reply(status, (("Content-Type", "application/json"),), encode_error(message)))
+    def connection_lost(self, exc: BaseException | None) -> None:
+        if self._head_timer is not None:
+            self._head_timer.cancel()
+            self._head_timer = None
+        self.front._live.discard(self)
+        super().connection_lost(exc)
 
-    def _too_large(self, length: int, unread: int = 0) -> None:
-        # Read and drop the rest of the body first: a client still sending when we close would
-        # see a broken pipe instead of our 413.
-        while unread > 0:
-            chunk = self.rfile.read(min(unread, 1 << 20))
-            if not chunk:
-                break
-            unread -= len(chunk)
-        limit = self.server.owner.max_body_bytes
-        self._plain_error(413, f"Request body of {length} bytes exceeds the server limit of {limit} bytes")
 
-    def _serve(self) -> None:
-        body = self._read_body()
-        if body is None:
-            return
-        reply = self.server.owner.handle(self.command, self.path, self.headers, body)
-        self._write(reply)
+class _Refuse(asyncio.Protocol):
+    """A connection past the cap: one 503 and close, no parser, no task."""
 
-    def _write(self, reply: Reply) -> None:
-        self.send_response(reply.status)
-        for key, value in reply.headers:
-            self.send_header(key, value)
-        self.send_header("Content-Length", str(len(reply.body)))
-        if self.close_connection or self.server.draining:
-            self.send_header("Connection", "close")
-            self.close_connection = True
-        # Status line, headers and body in one send: two small writes would be two segments, the
-        # second held back by Nagle until the client ACKs the first.
-        # _headers_buffer is BaseHTTPRequestHandler's private list of pending bytes: not in typeshed.
-        self._headers_buffer.append(b"\r\n")  # type: ignore[attr-defined]
-        if self.command != "HEAD" and reply.body:
-            self._headers_buffer.append(reply.body)  # type: ignore[attr-defined]
-        self.flush_headers()
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        body = encode_error("Too many connections; try again later")
+        head = f"HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\nContent-Length: {len(body)}\r\n"
+        assert isinstance(transport, asyncio.Transport)
+        transport.write(head.encode() + b"Connection: close\r\n\r\n" + body)
+        transport.close()
+
+
+class _Server(web.Server):
+    def __init__(self, front: HttpFrontEnd, **kwargs: Any) -> None:
+        super().__init__(front._serve, **kwargs)
+        self.front = front
+
+    def __call__(self) -> RequestHandler:  # the protocol factory, once per accepted socket
+        front = self.front
+        if len(front._live) >= front.max_connections or front._draining:
+            return _Refuse()  # type: ignore[return-value]  # any asyncio protocol will do
+        connection = _Connection(self, loop=self._loop, **self._kwargs)
+        front._live.add(connection)
+        return connection
 
 
 class HttpFrontEnd:
     """The HTTP listener in a background thread: reads requests, hands them to ``handle``, writes replies.
 
-    ``handle(method, path, headers, body) -> Reply`` is the REST API (``RestApi.handle`` bounded by
-    the server's processing slots). Bodies over ``max_body_bytes`` get 413 without reaching it.
+    ``handle(method, path, headers, body) -> Reply`` is the REST API; it runs on a pool of
+    ``num_threads`` threads (``--rest_api_num_threads``), so at most that many requests are
+    processed (inflated, decoded, run) at once. Bodies over ``max_body_bytes`` get 413 without
+    reaching it.
     """
 
-    def __init__(self, host: str, port: int, handle: Handle, max_body_bytes: int) -> None:
+    def __init__(
+        self,
+        host: str,
+        port: int,
+        handle: Handle,
+        max_body_bytes: int,
+        *,
+        num_threads: int = 4,
+        max_connections: int = DEFAULT_MAX_CONNECTIONS,
+        header_timeout_s: float = DEFAULT_HEADER_TIMEOUT_S,
+        idle_timeout_s: float = DEFAULT_IDLE_TIMEOUT_S,
+    ) -> None:
         self.host = host
         self.requested_port = port
         self.handle = handle
         self.max_body_bytes = max_body_bytes
-        self._httpd: _Server | None = None
+        self.num_threads = max(num_threads, 1)
+        self.max_connections = max(max_connections, 1)
+        self.header_timeout_s = header_timeout_s
+        self.idle_timeout_s = idle_timeout_s
+        self._live: weakref.WeakSet[_Connection] = weakref.WeakSet()  # connected, not yet lost
+        self._draining = False
+        self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
+        self._pool: concurrent.futures.ThreadPoolExecutor | None = None
+        self._web: _Server | None = None
+        self._listener: asyncio.Server | None = None
+        self._port = 0
 
     @property
     def port(self) -> int:
-        assert self._httpd is not None, "start() first"
-        return int(self._httpd.server_address[1])
+        assert self._listener is not None, "start() first"
+        return self._port
+
+    def connection_count(self) -> int:
+        """Connections open now (for tests and the soak benchmark)."""
+        return len(self._live)
+
+    def server_sockets(self) -> list[Any]:
+        """The server side of each open connection (``socket``-like; for transport tests)."""
+        return [c.transport.get_extra_info("socket") for c in list(self._live) if c.transport is not None]
+
+    # -- lifecycle ------------------------------------------------------------------------------
 
     def start(self) -> None:
         """Bind and serve; ``ConfigError`` when the address cannot be bound."""
-        server_class = _Server6 if ":" in self.host else _Server
-        try:
-            self._httpd = server_class((self.host, self.requested_port), self)
-        except OSError as exc:
-            raise ConfigError(f"cannot listen on {self.host}:{self.requested_port}: {exc.strerror}") from exc
-        self._thread = threading.Thread(
-            target=self._httpd.serve_forever, kwargs={"poll_interval": 0.2}, name="tfsbench-http", daemon=True
-        )
+        self._pool = concurrent.futures.ThreadPoolExecutor(self.num_threads, thread_name_prefix="tfsbench-rest")
+        loop = asyncio.new_event_loop()
+        self._loop = loop
+        started: concurrent.futures.Future[None] = concurrent.futures.Future()
+
+        def run() -> None:
+            asyncio.set_event_loop(loop)
+            try:
+                loop.run_until_complete(self._listen())
+            except BaseException as exc:
+                started.set_exception(exc)
+                loop.close()
+                return
+            started.set_result(None)
+            try:
+                loop.run_forever()
+            finally:
+                loop.close()
+
+        self._thread = threading.Thread(target=run, name="tfsbench-http", daemon=True)
         self._thread.start()
+        try:
+            started.result()
+        except OSError as exc:
+            self._pool.shutdown(wait=False)
+            raise ConfigError(f"cannot listen on {self.host}:{self.requested_port}: {exc.strerror}") from exc
+
+    async def _listen(self) -> None:
+        self._web = _Server(
+            self,
+            keepalive_timeout=self.idle_timeout_s,
+            lingering_time=_LINGER_S,
+            auto_decompress=False,  # gzip is inflated on the pool, counted against the limit
+            access_log=None,
+            logger=_QuietLog(log, {}),
+            max_line_size=65536,  # request targets as long as the threaded server took
+        )
+        self._listener = await asyncio.get_running_loop().create_server(
+            self._web, self.host, self.requested_port, reuse_address=True, backlog=128
+        )
+        self._port = int(self._listener.sockets[0].getsockname()[1])
 
     def stop(self, drain_timeout_s: float = 30.0) -> None:
-        """Stop accepting, let in-flight requests finish (up to ``drain_timeout_s``), close the rest."""
-        httpd = self._httpd
-        if httpd is None:
+        """Stop accepting, close idle connections, let in-flight requests finish (up to
+        ``drain_timeout_s``), then close everything."""
+        loop, thread = self._loop, self._thread
+        if loop is None or thread is None:
             return
-        httpd.shutdown()  # stop accepting new connections
-        deadline = time.monotonic() + drain_timeout_s
-        with httpd.conn_lock:
-            httpd.draining = True
-            while time.monotonic() < deadline:
-                pending = False
-                for entry in list(httpd.connections.values()):
-                    sock, busy = entry
-                    if busy or _readable(sock):
-                        pending = True  # a request is being served or has just arrived
-                    elif len(entry) == 2:
-                        entry.append("closed")
-                        try:  # idle keep-alive connection: wake its reader so the thread ends
-                            sock.shutdown(socket.SHUT_RDWR)
-                        except OSError:
-                            pass
-                if not pending:
-                    break
-                httpd.idle.wait(0.05)
-        httpd.server_close()
-        self._httpd = None
+        self._loop = None
+        try:
+            asyncio.run_coroutine_threadsafe(self._shutdown(drain_timeout_s), loop).result(drain_timeout_s + 10)
+        except Exception:  # a drain that failed must still release the port and the threads
+            log.warning("HTTP front end did not drain cleanly", exc_info=True)
+        loop.call_soon_threadsafe(loop.stop)
+        thread.join(timeout=10)
+        if self._pool is not None:
+            self._pool.shutdown(wait=False, cancel_futures=True)
 
+    async def _shutdown(self, drain_timeout_s: float) -> None:
+        assert self._listener is not None
+        assert self._web is not None
+        self._draining = True
+        self._listener.close()  # no new connections
+        self._web.pre_shutdown()  # idle keep-alive connections close now; busy ones after their reply
+        await self._web.shutdown(drain_timeout_s)  # wait for in-flight handlers, then close the rest
+        await self._listener.wait_closed()
 
-def _readable(sock: socket.socket) -> bool:
-    try:
-        return bool(select.select([sock], [], [], 0)[0])
-    except (OSError, ValueError):
-        return False
+    # -- one request ----------------------------------------------------------------------------
 
+    async def _serve(self, request: web.BaseRequest) -> web.StreamResponse:
+        connection = request.protocol
+        if isinstance(connection, _Connection):
+            connection.head_complete()
+        refused = self._check_framing(request)
+        if refused is not None:
+            return refused
+        try:
+            body = await self._read_body(request)
+        except _TooLarge as exc:
+            return self._too_large(exc.length)
+        loop = asyncio.get_running_loop()
+        assert self._pool is not None
+        gzip = "gzip" in request.headers.get("Content-Encoding", "")
+        reply = await loop.run_in_executor(
+            self._pool, self._process, request.method, request.raw_path, request.headers, body, gzip
+        )
+        response = web.Response(status=reply.status, body=reply.body, headers=reply.headers)
+        response.headers["Server"] = SERVER_NAME
+        if self._draining:
+            response.force_close()
+        return response
 
-def _gunzip(body: bytes | bytearray, limit: int) -> bytes:
-    """Inflate a gzip body; like tensorflow/serving, a body that fails to inflate becomes empty."""
-    try:
-        inflater = zlib.decompressobj(16 + zlib.MAX_WBITS)
-        out = inflater.decompress(body, limit + 1)
-        if len(out) > limit or not inflater.eof:
+    def _process(self, method: str, path: str, headers: Mapping[str, str], body: bytes, gzip: bool) -> Reply:
+        """On a pool thread: inflate (bounded), then the REST API."""
+        if gzip:
+            try:
+                body = _gunzip(body, self.max_body_bytes)
+            except _TooLarge as exc:
+                return Reply(413, _JSON, self._too_large_text(exc.length, inflated=True))
+        return self.handle(method, path, headers, body)
+
+    def _check_framing(self, request: web.BaseRequest) -> web.Response | None:
+        """Refuse what a proxy and this server could read differently (request smuggling)."""
+        codings = request.headers.getall("Transfer-Encoding", [])
+        if codings:
+            if request.version < (1, 1):
+                return _close(400, "Transfer-Encoding is not allowed on HTTP/1.0")
+            if [c.strip().lower() for c in ",".join(codings).split(",")] != ["chunked"]:
+                return _close(501, f"Transfer-Encoding {', '.join(codings)} is not supported (only chunked)")
+        lengths = request.headers.getall("Content-Length", [])
+        if len(set(lengths)) > 1:
+            return _close(400, "conflicting Content-Length headers")
+        length = request.content_length
+        if length is not None and length > self.max_body_bytes:
+            return self._too_large(length)  # declared too large: nothing is read (no 100 Continue)
+        if request.headers.get("Expect", "").lower() == "100-continue" and request.version >= (1, 1):
+            transport = request.transport
+            if transport is not None:
+                transport.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+        return None
+
+    async def _read_body(self, request: web.BaseRequest) -> bytes:
+        """The body as it arrives, 413 (``_TooLarge``) once it passes the limit."""
+        limit = self.max_body_bytes
+        stream = request.content
+        first = await stream.readany()
+        if not first:
             return b""
-        return out
-    except (zlib.error, gzip.BadGzipFile, EOFError):
+        if stream.is_eof() and len(first) <= limit:
+            return first  # a body that came in one read: no copy
+        parts, total = [first], len(first)
+        while True:
+            if total > limit:
+                raise _TooLarge(total)
+            chunk = await stream.readany()
+            if not chunk:
+                break
+            parts.append(chunk)
+            total += len(chunk)
+        if total > limit:
+            raise _TooLarge(total)
+        return b"".join(parts)
+
+    def _too_large_text(self, length: int, inflated: bool = False) -> bytes:
+        what = "Inflated request body" if inflated else "Request body"
+        more = "more than " if inflated else ""
+        return encode_error(f"{what} of {more}{length} bytes exceeds the server limit of {self.max_body_bytes} bytes")
+
+    def _too_large(self, length: int) -> web.Response:
+        response = web.Response(status=413, body=self._too_large_text(length), headers=_JSON)
+        response.headers["Server"] = SERVER_NAME
+        response.force_close()
+        return response
+
+
+def _close(status: int, message: str) -> web.Response:
+    response = web.Response(status=status, body=encode_error(message), headers=_JSON)
+    response.headers["Server"] = SERVER_NAME
+    response.force_close()
+    return response
+
+
+def _gunzip(body: bytes, limit: int) -> bytes:
+    """Inflate a gzip body, ``_TooLarge`` past ``limit`` bytes; like tensorflow/serving, a body
+    that fails to inflate (corrupt, truncated) becomes empty."""
+    inflater = zlib.decompressobj(16 + zlib.MAX_WBITS)
+    try:
+        out = inflater.decompress(body, limit + 1)
+    except zlib.error:
         return b""
+    if len(out) > limit:
+        raise _TooLarge(limit)
+    return out if inflater.eof else b""

@@ -27,7 +27,6 @@ import sys
 import threading
 from collections.abc import Mapping
 from dataclasses import dataclass
-from email.message import Message
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -35,7 +34,13 @@ from typing import Any
 from bench.api_names import REST_PORT
 from bench.errors import ConfigError, ModelError
 from bench.serving.batching import BatchingParameters, parse_batching_parameters
-from bench.serving.flags import DEFAULT_MAX_BODY_BYTES
+from bench.serving.flags import (
+    DEFAULT_DRAIN_TIMEOUT_S,
+    DEFAULT_HEADER_TIMEOUT_S,
+    DEFAULT_IDLE_TIMEOUT_S,
+    DEFAULT_MAX_BODY_BYTES,
+    DEFAULT_MAX_CONNECTIONS,
+)
 from bench.serving.http import HttpFrontEnd, Reply
 from bench.serving.json_response import encode_error
 from bench.serving.metrics import Metrics, parse_monitoring_config
@@ -69,6 +74,10 @@ class ServerOptions:
     prometheus_path: str | None = None
     cors: bool = False
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
+    max_connections: int = DEFAULT_MAX_CONNECTIONS
+    header_timeout_s: float = DEFAULT_HEADER_TIMEOUT_S
+    idle_timeout_s: float = DEFAULT_IDLE_TIMEOUT_S
+    drain_timeout_s: float = DEFAULT_DRAIN_TIMEOUT_S
     method_name_check: bool = False  # --enable_signature_method_name_check
     saved_model_tags: tuple[str, ...] = ("serve",)
 
@@ -139,8 +148,16 @@ class EmbeddedServer:
             method_name_check=options.method_name_check,
         )
         self.api = RestApi(self.core, cors=options.cors, prometheus_path=options.prometheus_path)
-        self._slots = threading.BoundedSemaphore(slots)
-        self._http = HttpFrontEnd(options.host, options.port, self._handle_http, options.max_body_bytes)
+        self._http = HttpFrontEnd(
+            options.host,
+            options.port,
+            self._handle_http,
+            options.max_body_bytes,
+            num_threads=slots,  # --rest_api_num_threads bounds concurrent request processing
+            max_connections=options.max_connections,
+            header_timeout_s=options.header_timeout_s,
+            idle_timeout_s=options.idle_timeout_s,
+        )
         self._started = False
 
     @property
@@ -170,12 +187,17 @@ class EmbeddedServer:
         self._started = True
         return self
 
-    def stop(self, drain_timeout_s: float = 30.0) -> None:
-        """Stop accepting, finish in-flight requests (up to ``drain_timeout_s``), release everything."""
+    @property
+    def http(self) -> HttpFrontEnd:
+        return self._http
+
+    def stop(self, drain_timeout_s: float | None = None) -> None:
+        """Stop accepting, finish in-flight requests (up to ``drain_timeout_s``, default the
+        options'), release everything."""
         if not self._started:
             return
         self._started = False
-        self._http.stop(drain_timeout_s)
+        self._http.stop(self.options.drain_timeout_s if drain_timeout_s is None else drain_timeout_s)
         self.store.stop()
         self.core.close()
 
@@ -185,15 +207,13 @@ class EmbeddedServer:
     def __exit__(self, *exc: object) -> None:
         self.stop()
 
-    def _handle_http(
-        self, method: str, path: str, headers: Mapping[str, str] | Message[str, str], body: bytes | bytearray
-    ) -> Reply:
-        with self._slots:  # --rest_api_num_threads bounds concurrent request processing
-            try:
-                return self.api.handle(method, path, headers, body)
-            except Exception as exc:  # a bug must not kill the connection thread silently
-                log.exception("internal error for %s %s", method, path)
-                return Reply(500, (("Content-Type", "application/json"),), encode_error(f"Internal error: {exc}"))
+    def _handle_http(self, method: str, path: str, headers: Mapping[str, str], body: bytes) -> Reply:
+        """On one of the front end's ``--rest_api_num_threads`` pool threads."""
+        try:
+            return self.api.handle(method, path, headers, body)
+        except Exception as exc:  # a bug is answered, logged, and never takes the connection down
+            log.exception("internal error for %s %s", method, path)
+            return Reply(500, (("Content-Type", "application/json"),), encode_error(f"Internal error: {exc}"))
 
 
 # -- tfsbench serve ---------------------------------------------------------------------------------
@@ -231,6 +251,10 @@ def options_from_args(args: argparse.Namespace) -> ServerOptions:
         prometheus_path=prometheus,
         cors=args.rest_api_enable_cors_support,
         max_body_bytes=getattr(args, "rest_api_max_body_bytes", None) or DEFAULT_MAX_BODY_BYTES,
+        max_connections=getattr(args, "rest_api_max_connections", DEFAULT_MAX_CONNECTIONS),
+        header_timeout_s=float(getattr(args, "rest_api_header_timeout_seconds", DEFAULT_HEADER_TIMEOUT_S)),
+        idle_timeout_s=float(getattr(args, "rest_api_idle_timeout_seconds", DEFAULT_IDLE_TIMEOUT_S)),
+        drain_timeout_s=float(getattr(args, "drain_timeout_seconds", DEFAULT_DRAIN_TIMEOUT_S)),
         method_name_check=bool(getattr(args, "enable_signature_method_name_check", False)),
         saved_model_tags=_tags(getattr(args, "saved_model_tags", "serve")),
     )

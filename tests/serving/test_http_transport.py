@@ -19,13 +19,12 @@ def _request(port: int, body: bytes) -> bytes:
 
 def _server_side_socket(server, client: socket.socket) -> socket.socket:
     peer = client.getsockname()
-    with server._http._httpd.conn_lock:
-        for sock, *_ in server._http._httpd.connections.values():
-            try:
-                if sock.getpeername()[:2] == peer[:2]:
-                    return sock
-            except OSError:
-                continue
+    for sock in server.http.server_sockets():
+        try:
+            if sock.getpeername()[:2] == peer[:2]:
+                return sock
+        except OSError:
+            continue
     raise AssertionError(f"no server connection for client {peer}")
 
 

@@ -284,6 +284,11 @@ def test_limits_timeout_cors_and_metrics_path(model_base_path) -> None:
         assert "exceeds" in json.loads(body)["error"]
         bomb = gzip.compress(b" " * 5_000_000 + b"{}")
         status, _, body = call(server.port, "POST", M + ":predict", bomb, {"Content-Encoding": "gzip"})
+        # Inflated past the body limit: 413 (counted inside the processing slot), not an empty body.
+        assert status == 413
+        assert "Inflated request body of more than 4000000 bytes exceeds" in json.loads(body)["error"]
+        # A body that does not inflate becomes empty, as in tensorflow/serving.
+        status, _, body = call(server.port, "POST", M + ":predict", b"not gzip", {"Content-Encoding": "gzip"})
         assert (status, json.loads(body)) == (400, {"error": "JSON Parse error: The document is empty"})
         # A 1 ms deadline cannot fit a 16-image model run: DEADLINE_EXCEEDED -> 504.
         zeros = orjson.dumps({"instances": np.zeros((16, 128, 128, 3), np.uint8).tolist()})
