@@ -27,6 +27,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import logging
+import select
 import threading
 import weakref
 import zlib
@@ -110,6 +111,18 @@ class _Connection(RequestHandler):
         if self.heads == heads_when_armed and not self._request_in_progress and self.transport is not None:
             log.debug("closing a connection whose request head took over %.0f s", self.front.header_timeout_s)
             self.force_close()
+
+    def busy(self) -> bool:
+        """A request is being served, parsed, or waits unread in the socket."""
+        if self._request_in_progress or self._messages or self._head_timer is not None:
+            return True
+        transport = self.transport
+        if transport is None or transport.is_closing():
+            return False
+        sock = transport.get_extra_info("socket")
+        poller = select.poll()
+        poller.register(sock.fileno(), select.POLLIN)
+        return bool(poller.poll(0))
 
     def connection_lost(self, exc: BaseException | None) -> None:
         if self._head_timer is not None:
@@ -260,10 +273,24 @@ class HttpFrontEnd:
     async def _shutdown(self, drain_timeout_s: float) -> None:
         assert self._listener is not None
         assert self._web is not None
-        self._draining = True
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + drain_timeout_s
+        self._draining = True  # replies from now on close their connection
         self._listener.close()  # no new connections
-        self._web.pre_shutdown()  # idle keep-alive connections close now; busy ones after their reply
-        await self._web.shutdown(drain_timeout_s)  # wait for in-flight handlers, then close the rest
+        # Idle keep-alive connections close now. A request already sent (unread in the socket,
+        # or its head half parsed) counts as in flight: its client must get the reply.
+        while loop.time() < deadline:
+            pending = False
+            for connection in list(self._live):
+                if connection.busy():
+                    pending = True
+                else:
+                    connection.force_close()
+            if not pending:
+                break
+            await asyncio.sleep(0.02)
+        # What is still running gets the rest of the drain time, then is cut off.
+        await self._web.shutdown(max(deadline - loop.time(), 0.0))
         await self._listener.wait_closed()
 
     # -- one request ----------------------------------------------------------------------------
