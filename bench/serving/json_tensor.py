@@ -188,7 +188,7 @@ def _add_instance_item(
     acc = accumulators.get(name)
     if acc is None:
         acc = accumulators[name] = _Accumulator(tensorinfo[name])
-    shape = _dense_shape(item)
+    shape = _dense_shape(item, outer_dims=1)
     values = _fill_tensor(item, shape, acc.spec.dtype)
     size = values.size
     if acc.size is None:
@@ -223,11 +223,24 @@ def _shape_text(shape: tuple[int, ...]) -> str:
     return "[" + ",".join(str(d) for d in shape) + "]"
 
 
-def _dense_shape(value: object) -> tuple[int, ...]:
-    """``GetDenseTensorShape``: list lengths along the first entry at every level."""
+# numpy's limit on array dimensions (TensorFlow's is 254): deeper lists cannot become a tensor here.
+MAX_TENSOR_RANK = 64
+
+
+def _dense_shape(value: object, outer_dims: int = 0) -> tuple[int, ...]:
+    """``GetDenseTensorShape``: list lengths along the first entry at every level.
+
+    ``outer_dims``: dimensions the tensor has outside ``value`` (the batch of ``instances``).
+    A rank past ``MAX_TENSOR_RANK`` is INVALID_ARGUMENT (TensorFlow's "Too many dimensions").
+    """
     dims = []
     while isinstance(value, list):
         dims.append(len(value))
+        if len(dims) + outer_dims > MAX_TENSOR_RANK:
+            raise _invalid(
+                f"Too many dimensions in tensor: JSON lists nested more than {MAX_TENSOR_RANK} deep "
+                f"(the most this server supports)"
+            )
         if not value:
             break
         value = value[0]

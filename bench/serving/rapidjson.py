@@ -106,7 +106,12 @@ def _first_key_wins(doc: object, text: bytes | bytearray) -> object:
             queue.extend(v for v in node if isinstance(v, dict | list))
     if not colons.more_than(kept):
         return doc
-    return json.loads(bytes(text), object_pairs_hook=_keep_first)
+    try:
+        return json.loads(bytes(text), object_pairs_hook=_keep_first)
+    except (RecursionError, ValueError):
+        # Nested past the standard library's recursion limit, or an integer of more than 4300
+        # digits: this module's iterative parser reads it (and keeps the first key too).
+        return _Parser(text).parse()
 
 
 class _Colons:
@@ -380,13 +385,15 @@ class _Parser:
             while self.peek() in _DIGITS:
                 self.i += 1
             exp_text = b[e0 : self.i]
-            # rapidjson refuses a positive exponent beyond 308 minus the fraction digits.
-            if not exp_minus and int(exp_text) > 308 + len(frac_digits):
+            # rapidjson refuses a positive exponent beyond 308 minus the fraction digits. (Its
+            # digits are counted first: int() refuses strings of more than 4300 digits.)
+            exp_digits = exp_text.lstrip(b"0")
+            if not exp_minus and (len(exp_digits) > 9 or int(exp_digits or b"0") > 308 + len(frac_digits)):
                 raise self.error("too_big", start)
             if exp_minus:
                 exp_text = b"-" + exp_text
         text = b[start : self.i]
-        if not is_double:
+        if not is_double and len(int_digits) <= 20:  # longer cannot be an int64/uint64: a double
             value = int(int_digits)
             value = -value if minus else value
             if -(2**63) <= value < 2**64:
