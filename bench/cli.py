@@ -65,6 +65,14 @@ def _add_export(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
         help="compute cost: tiny ~22 MFLOPs/image, small ~160, medium (ResNet-like) ~850 (default: tiny)",
     )
     p.add_argument("--seed", type=argtypes.non_negative_int, default=None, metavar="N", help="weight seed")
+    p.add_argument(
+        "--max-image-pixels",
+        type=argtypes.positive_int,
+        default=4096 * 4096,
+        metavar="N",
+        help="serving_bytes refuses (INVALID_ARGUMENT) images whose header declares more pixels, "
+        "before decoding them (default 16777216 = 4096x4096)",
+    )
     p.add_argument("--force", action="store_true", help="overwrite an existing version directory")
     add_variant_arguments(p)
     p.set_defaults(handler=_run_export)
@@ -83,6 +91,7 @@ def _run_export(args: argparse.Namespace) -> int:
         size=args.size,
         force=args.force,
         seed=DEFAULT_SEED if args.seed is None else args.seed,
+        max_image_pixels=args.max_image_pixels,
     )
     print(result.summary())
     return 0

@@ -18,6 +18,9 @@ import tensorflow as tf
 IMAGE_SIZE = 128
 CHANNELS = 3
 NUM_CLASSES = 10
+# serving_bytes refuses images whose header declares more pixels than this, before decoding
+# (a 20000x20000 PNG is a 1.5 MB body but 1.2 GB decoded). ``tfsbench export --max-image-pixels``.
+DEFAULT_MAX_IMAGE_PIXELS = 4096 * 4096
 
 
 @dataclass(frozen=True)
@@ -49,8 +52,9 @@ SIZES: dict[str, NetworkSpec] = {
 class ImageClassifier(tf.Module):  # type: ignore[misc]  # TensorFlow ships no stubs: tf.Module is Any
     """uint8 images [N,128,128,3] in; class probabilities [N,10] and classes [N] out."""
 
-    def __init__(self, size: str, seed: int) -> None:
+    def __init__(self, size: str, seed: int, max_image_pixels: int = DEFAULT_MAX_IMAGE_PIXELS) -> None:
         super().__init__(name="image_classifier")
+        self._max_image_pixels = max_image_pixels
         spec = SIZES[size]
         rng = np.random.default_rng(seed)
         self._stem: list[tuple[tf.Variable, tf.Variable, int]] = []
@@ -134,7 +138,8 @@ class ImageClassifier(tf.Module):  # type: ignore[misc]  # TensorFlow ships no s
     @tf.function(input_signature=[tf.TensorSpec([None], tf.string)])  # type: ignore[untyped-decorator]
     def serve_image_bytes(self, image_bytes: tf.Tensor) -> dict[str, tf.Tensor]:
         def decode(encoded: tf.Tensor) -> tf.Tensor:
-            image = tf.io.decode_image(encoded, channels=CHANNELS, expand_animations=False)
+            with tf.control_dependencies([image_size_check(encoded, self._max_image_pixels)]):
+                image = tf.io.decode_image(encoded, channels=CHANNELS, expand_animations=False)
             # Same-size images pass through resize unchanged, so a lossless PNG of a 128x128
             # image predicts exactly what the uint8 signature predicts for it.
             resized = tf.image.resize(image, [IMAGE_SIZE, IMAGE_SIZE], antialias=True)
@@ -144,3 +149,61 @@ class ImageClassifier(tf.Module):  # type: ignore[misc]  # TensorFlow ships no s
             decode, image_bytes, fn_output_signature=tf.TensorSpec([IMAGE_SIZE, IMAGE_SIZE, CHANNELS], tf.uint8)
         )
         return self.outputs(images)
+
+
+def _unsigned(header: tf.Tensor, start: int, count: int, big_endian: bool) -> tf.Tensor:
+    """An unsigned integer of ``count`` header bytes at ``start``, as int64."""
+    value = tf.constant(0, tf.int64)
+    order = range(start, start + count) if big_endian else range(start + count - 1, start - 1, -1)
+    for i in order:
+        value = value * 256 + tf.cast(header[i], tf.int64)
+    return value
+
+
+def image_size_check(encoded: tf.Tensor, max_pixels: int) -> tf.Operation:
+    """An op that fails (INVALID_ARGUMENT) when ``encoded``'s header declares more than
+    ``max_pixels`` pixels, read without decoding: JPEG by ``extract_jpeg_shape`` (SOF marker),
+    PNG from IHDR, GIF from the logical screen, BMP from its info header. Other bytes pass
+    (``decode_image`` refuses them with its own error)."""
+    head = tf.strings.substr(encoded, 0, 32)  # shorter strings: as long as they are
+    header = tf.io.decode_raw(tf.strings.substr(tf.strings.join([head, tf.constant(b"\0" * 32)]), 0, 32), tf.uint8)
+    prefix = tf.strings.substr(encoded, 0, 8)
+
+    def jpeg() -> tf.Tensor:
+        shape = tf.cast(tf.image.extract_jpeg_shape(encoded), tf.int64)
+        return tf.stack([shape[1], shape[0]])
+
+    def png() -> tf.Tensor:
+        return tf.stack([_unsigned(header, 16, 4, True), _unsigned(header, 20, 4, True)])
+
+    def gif() -> tf.Tensor:
+        return tf.stack([_unsigned(header, 6, 2, False), _unsigned(header, 8, 2, False)])
+
+    def bmp() -> tf.Tensor:
+        width = _unsigned(header, 18, 4, False)
+        height = _unsigned(header, 22, 4, False)
+        # Signed 32-bit fields; a negative height means a top-down bitmap.
+        height = tf.where(height >= 2**31, 2**32 - height, height)
+        return tf.stack([tf.where(width >= 2**31, 2**32 - width, width), height])
+
+    def other() -> tf.Tensor:
+        return tf.zeros([2], tf.int64)
+
+    width_height = tf.case(
+        [
+            (tf.io.is_jpeg(encoded), jpeg),
+            (tf.equal(prefix, b"\x89PNG\r\n\x1a\n"), png),
+            (tf.equal(tf.strings.substr(prefix, 0, 3), b"GIF"), gif),
+            (tf.equal(tf.strings.substr(prefix, 0, 2), b"BM"), bmp),
+        ],
+        default=other,
+        exclusive=False,
+    )
+    width, height = width_height[0], width_height[1]
+    # Each side first: the product of two 32-bit sides can overflow int64.
+    ok = (width <= max_pixels) & (height <= max_pixels) & (width * height <= max_pixels)
+    message = tf.strings.format(
+        "Image of {}x{} pixels is larger than this model decodes: at most {} pixels (export --max-image-pixels)",
+        (width, height, max_pixels),
+    )
+    return tf.debugging.Assert(ok, [message])

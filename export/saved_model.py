@@ -99,6 +99,7 @@ def export_model(
     size: str = "tiny",
     force: bool = False,
     seed: int = DEFAULT_SEED,
+    max_image_pixels: int | None = None,
 ) -> ExportResult:
     """Export the classifier to ``out/model_name/version``.
 
@@ -107,6 +108,8 @@ def export_model(
     """
     if size not in SIZES:
         raise ConfigError(f"unknown --size '{size}' (choose from {', '.join(SIZES)})")
+    if max_image_pixels is not None and not 0 < max_image_pixels <= 2**31:
+        raise ConfigError(f"--max-image-pixels must be between 1 and 2147483648, got {max_image_pixels}")
     if version < 0:
         raise ConfigError(f"--version must be a non-negative integer, got {version}")
     if not model_name or "/" in model_name or model_name in (".", ".."):
@@ -121,7 +124,7 @@ def export_model(
     started = time.perf_counter()
     import tensorflow as tf  # lazy: 5 s and hundreds of MB, wanted only here
 
-    from export.network import ImageClassifier  # lazy: imports TensorFlow
+    from export.network import DEFAULT_MAX_IMAGE_PIXELS, ImageClassifier  # lazy: imports TensorFlow
 
     try:
         base.mkdir(parents=True, exist_ok=True)
@@ -129,7 +132,7 @@ def export_model(
     except OSError as exc:
         raise ConfigError(f"cannot create {base}: {exc.strerror}") from exc
     try:
-        module = ImageClassifier(size, seed)
+        module = ImageClassifier(size, seed, max_image_pixels or DEFAULT_MAX_IMAGE_PIXELS)
         signatures = {
             "serving_default": module.serve_examples.get_concrete_function(),
             "serving_bytes": module.serve_image_bytes.get_concrete_function(),
