@@ -1,13 +1,18 @@
 """Benchmark of the embedded server: is the server what a benchmark would measure?
 
-``python -m bench.perf.server [--batch-sizes 16,64] [--seconds 8] [--connections 4]`` prints,
-measured side by side in one run (TensorFlow loaded, model loaded, ``gc.freeze()`` done):
+``python -m bench.perf.server [--batch-sizes 16,64] [--seconds 8] [--connections 4]
+[--compare-with DIR]`` prints, measured side by side in one run (TensorFlow loaded, model
+loaded, ``gc.freeze()`` done):
 
 1. server-side decode of a row-format uint8 body: the numpy fast path vs
    ``np.asarray(orjson.loads(body)["instances"], dtype=np.uint8)`` (target: >= 5x);
 2. end-to-end images/s over HTTP on loopback (pre-encoded bodies, several keep-alive
    connections, server in its own process) vs the same work in-process in one loop (decode the
-   same bodies, run the signature, encode the response) (target: >= 0.7x).
+   same bodies, run the signature, encode the response) (target: >= 0.7x), with the median
+   request latency over HTTP;
+3. with ``--compare-with DIR`` (another checkout of this project, e.g. ``git archive main``
+   unpacked): this checkout's server vs that one's, in alternating slices, images/s and median
+   latency per batch size (target: >= 0.9x images/s, batch-1 median no worse).
 
 Without ``--model-base-path`` the tiny reference model is exported to a temporary directory.
 """
@@ -57,8 +62,11 @@ def _bodies(batch: int, count: int = 4) -> list[bytes]:
     ]
 
 
-def _start_server(base: Path) -> tuple[subprocess.Popen[str], int]:
+def _start_server(base: Path, checkout: Path | None = None) -> tuple[subprocess.Popen[str], int]:
+    """``python -m bench serve`` of this checkout, or of ``checkout`` (its ``bench`` package first)."""
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
+    if checkout is not None:
+        env["PYTHONPATH"] = os.pathsep.join([str(checkout), env.get("PYTHONPATH", "")]).rstrip(os.pathsep)
     proc = subprocess.Popen(
         [
             sys.executable,
@@ -70,12 +78,13 @@ def _start_server(base: Path) -> tuple[subprocess.Popen[str], int]:
             "--model_name",
             MODEL,
             "--model_base_path",
-            str(base),
+            str(base.resolve()),
         ],
         stdout=subprocess.PIPE,
         stderr=subprocess.DEVNULL,
         text=True,
         env=env,
+        cwd=checkout,
     )
     deadline = time.monotonic() + 180
     while time.monotonic() < deadline:
@@ -88,8 +97,12 @@ def _start_server(base: Path) -> tuple[subprocess.Popen[str], int]:
     raise SystemExit("bench_server: the server did not start")
 
 
-def _http_images_per_s(port: int, bodies: list[bytes], batch: int, connections: int, seconds: float) -> float:
+def _http_load(
+    port: int, bodies: list[bytes], batch: int, connections: int, seconds: float
+) -> tuple[float, list[float]]:
+    """(images/s, per-request latencies in s) of ``connections`` keep-alive clients for ``seconds``."""
     done = [0] * connections
+    latencies: list[list[float]] = [[] for _ in range(connections)]
     errors: list[str] = []
     stop_at = time.perf_counter() + seconds
 
@@ -97,9 +110,11 @@ def _http_images_per_s(port: int, bodies: list[bytes], batch: int, connections: 
         conn = http.client.HTTPConnection("127.0.0.1", port, timeout=120)
         n = 0
         while time.perf_counter() < stop_at:
+            sent = time.perf_counter()
             conn.request("POST", f"/v1/models/{MODEL}:predict", body=bodies[(i + n) % len(bodies)])
             reply = conn.getresponse()
             reply.read()
+            latencies[i].append(time.perf_counter() - sent)
             if reply.status != 200:
                 errors.append(str(reply.status))
                 break
@@ -116,7 +131,35 @@ def _http_images_per_s(port: int, bodies: list[bytes], batch: int, connections: 
     elapsed = time.perf_counter() - started
     if errors:
         raise SystemExit(f"bench_server: HTTP errors {errors[:3]}")
-    return sum(done) * batch / elapsed
+    return sum(done) * batch / elapsed, [x for per in latencies for x in per]
+
+
+def _compare(
+    base: Path, other: Path, bodies_by_batch: dict[int, list[bytes]], connections: int, seconds: float
+) -> None:
+    """This checkout's server vs ``other``'s, both up at once, measured in alternating slices."""
+    print(f"\n3. this server vs {other} ({connections} connections; alternating slices)")
+    print(f"{'batch':>5} {'this img/s':>11} {'other img/s':>12} {'ratio':>6} {'this p50 ms':>12} {'other p50 ms':>13}")
+    mine, mine_port = _start_server(base)
+    theirs, their_port = _start_server(base, other)
+    try:
+        for batch, bodies in bodies_by_batch.items():
+            rates: dict[int, list[float]] = {mine_port: [], their_port: []}
+            lat: dict[int, list[float]] = {mine_port: [], their_port: []}
+            rounds = 4
+            for r in range(rounds):
+                order = (mine_port, their_port) if r % 2 == 0 else (their_port, mine_port)
+                for port in order:
+                    rate, latencies = _http_load(port, bodies, batch, connections, seconds / rounds)
+                    rates[port].append(rate)
+                    lat[port] += latencies
+            a, b = float(np.mean(rates[mine_port])), float(np.mean(rates[their_port]))
+            pa, pb = (float(np.median(lat[p])) * 1000 for p in (mine_port, their_port))
+            print(f"{batch:>5} {a:>11.0f} {b:>12.0f} {a / b:>5.2f}x {pa:>12.2f} {pb:>13.2f}")
+    finally:
+        for proc in (mine, theirs):
+            proc.terminate()
+            proc.wait(timeout=60)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -134,7 +177,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--model-base-path", type=Path, default=None, metavar="DIR", help="default: export tiny to a temp dir"
     )
+    parser.add_argument(
+        "--compare-with",
+        type=Path,
+        default=None,
+        metavar="DIR",
+        help="another checkout of this project: its server vs this one, side by side",
+    )
     args = parser.parse_args(argv)
+    if args.compare_with is not None and not (args.compare_with / "bench" / "serving").is_dir():
+        parser.error(f"--compare-with {args.compare_with}: not a checkout of this project (no bench/serving)")
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
     tmp = None
@@ -173,12 +225,13 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{batch:>5} {mb:>6.1f} {base_ms:>18.1f} {fast_ms:>8.1f} {speed}")
 
     print(f"\n2. end-to-end images/s: HTTP ({args.connections} connections, server process) vs in-process loop")
-    print(f"{'batch':>5} {'in-process img/s':>17} {'HTTP img/s':>11} {'ratio':>6}")
+    print(f"{'batch':>5} {'in-process img/s':>17} {'HTTP img/s':>11} {'ratio':>6} {'HTTP p50 ms':>12}")
     proc, port = _start_server(base)
     try:
         for batch, bodies in bodies_by_batch.items():
             # Alternate short in-process and HTTP slices so both see the same machine load.
             local_images = local_s = remote = 0.0
+            latencies: list[float] = []
             rounds = 3
             for _ in range(rounds):
                 n = 0
@@ -190,12 +243,19 @@ def main(argv: list[str] | None = None) -> int:
                     n += 1
                 local_images += n * batch
                 local_s += time.perf_counter() - started
-                remote += _http_images_per_s(port, bodies, batch, args.connections, args.seconds / rounds) / rounds
+                rate, slice_latencies = _http_load(port, bodies, batch, args.connections, args.seconds / rounds)
+                remote += rate / rounds
+                latencies += slice_latencies
             local = local_images / local_s
-            print(f"{batch:>5} {local:>17.0f} {remote:>11.0f} {remote / local:>5.2f}x")
+            p50 = float(np.median(latencies)) * 1000
+            print(f"{batch:>5} {local:>17.0f} {remote:>11.0f} {remote / local:>5.2f}x {p50:>12.2f}")
     finally:
         proc.terminate()
         proc.wait(timeout=60)
+    try:
+        if args.compare_with is not None:
+            _compare(base, args.compare_with, bodies_by_batch, args.connections, args.seconds)
+    finally:
         store.stop()
         if tmp is not None:
             tmp.cleanup()

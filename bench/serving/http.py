@@ -248,6 +248,9 @@ class HttpFrontEnd:
             access_log=None,
             logger=_QuietLog(log, {}),
             max_line_size=65536,  # request targets as long as the threaded server took
+            # Bytes buffered per connection before aiohttp pauses the socket: a batch-1 body
+            # (~200 KB) arrives without a pause/resume round; big bodies stream in 1 MiB steps.
+            read_bufsize=1 << 20,
         )
         self._listener = await asyncio.get_running_loop().create_server(
             self._web, self.host, self.requested_port, reuse_address=True, backlog=128
