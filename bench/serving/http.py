@@ -240,6 +240,7 @@ class HttpFrontEnd:
             raise ConfigError(f"cannot listen on {self.host}:{self.requested_port}: {exc.strerror}") from exc
 
     async def _listen(self) -> None:
+        asyncio.get_running_loop().set_exception_handler(_log_loop_error)
         self._web = _Server(
             self,
             keepalive_timeout=self.idle_timeout_s,
@@ -382,6 +383,13 @@ class HttpFrontEnd:
         response.headers["Server"] = SERVER_NAME
         response.force_close()
         return response
+
+
+def _log_loop_error(loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
+    """One line for what the event loop cannot hand to a request (e.g. ``accept()`` failing with
+    EMFILE, which asyncio retries after a second instead of spinning), not a traceback each time."""
+    exc = context.get("exception")
+    log.warning("HTTP event loop: %s%s", context.get("message", "error"), f": {exc}" if exc else "")
 
 
 def _close(status: int, message: str) -> web.Response:

@@ -212,7 +212,8 @@ def test_connections_past_the_cap_get_503_and_threads_stay_flat(model_base_path,
                 time.sleep(0.1)
 
 
-def test_sigterm_with_many_idle_connections_drains_and_exits_0(model_base_path, tmp_path) -> None:
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
+def test_a_stop_signal_with_many_idle_connections_drains_and_exits_0(model_base_path, tmp_path, signum) -> None:
     with ServeProcess(model_base_path, log_path=tmp_path / "serve.log") as served:
         idle = []
         for _ in range(25):  # keep-alive connections that sent one request and wait
@@ -223,7 +224,7 @@ def test_sigterm_with_many_idle_connections_drains_and_exits_0(model_base_path, 
         body = orjson.dumps({"instances": np.zeros((32, 128, 128, 3), np.uint8).tolist()})
         busy = http.client.HTTPConnection("127.0.0.1", served.port, timeout=120)
         busy.request("POST", M + ":predict", body=body)
-        served.proc.send_signal(signal.SIGTERM)
+        served.proc.send_signal(signum)
         reply = busy.getresponse()
         assert reply.status == 200
         assert len(json.loads(reply.read())["predictions"]) == 32

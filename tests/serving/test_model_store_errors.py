@@ -7,8 +7,10 @@ from __future__ import annotations
 import http.client
 import json
 import logging
+import os
 import resource
 import shutil
+import socket
 import time
 from pathlib import Path
 
@@ -28,6 +30,11 @@ def _predict(conn: http.client.HTTPConnection) -> tuple[int, bytes]:
     conn.request("POST", M + ":predict", body=BODY)
     reply = conn.getresponse()
     return reply.status, reply.read()
+
+
+def _cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime + stime
 
 
 def _wait(predicate, what: str, timeout_s: float = 60) -> None:
@@ -53,6 +60,11 @@ def test_out_of_descriptors_keeps_the_model_loaded(model_base_path, tmp_path) ->
         try:
             served.wait_for_log("Could not list base path of servable classifier")
             served.wait_for_log("Too many open files")
+            # A connection the server cannot accept now: no busy loop over the failing accept().
+            waiting = socket.create_connection(("127.0.0.1", served.port), timeout=60)
+            cpu_before = _cpu_seconds(served.proc.pid)
+            time.sleep(3)
+            assert _cpu_seconds(served.proc.pid) - cpu_before < 1.5, "spinning on accept()"
             status, body = _predict(conn)
             assert status == 200, body
             conn.request("GET", M)
@@ -64,8 +76,10 @@ def test_out_of_descriptors_keeps_the_model_loaded(model_base_path, tmp_path) ->
         fresh = http.client.HTTPConnection("127.0.0.1", served.port, timeout=60)
         assert _predict(fresh)[0] == 200
         assert "Unloaded servable" not in served.log()
+        assert "Traceback" not in served.log()
         conn.close()
         fresh.close()
+        waiting.close()
 
 
 def test_a_vanished_base_path_keeps_serving_and_a_removed_version_unloads(model_base_path, tmp_path, caplog) -> None:
