@@ -12,7 +12,9 @@ It prints the server's RSS and thread count (start after a warm-up round, end, m
 requests of each kind with their outcomes, and exits 1 if a kind got an unexpected outcome, the
 server stopped serving, or RSS/threads passed their bounds: RSS may grow by
 ``3 x max_body_bytes x clients`` (a raw body, its inflated copy and decode temporaries per
-request in flight) plus 128 MB of allocator slack; threads by the pool size.
+request in flight) plus 128 MB of allocator slack; threads by twice the pool size (the REST
+pool and the predict core's model-run pool, both ``--rest_api_num_threads`` and started on
+demand).
 """
 
 from __future__ import annotations
@@ -78,6 +80,9 @@ class SoakResult:
     def end(self) -> Sample:
         return self.samples[-1]
 
+    def _at(self, fraction: float) -> Sample:
+        return self.samples[round(fraction * (len(self.samples) - 1))]
+
     def max_rss(self) -> int:
         return max(s.rss_bytes for s in self.samples)
 
@@ -90,6 +95,8 @@ class SoakResult:
             f"samples: {len(self.samples)} over {self.end.at_s - self.start.at_s:.0f} s",
             f"RSS MB: start {self.start.rss_bytes / mb:.0f}, end {self.end.rss_bytes / mb:.0f}, "
             f"max {self.max_rss() / mb:.0f} (bound: start + {self.rss_bound_bytes / mb:.0f})",
+            "RSS MB at 0/25/50/75/100 % of the run: "
+            + " / ".join(f"{self._at(q).rss_bytes / mb:.0f}" for q in (0, 0.25, 0.5, 0.75, 1)),
             f"threads: start {self.start.threads}, end {self.end.threads}, max {self.max_threads()} "
             f"(bound: start + {self.thread_bound})",
             f"{'kind':<22} {'requests':>9}  outcomes",
@@ -300,7 +307,7 @@ def run_soak(
         outcomes=outcomes,
         unexpected=unexpected,
         rss_bound_bytes=3 * max_body_bytes * clients + SLACK_BYTES,
-        thread_bound=server_threads,
+        thread_bound=2 * server_threads,
         serving_at_end=serving,
     )
     if unexpected:
@@ -308,7 +315,7 @@ def run_soak(
     if result.max_rss() > result.start.rss_bytes + result.rss_bound_bytes:
         result.problems.append("RSS grew past its bound")
     if result.max_threads() > result.start.threads + result.thread_bound:
-        result.problems.append("threads grew past the pool")
+        result.problems.append("threads grew past the two pools")
     if not serving:
         result.problems.append("the server stopped serving")
     if proc.returncode != 0:
