@@ -25,6 +25,7 @@ from typing import Any
 import numpy as np
 
 from bench.payloads.specs import InputSpec
+from bench.payloads.tensors import REST_DTYPES
 from bench.serving.fast_decode import try_fast_decode
 from bench.serving.predict_request import DecodedPredict, Inputs, resolve_inputs
 from bench.serving.rapidjson import JsonParseError, debug_string, json_type_name, loads
@@ -33,20 +34,8 @@ from bench.serving.status import invalid_argument as _invalid
 
 __all__ = ["b64decode", "decode_predict_body", "is_b64_object", "parse_request_json", "request_signature_name"]
 
-# TF short dtype name -> numpy dtype of the tensor we build.
-_NUMPY = {
-    "uint8": np.uint8,
-    "int8": np.int8,
-    "int16": np.int16,
-    "int32": np.int32,
-    "int64": np.int64,
-    "uint32": np.uint32,
-    "uint64": np.uint64,
-    "float": np.float32,
-    "double": np.float64,
-    "bool": np.bool_,
-    "string": object,
-}
+# TF short dtype name -> numpy dtype of the tensor we build (the table the client's encodings use).
+_NUMPY = REST_DTYPES
 _INT32_TYPES = frozenset(("uint8", "int8", "int16", "int32"))
 
 
