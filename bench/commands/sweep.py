@@ -28,9 +28,10 @@ from typing import Any
 from bench.commands.cells import CellResult, SweepConfig, merge_cell, run_cell, target_client, validate
 from bench.commands.docker import sweep_in_container
 from bench.commands.preflight import input_options_from_args, prepare_inputs, save_plans
-from bench.errors import BenchError, ConfigError, DiskFullError, ResultsError, is_disk_full
+from bench.errors import BenchError, ConfigError, DiskFullError, ResultsError
 from bench.progress import Progress
 from bench.store import provenance, runs
+from bench.store.atomic import replace_atomically
 from bench.target import prometheus
 from bench.target.client import TFServingClient
 from reports.data import load_run_data, read_run_records
@@ -82,16 +83,9 @@ def _write_state(run_dir: Path, cells: list[CellResult], **fields: Any) -> None:
         data = load_run_data(run_dir)
     except ResultsError:
         return  # no rows yet: summary.csv appears with the first recorded request
-    path = run_dir / runs.SUMMARY_FILE
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        data.summary.to_csv(tmp, index=False, float_format="%.10g")
-        tmp.replace(path)
-    except OSError as exc:
-        tmp.unlink(missing_ok=True)
-        if is_disk_full(exc):
-            raise DiskFullError(f"no space left on {run_dir} for {runs.SUMMARY_FILE}") from exc
-        raise ResultsError(f"cannot write {path}: {exc.strerror or exc}") from exc
+    replace_atomically(
+        run_dir / runs.SUMMARY_FILE, lambda tmp: data.summary.to_csv(tmp, index=False, float_format="%.10g")
+    )
 
 
 def _stopped_by_full_disk(run_dir: Path, cells: list[CellResult], cell: CellResult, cell_dir: Path) -> DiskFullError:

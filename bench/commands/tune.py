@@ -47,6 +47,7 @@ from bench.commands.tune_space import (
 )
 from bench.errors import ConfigError, ResultsError
 from bench.store import provenance, runs
+from bench.store.atomic import replace_atomically
 from reports.tune_report import build_tune_report
 
 TUNE_FILE = "tune.csv"
@@ -216,10 +217,11 @@ class TuneRun:
             frame["recommended"] = frame["config_point"] & (frame["config"] == (best.config.key if best else None))
         for name in PARAMETERS:  # integers, empty for batching off (not 1e+06)
             frame[name] = pd.to_numeric(frame[name], errors="coerce").astype("Int64")
-        _replace_csv(frame, self.run_dir / TUNE_FILE)
+        replace_atomically(self.run_dir / TUNE_FILE, lambda tmp: frame.to_csv(tmp, index=False, float_format="%.6g"))
         recommended = self.run_dir / RECOMMENDED_FILE
         if best is not None and best.config.enabled:
-            _replace_text(recommended, recommended_file_text(best, self.config))
+            text = recommended_file_text(best, self.config)
+            replace_atomically(recommended, lambda tmp: tmp.write_text(text, encoding="utf-8"))
         else:
             recommended.unlink(missing_ok=True)
         runs.update_meta(
@@ -241,26 +243,6 @@ def _configuration_meta(point: Point) -> dict[str, Any]:
         "latency_ms": latency,
         "met_slo": point.met_slo,
     }
-
-
-def _replace_csv(frame: pd.DataFrame, path: Path) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        frame.to_csv(tmp, index=False, float_format="%.6g")
-        tmp.replace(path)
-    except OSError as exc:
-        tmp.unlink(missing_ok=True)
-        raise ResultsError(f"cannot write {path}: {exc.strerror or exc}") from exc
-
-
-def _replace_text(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        tmp.write_text(text, encoding="utf-8")
-        tmp.replace(path)
-    except OSError as exc:
-        tmp.unlink(missing_ok=True)
-        raise ResultsError(f"cannot write {path}: {exc.strerror or exc}") from exc
 
 
 def recommended_file_text(best: Point, config: TuneConfig) -> str:

@@ -10,7 +10,6 @@ for several (the worst process's CPU and loop lag, counts added up).
 from __future__ import annotations
 
 import json
-import os
 from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
@@ -18,6 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from bench.errors import ResultsError
+from bench.store.atomic import replace_atomically
 
 
 @dataclass(frozen=True)
@@ -115,13 +115,7 @@ def load_stats_path(records_path: Path | str) -> Path:
 def write_load_stats(records_path: Path | str, stats: LoadStats) -> Path:
     """Write the side-car atomically (rename), so a reader never sees half a file."""
     target = load_stats_path(records_path)
-    tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
-    try:
-        tmp.write_text(stats.to_json(), encoding="utf-8")
-        tmp.replace(target)
-    except OSError as exc:
-        tmp.unlink(missing_ok=True)
-        raise ResultsError(f"cannot write {target}: {exc.strerror or exc}") from exc
+    replace_atomically(target, lambda tmp: tmp.write_text(stats.to_json(), encoding="utf-8"))
     return target
 
 

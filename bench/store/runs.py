@@ -34,6 +34,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.errors import DiskFullError, ResultsError, is_disk_full
+from bench.store.atomic import replace_atomically
 
 META_FILE = "meta.json"
 REQUESTS_FILE = "requests.csv"
@@ -241,17 +242,12 @@ def write_meta(run_dir: Path, meta: dict[str, Any]) -> None:
     DiskFullError, with the old meta.json untouched.
     """
     path = run_dir / META_FILE
-    tmp = run_dir / f".{META_FILE}.{os.getpid()}.tmp"
+    text = json.dumps(meta, indent=2, sort_keys=False, default=str) + "\n"
     try:
-        tmp.write_text(json.dumps(meta, indent=2, sort_keys=False, default=str) + "\n", encoding="utf-8")
-        tmp.replace(path)
-    except OSError as exc:
-        tmp.unlink(missing_ok=True)
-        if is_disk_full(exc):
-            if _rewrite_in_place(path, meta):
-                return
-            raise DiskFullError(f"no space left on {run_dir} to write {META_FILE}") from exc
-        raise ResultsError(f"cannot write {path}: {exc.strerror or exc}") from exc
+        replace_atomically(path, lambda tmp: tmp.write_text(text, encoding="utf-8"))
+    except DiskFullError:
+        if not _rewrite_in_place(path, meta):
+            raise
 
 
 def _rewrite_in_place(path: Path, meta: dict[str, Any]) -> bool:
