@@ -20,6 +20,7 @@ import os
 import shutil
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -71,6 +72,31 @@ def _check_out_dir(out: Path) -> None:
         probe = probe.parent
     if not os.access(probe, os.W_OK | os.X_OK):
         raise ConfigError(f"--out {out} is not writable (no write permission on {probe})")
+
+
+def write_version(version_dir: Path, save: Callable[[Path], object]) -> None:
+    """``save(tmp)`` into a hidden temp directory beside ``version_dir``, then rename it into place.
+
+    A polling server never sees half a version; an existing one is replaced (the caller decided
+    that --force allows it); a failed save leaves nothing behind.
+    """
+    base = version_dir.parent
+    try:
+        base.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".tmp-{version_dir.name}-", dir=base))
+    except OSError as exc:
+        raise ConfigError(f"cannot create {base}: {exc.strerror}") from exc
+    try:
+        save(tmp)
+        if version_dir.exists():
+            shutil.rmtree(version_dir)
+        tmp.rename(version_dir)
+    except OSError as exc:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise ModelError(f"could not write the SavedModel under {base}: {exc}") from exc
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
 
 
 def _describe(spec: object) -> str:
@@ -126,27 +152,12 @@ def export_model(
 
     from export.network import DEFAULT_MAX_IMAGE_PIXELS, ImageClassifier  # lazy: imports TensorFlow
 
-    try:
-        base.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=f".tmp-{version}-", dir=base))
-    except OSError as exc:
-        raise ConfigError(f"cannot create {base}: {exc.strerror}") from exc
-    try:
-        module = ImageClassifier(size, seed, max_image_pixels or DEFAULT_MAX_IMAGE_PIXELS)
-        signatures = {
-            "serving_default": module.serve_examples.get_concrete_function(),
-            "serving_bytes": module.serve_image_bytes.get_concrete_function(),
-        }
-        tf.saved_model.save(module, str(tmp), signatures=signatures)
-        if version_dir.exists():
-            shutil.rmtree(version_dir)
-        tmp.rename(version_dir)
-    except OSError as exc:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise ModelError(f"could not write the SavedModel under {base}: {exc}") from exc
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+    module = ImageClassifier(size, seed, max_image_pixels or DEFAULT_MAX_IMAGE_PIXELS)
+    signatures = {
+        "serving_default": module.serve_examples.get_concrete_function(),
+        "serving_bytes": module.serve_image_bytes.get_concrete_function(),
+    }
+    write_version(version_dir, lambda tmp: tf.saved_model.save(module, str(tmp), signatures=signatures))
 
     described = describe_signatures(version_dir)
     files = sorted((p, p.stat().st_size) for p in version_dir.rglob("*") if p.is_file())

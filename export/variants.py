@@ -14,8 +14,6 @@ TensorFlow is imported lazily by :func:`export_variant`.
 from __future__ import annotations
 
 import argparse
-import shutil
-import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,8 +22,8 @@ from typing import Any
 import numpy as np
 
 from bench.argtypes import non_negative_int
-from bench.errors import ConfigError, ModelError
-from export.saved_model import ExportResult, describe_signatures
+from bench.errors import ConfigError
+from export.saved_model import ExportResult, describe_signatures, write_version
 
 VARIANTS = ("reference", "two-input", "bytes-only")
 INPUT_DTYPES = ("uint8", "float32")
@@ -134,23 +132,8 @@ def export_variant(out: Path, spec: VariantSpec, model_name: str, version: int, 
     if version_dir.exists() and not force:
         raise ConfigError(f"{version_dir} already exists; pass --force to overwrite it or choose another --version")
     started = time.perf_counter()
-    try:
-        base.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=f".tmp-{version}-", dir=base))
-    except OSError as exc:
-        raise ConfigError(f"cannot create {base}: {exc.strerror}") from exc
-    try:
-        module, signatures = _module(spec, seed)
-        tf.saved_model.save(module, str(tmp), signatures=signatures)
-        if version_dir.exists():
-            shutil.rmtree(version_dir)
-        tmp.rename(version_dir)
-    except OSError as exc:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise ModelError(f"could not write the SavedModel under {base}: {exc}") from exc
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+    module, signatures = _module(spec, seed)
+    write_version(version_dir, lambda tmp: tf.saved_model.save(module, str(tmp), signatures=signatures))
     side = spec.image_size or 128
     return ExportResult(
         version_dir=version_dir,
