@@ -16,7 +16,15 @@ row-fast               serving_default  ``{"instances": ...}`` from ``bench.payl
 row-orjson-gzip        serving_default  row-orjson, gzip level 1, ``Content-Encoding: gzip``
 b64-png                serving_bytes    ``{"instances": [{"b64": PNG}, ...]}``
 b64-jpeg               serving_bytes    ``{"instances": [{"b64": JPEG q90}, ...]}``
+grpc-tensor-content    serving_default  ``PredictRequest``, raw bytes in ``tensor_content`` (gRPC)
+grpc-int-val           serving_default  ``PredictRequest``, the dtype's typed field (``int_val``...)
+grpc-bytes-png         serving_bytes    ``PredictRequest``, PNG bytes per image in ``string_val``
+grpc-bytes-jpeg        serving_bytes    ``PredictRequest``, JPEG q90 bytes per image in ``string_val``
 =====================  ===============  ==========================================================
+
+``protocol`` says how a body goes: ``rest`` (POST to ``:predict``) or ``grpc`` (the serialized
+``PredictRequest`` of ``bench.payloads.grpc_bodies``, sent to ``PredictionService/Predict`` as it
+is). A gRPC body names its model, so a gRPC encoding is aimed at one (``with_model``).
 
 A batch is a uint8 image array (the reference model's one input) or a ``{input: array}`` mapping
 (``bench.payloads.tensors``) for any signature: every JSON encoding writes every REST dtype and
@@ -24,7 +32,8 @@ several inputs (named instances, or named columns); the b64 encodings send the s
 bytes; row-fast stays a uint8 writer. ``refusal(specs)`` says, before any request, why an
 encoding cannot express a signature.
 
-Load-generator side: numpy, orjson and Pillow only, never TensorFlow.
+Load-generator side: numpy, orjson and Pillow only; the gRPC encodings load the official protos
+(and with them TensorFlow) on their first body.
 """
 
 from __future__ import annotations
@@ -43,7 +52,7 @@ from PIL import Image
 
 from bench.api_names import DEFAULT_SIGNATURE
 from bench.errors import ConfigError
-from bench.payloads import tensors
+from bench.payloads import grpc_bodies, tensors
 from bench.payloads.fast_json import dumps_uint8
 from bench.payloads.specs import BYTES_INPUT, BYTES_SIGNATURE, IMAGE_INPUT, InputSpec
 from bench.payloads.tensors import Batch, ImageBytes
@@ -156,6 +165,28 @@ def _named_gzip(batch: Batch, signature_name: str) -> bytes:
     return gzip.compress(body, compresslevel=GZIP_LEVEL, mtime=0)
 
 
+# --- gRPC: a serialized PredictRequest (bench.payloads.grpc_bodies) ---------------------------
+
+GrpcEncodeFn = Callable[[Batch, grpc_bodies.ModelSpec], bytes]
+
+
+def _grpc(fill: str, fmt: str = "PNG") -> GrpcEncodeFn:
+    def encode(batch: Batch, spec: grpc_bodies.ModelSpec) -> bytes:
+        return grpc_bodies.request_body(batch, spec, fill=fill, image_format=fmt)
+
+    return encode
+
+
+def _grpc_image_path(batch: np.ndarray, input_name: str, signature_name: str) -> bytes:
+    raise AssertionError("gRPC encodings encode through Encoding.encode")  # never called: see encode
+
+
+def _decode_grpc(body: bytes) -> np.ndarray:
+    _, inputs = grpc_bodies.decode_request(body)
+    (value,) = inputs.values()
+    return grpc_bodies.decode_images(value) if value.dtype == object else value
+
+
 # --- client-side decoders, for round-trip tests and checks ------------------------------------
 
 
@@ -207,6 +238,10 @@ class Encoding:
     _decode: DecodeFn = dataclasses.field(repr=False, compare=False)
     _encode_named: NamedEncodeFn | None = dataclasses.field(default=None, repr=False, compare=False)
     image_format: str | None = None  # b64 encodings: what string inputs' images become
+    protocol: str = "rest"  # "rest" or "grpc"
+    _encode_grpc: GrpcEncodeFn | None = dataclasses.field(default=None, repr=False, compare=False)
+    model_name: str = "classifier"  # gRPC bodies name their model (REST puts it in the URL)
+    model_version: int | None = None
 
     def encode(self, batch: np.ndarray | Batch, input_name: str | None = IMAGE_INPUT) -> bytes:
         """The request body for ``batch``: uint8 images ``[batch, height, width, channels]`` or a
@@ -218,6 +253,8 @@ class Encoding:
         A mapping of one uint8 image input (or one image-bytes input, for b64) takes the
         image path, so the reference model's bodies are the same either way.
         """
+        if self._encode_grpc is not None:
+            return self._encode_grpc(self._grpc_batch(batch, input_name), self.model_spec)
         if isinstance(batch, Mapping):
             if len(batch) == 1:
                 ((name, value),) = batch.items()
@@ -230,10 +267,31 @@ class Encoding:
             return self._encode_named(batch, self.signature_name)
         return self._encode(_check_batch(batch), input_name or self.default_input, self.signature_name)
 
+    @property
+    def model_spec(self) -> grpc_bodies.ModelSpec:
+        """The ``model_spec`` a gRPC body carries."""
+        return grpc_bodies.ModelSpec(self.model_name, self.model_version, self.signature_name)
+
+    def _grpc_batch(self, batch: np.ndarray | Batch, input_name: str | None) -> Batch:
+        if isinstance(batch, Mapping):
+            return batch
+        images = _check_batch(batch)
+        name = input_name or self.default_input
+        if self.image_format:
+            # The default image key names the uint8 input; image bytes go to the bytes input.
+            name = self.default_input if name == IMAGE_INPUT else name
+            if images.ndim != 4 or images.shape[-1] not in (1, 3):
+                raise ValueError(f"{self.name} needs images [batch, height, width, 1|3], got {images.shape}")
+            return {name: tensors.ImageBytes(images)}
+        return {name: images}
+
     def refusal(self, specs: Sequence[InputSpec]) -> str | None:
         """Why this encoding cannot express a signature with inputs ``specs``, or None when it can."""
         for spec in specs:
-            reason = tensors.rest_refusal(spec.name, spec.dtype)
+            if self.protocol == "grpc":
+                reason = grpc_bodies.grpc_refusal(spec.name, spec.dtype)
+            else:
+                reason = tensors.rest_refusal(spec.name, spec.dtype)
             if reason:
                 return reason
         strings = [s.name for s in specs if s.dtype == "string"]
@@ -241,13 +299,16 @@ class Encoding:
             if not strings:
                 return f"{self.name} sends string (bytes) inputs and this signature has none"
         elif strings:
-            return f"input '{strings[0]}' is a string (bytes): only the b64 encodings send it"
-        if self._encode_named is None and (len(specs) != 1 or specs[0].dtype != "uint8" or len(specs[0].shape) < 2):
+            senders = "grpc-bytes" if self.protocol == "grpc" else "b64"
+            return f"input '{strings[0]}' is a string (bytes): only the {senders} encodings send it"
+        if self._encode_named is None and self._encode_grpc is None and (len(specs) != 1 or specs[0].dtype != "uint8" or len(specs[0].shape) < 2):
             return f"{self.name} writes a single uint8 input only (of rank 2 or more)"
         return None
 
     def headers(self) -> dict[str, str]:
-        """HTTP headers that must go with a body from ``encode``."""
+        """HTTP headers that must go with a body from ``encode`` (none for gRPC)."""
+        if self.protocol == "grpc":
+            return {}
         headers = {"Content-Type": "application/json"}
         if self.content_encoding:
             headers["Content-Encoding"] = self.content_encoding
@@ -256,6 +317,10 @@ class Encoding:
     def with_signature(self, signature_name: str) -> Encoding:
         """The same encoding aimed at another signature of a model, e.g. ``"predict_images"``."""
         return dataclasses.replace(self, signature_name=signature_name)
+
+    def with_model(self, model_name: str, model_version: int | None = None) -> Encoding:
+        """The same encoding for another model (what a gRPC body names; REST bodies do not change)."""
+        return dataclasses.replace(self, model_name=model_name, model_version=model_version)
 
 
 def _encoding(
@@ -268,11 +333,12 @@ def _encoding(
     lossless: bool = True,
     named: NamedEncodeFn | None = None,
     image_format: str | None = None,
+    grpc: GrpcEncodeFn | None = None,
 ) -> Encoding:
     default_input = BYTES_INPUT if signature_name == BYTES_SIGNATURE else IMAGE_INPUT
     return Encoding(
         name, signature_name, content_encoding, lossless, description, default_input, encode, decode, named,
-        image_format,
+        image_format, "grpc" if grpc else "rest", grpc,
     )  # fmt: skip
 
 
@@ -306,10 +372,34 @@ _ALL = (
         "b64-jpeg", _b64("JPEG"), _decode_b64, f"base64 JPEG (quality {JPEG_QUALITY}) per image",
         signature_name=BYTES_SIGNATURE, lossless=False, named=_named_rows(False, fmt="JPEG"), image_format="JPEG",
     ),
+    _encoding(
+        "grpc-tensor-content", _grpc_image_path, _decode_grpc, "gRPC PredictRequest, raw bytes in tensor_content",
+        grpc=_grpc("content"),
+    ),
+    _encoding(
+        "grpc-int-val", _grpc_image_path, _decode_grpc,
+        "gRPC PredictRequest, values in the dtype's typed field (int_val, float_val...)", grpc=_grpc("typed"),
+    ),
+    _encoding(
+        "grpc-bytes-png", _grpc_image_path, _decode_grpc, "gRPC PredictRequest, PNG per image in string_val",
+        signature_name=BYTES_SIGNATURE, image_format="PNG", grpc=_grpc("content", "PNG"),
+    ),
+    _encoding(
+        "grpc-bytes-jpeg", _grpc_image_path, _decode_grpc,
+        f"gRPC PredictRequest, JPEG (quality {JPEG_QUALITY}) per image in string_val",
+        signature_name=BYTES_SIGNATURE, lossless=False, image_format="JPEG", grpc=_grpc("content", "JPEG"),
+    ),
 )  # fmt: skip
 
 ENCODINGS: dict[str, Encoding] = {encoding.name: encoding for encoding in _ALL}
 ENCODING_NAMES: tuple[str, ...] = tuple(ENCODINGS)
+PROTOCOLS: tuple[str, ...] = ("rest", "grpc")
+
+
+def protocol_of(name: str) -> str:
+    """``rest`` or ``grpc`` for an encoding name (``rest`` for a name no longer registered)."""
+    encoding = ENCODINGS.get(name)
+    return encoding.protocol if encoding is not None else "rest"
 
 
 def get_encoding(name: str) -> Encoding:

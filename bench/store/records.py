@@ -22,8 +22,12 @@ The records are the single source of truth for reports. Columns (``requests.csv`
                     Decided per row by the process that sent it (bench.scenario.schedule.LagAccount),
                     so rows from any process or machine mean the same; the rule that makes a
                     send late is bench.store.lateness.
+    protocol        (extra) ``rest`` or ``grpc``: how the request went (the encoding decides it). A gRPC
+                    request's ``status`` is the HTTP status tensorflow/serving's REST layer maps its
+                    gRPC code to (INVALID_ARGUMENT -> 400, NOT_FOUND -> 404, ...), and its ``error``
+                    starts with the gRPC code name, so both protocols' rows read the same way.
 
-Files written before an extra column existed read with its default (0.0, "").
+Files written before an extra column existed read with its default (0.0, "", "rest").
 
 Usage::
 
@@ -68,12 +72,13 @@ COLUMNS: tuple[str, ...] = (
     "error",
     "cell",
 )
-EXTRA_COLUMNS: tuple[str, ...] = ("send_lag_ms", "lag_cause")
+EXTRA_COLUMNS: tuple[str, ...] = ("send_lag_ms", "lag_cause", "protocol")
 ALL_COLUMNS: tuple[str, ...] = COLUMNS + EXTRA_COLUMNS
 
 _INT_COLUMNS = ("status", "batch", "payload_bytes", "response_bytes")
 _FLOAT_COLUMNS = ("t_start", "latency_ms", "encode_us", "send_lag_ms")
-_STR_COLUMNS = ("encoding", "error", "cell", "lag_cause")
+_STR_COLUMNS = ("encoding", "error", "cell", "lag_cause", "protocol")
+DEFAULT_PROTOCOL = "rest"  # what records from before the protocol column were
 
 
 @dataclass(frozen=True)
@@ -92,6 +97,7 @@ class RequestRecord:
     cell: str = ""
     send_lag_ms: float = 0.0
     lag_cause: str = ""
+    protocol: str = DEFAULT_PROTOCOL
 
     def to_row(self) -> list[str]:
         """The CSV row, in :data:`ALL_COLUMNS` order; floats keep microsecond resolution."""
@@ -108,6 +114,7 @@ class RequestRecord:
             self.cell,
             f"{self.send_lag_ms:.3f}",
             self.lag_cause,
+            self.protocol,
         ]
 
     @classmethod
@@ -129,6 +136,7 @@ class RequestRecord:
                 cell=_text(row.get("cell")),
                 send_lag_ms=float(row.get("send_lag_ms") or 0.0),
                 lag_cause=_text(row.get("lag_cause")),
+                protocol=_text(row.get("protocol")) or DEFAULT_PROTOCOL,
             )
         except (KeyError, TypeError, ValueError) as exc:
             raise ResultsError(f"not a request record: {row!r} ({exc})") from exc
@@ -242,7 +250,8 @@ def cut_torn_tail(path: Path, fd: int | None = None) -> int:
 def read_records(paths: Path | str | Iterable[Path | str]) -> pd.DataFrame:
     """Read one or more records files into one DataFrame with :data:`ALL_COLUMNS`.
 
-    Files without the extra columns get their defaults (``send_lag_ms`` 0, ``lag_cause`` ""). A row
+    Files without the extra columns get their defaults (``send_lag_ms`` 0, ``lag_cause`` "",
+    ``protocol`` "rest"). A row
     cut off by a killed writer (missing fields) is dropped. Raises ResultsError for a missing
     file or one that is not a records file.
     """
@@ -279,6 +288,8 @@ def _read_one(path: Path) -> pd.DataFrame:
         frame["send_lag_ms"] = 0.0
     if "lag_cause" not in frame.columns:
         frame["lag_cause"] = ""
+    if "protocol" not in frame.columns:
+        frame["protocol"] = DEFAULT_PROTOCOL
     # A partial last line (writer killed mid-row) parses with empty numeric fields.
     for c in (*_INT_COLUMNS, *_FLOAT_COLUMNS):
         frame[c] = pd.to_numeric(frame[c], errors="coerce")
@@ -290,6 +301,7 @@ def _read_one(path: Path) -> pd.DataFrame:
         frame[c] = frame[c].astype("int64")
     for c in _STR_COLUMNS:
         frame[c] = frame[c].fillna("").astype(str)
+    frame.loc[frame["protocol"] == "", "protocol"] = DEFAULT_PROTOCOL
     return frame[list(ALL_COLUMNS)].reset_index(drop=True)
 
 

@@ -59,6 +59,7 @@ SUMMARY_EXTRA_COLUMNS: tuple[str, ...] = (
     "warmup_excluded",
     "client_cpu_pct",
     "saturated",
+    "protocol",
 )
 
 
@@ -135,6 +136,8 @@ def summarize(
                 "warmup_excluded": load.warmup_by_cell.get(cell, 0) if load else 0,
                 "client_cpu_pct": load.client_cpu_pct_max if load else float("nan"),
                 "saturated": bool(load.saturated) if load else False,
+                # An encoding is one protocol, so each group is (rows from before the column: rest).
+                "protocol": str(group["protocol"].iloc[0]) if "protocol" in group else "rest",
             }
         )
         rows.append(row)

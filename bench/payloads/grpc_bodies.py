@@ -1,0 +1,210 @@
+"""gRPC request bodies: a batch as a serialized ``PredictRequest``, with the official protos.
+
+The gRPC encodings (``bench.payloads.encodings``) send what a client of tensorflow/serving's
+``PredictionService/Predict`` sends (``shared/docs/tf-serving-grpc-api.md`` section 4)::
+
+    body = request_body({"examples": images}, ModelSpec("classifier"), fill="content")
+    PredictRequest.FromString(body)          # model_spec {name: "classifier"}, inputs {"examples": ...}
+
+``fill``: ``content`` puts each numeric array's raw little-endian bytes in ``tensor_content``
+(one copy, what ``tf.make_tensor_proto`` does for a numpy array); ``typed`` writes the values into
+the dtype's repeated field (``int_val`` for uint8/int8/int16/uint16/int32, ``int64_val``,
+``float_val``, ``double_val``, ``bool_val``, ``uint32_val``, ``uint64_val``, ``half_val`` for
+float16's bit patterns). String inputs always go in ``string_val``, one element per example
+(an :class:`~bench.payloads.tensors.ImageBytes` becomes PNG or JPEG bytes while encoding, so the
+encode time counts the compression). The body is the serialized request: ``payload_bytes`` is its
+length, and a load generator sends it as it is (no second serialization in the timed path).
+
+tensorflow_serving's protos import TensorFlow's, and those import the whole ``tensorflow``
+package (seconds and hundreds of MB), so they load lazily, on the first gRPC body or decode:
+a process that sends only REST never pays for them.
+"""
+
+from __future__ import annotations
+
+import functools
+import io
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+from PIL import Image
+
+from bench.payloads.tensors import Batch, ImageBytes, batch_size
+
+# numpy dtype name -> (TensorFlow DataType name, TensorProto typed field), tensor.proto's table.
+DTYPES: dict[str, tuple[str, str]] = {
+    "uint8": ("DT_UINT8", "int_val"),
+    "int8": ("DT_INT8", "int_val"),
+    "int16": ("DT_INT16", "int_val"),
+    "uint16": ("DT_UINT16", "int_val"),
+    "int32": ("DT_INT32", "int_val"),
+    "int64": ("DT_INT64", "int64_val"),
+    "uint32": ("DT_UINT32", "uint32_val"),
+    "uint64": ("DT_UINT64", "uint64_val"),
+    "float32": ("DT_FLOAT", "float_val"),
+    "float64": ("DT_DOUBLE", "double_val"),
+    "bool": ("DT_BOOL", "bool_val"),
+    "float16": ("DT_HALF", "half_val"),
+}
+# TF short dtype names (as metadata says them) that a gRPC body carries: the table's, and strings.
+GRPC_DTYPES = frozenset({"uint8", "int8", "int16", "uint16", "int32", "int64", "uint32", "uint64"}) | {
+    "float",
+    "double",
+    "bool",
+    "half",
+    "string",
+}
+FILLS = ("content", "typed")
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """The request's ``model_spec``: model name, optional version, signature ("" = serving_default)."""
+
+    name: str
+    version: int | None = None
+    signature_name: str = ""
+
+
+@functools.cache
+def protos() -> Any:
+    """``tensorflow_serving.apis.predict_pb2`` (loaded once; see the module docstring for why lazily)."""
+    # lazy: these protos import the whole tensorflow package; only processes that speak gRPC need them
+    from tensorflow_serving.apis import predict_pb2
+
+    return predict_pb2
+
+
+@functools.cache
+def _dtype_numbers() -> dict[str, int]:
+    # lazy: TensorFlow's DataType enum comes with its protos (see protos())
+    from tensorflow.core.framework import types_pb2
+
+    return {name: int(types_pb2.DataType.Value(name)) for name, _ in [*DTYPES.values(), ("DT_STRING", "")]}
+
+
+def grpc_refusal(name: str, dtype: str) -> str | None:
+    """Why an input of TF short dtype ``dtype`` cannot go in a gRPC body, or None when it can."""
+    if dtype in GRPC_DTYPES:
+        return None
+    return f"input '{name}' is {dtype}, which the gRPC encodings do not write (they write {', '.join(sorted(GRPC_DTYPES))})"
+
+
+def _strings(value: np.ndarray | ImageBytes, image_format: str) -> list[bytes] | None:
+    if isinstance(value, ImageBytes):
+        return value.encoded(image_format)
+    if value.dtype == object or value.dtype.kind in "SU":
+        return [v.encode() if isinstance(v, str) else bytes(v) for v in value.ravel()]
+    return None
+
+
+def _fill_tensor(tensor: Any, value: np.ndarray | ImageBytes, fill: str, image_format: str) -> None:
+    numbers = _dtype_numbers()
+    strings = _strings(value, image_format)
+    if strings is not None:
+        tensor.dtype = numbers["DT_STRING"]
+        shape: tuple[int, ...] = (len(strings),) if isinstance(value, ImageBytes) else value.shape
+        tensor.tensor_shape.dim.extend(tensor.tensor_shape.Dim(size=int(d)) for d in shape)
+        tensor.string_val.extend(strings)
+        return
+    assert isinstance(value, np.ndarray)
+    try:
+        dtype_name, field = DTYPES[value.dtype.name]
+    except KeyError:
+        raise TypeError(f"a gRPC body cannot carry {value.dtype} arrays (it writes {', '.join(DTYPES)})") from None
+    tensor.dtype = numbers[dtype_name]
+    tensor.tensor_shape.dim.extend(tensor.tensor_shape.Dim(size=int(d)) for d in value.shape)
+    if fill == "content":
+        # tobytes() in C order and native (little-endian on every platform TF Serving runs on).
+        tensor.tensor_content = value.tobytes()
+    elif value.dtype == np.float16:
+        getattr(tensor, field).extend(value.view(np.uint16).ravel().tolist())
+    else:
+        # tolist(): upb's repeated fields take Python numbers; extending from an array converts
+        # one element at a time and is several times slower.
+        getattr(tensor, field).extend(value.ravel().tolist())
+
+
+def request_body(batch: Batch, spec: ModelSpec, *, fill: str = "content", image_format: str = "PNG") -> bytes:
+    """The serialized ``PredictRequest`` for ``batch`` (``{input: array or ImageBytes}``)."""
+    if fill not in FILLS:
+        raise ValueError(f"fill must be one of {', '.join(FILLS)}, got {fill!r}")
+    batch_size(batch)
+    request = protos().PredictRequest()
+    request.model_spec.name = spec.name
+    if spec.version is not None:
+        request.model_spec.version.value = spec.version
+    if spec.signature_name:
+        request.model_spec.signature_name = spec.signature_name
+    for name, value in batch.items():
+        _fill_tensor(request.inputs[name], value, fill, image_format)
+    body: bytes = request.SerializeToString()
+    return body
+
+
+# --- client-side decoding: round-trip checks and responses ---------------------------------------
+
+
+def tensor_array(tensor: Any) -> np.ndarray:
+    """A ``TensorProto`` as a numpy array, with the server's fill rules for typed fields.
+
+    String tensors give an object array of ``bytes``. Fewer typed values than elements repeat
+    the last one, none give zeros (``Tensor::FromProto``), so what this returns is what the
+    server would have seen.
+    """
+    numbers = _dtype_numbers()
+    shape = tuple(int(d.size) for d in tensor.tensor_shape.dim)
+    if tensor.dtype == numbers["DT_STRING"]:
+        out = np.empty(len(tensor.string_val), dtype=object)
+        out[:] = list(tensor.string_val)
+        return out.reshape(shape) if out.size == int(np.prod(shape)) else out
+    by_number = {numbers[dt]: (np_name, field) for np_name, (dt, field) in DTYPES.items()}
+    try:
+        np_name, field = by_number[int(tensor.dtype)]
+    except KeyError:
+        raise ValueError(f"TensorProto dtype {tensor.dtype} is not one the gRPC encodings write") from None
+    dtype = np.dtype(np_name)
+    if tensor.tensor_content:
+        return np.frombuffer(tensor.tensor_content, dtype=dtype).reshape(shape)
+    count = int(np.prod(shape))
+    values = list(getattr(tensor, field))
+    if dtype == np.float16:
+        raw = np.array(values, dtype=np.uint16).view(np.float16)
+    else:
+        # int_val holds uint8 etc. as int32: narrowed unchecked, as the server does.
+        raw = np.array(values, dtype=np.int64 if field == "int_val" else dtype).astype(dtype)
+    filled = np.zeros(count, dtype=dtype)
+    if raw.size:
+        filled[: min(count, raw.size)] = raw[:count]
+        filled[raw.size :] = raw[-1]
+    return filled.reshape(shape)
+
+
+def decode_request(body: bytes) -> tuple[ModelSpec, dict[str, np.ndarray]]:
+    """A serialized ``PredictRequest`` back to its model spec and ``{input: array}``."""
+    request = protos().PredictRequest.FromString(body)
+    version = request.model_spec.version.value if request.model_spec.HasField("version") else None
+    spec = ModelSpec(request.model_spec.name, version, request.model_spec.signature_name)
+    return spec, {name: tensor_array(tensor) for name, tensor in request.inputs.items()}
+
+
+def decode_images(values: np.ndarray) -> np.ndarray:
+    """A string tensor of PNG/JPEG bytes as a uint8 image batch ``[batch, height, width, 3]``."""
+    images = []
+    for data in values.ravel():
+        with Image.open(io.BytesIO(data)) as image:
+            images.append(np.asarray(image.convert("RGB"), dtype=np.uint8))
+    return np.stack(images)
+
+
+def response_outputs(body: bytes) -> dict[str, np.ndarray]:
+    """A serialized ``PredictResponse``'s outputs as arrays."""
+    response = protos().PredictResponse.FromString(body)
+    return {name: tensor_array(tensor) for name, tensor in response.outputs.items()}
+
+
+def prediction_count(outputs: dict[str, Any]) -> int | None:
+    """Rows in a response's outputs (their common first dimension), or None without outputs."""
+    sizes = {len(value) for value in outputs.values() if getattr(value, "ndim", 1) >= 1}
+    return sizes.pop() if len(sizes) == 1 else None
