@@ -301,7 +301,8 @@ class Encoding:
         elif strings:
             senders = "grpc-bytes" if self.protocol == "grpc" else "b64"
             return f"input '{strings[0]}' is a string (bytes): only the {senders} encodings send it"
-        if self._encode_named is None and self._encode_grpc is None and (len(specs) != 1 or specs[0].dtype != "uint8" or len(specs[0].shape) < 2):
+        single_uint8 = len(specs) == 1 and specs[0].dtype == "uint8" and len(specs[0].shape) >= 2
+        if self._encode_named is None and self._encode_grpc is None and not single_uint8:
             return f"{self.name} writes a single uint8 input only (of rank 2 or more)"
         return None
 

@@ -88,7 +88,8 @@ def grpc_refusal(name: str, dtype: str) -> str | None:
     """Why an input of TF short dtype ``dtype`` cannot go in a gRPC body, or None when it can."""
     if dtype in GRPC_DTYPES:
         return None
-    return f"input '{name}' is {dtype}, which the gRPC encodings do not write (they write {', '.join(sorted(GRPC_DTYPES))})"
+    written = ", ".join(sorted(GRPC_DTYPES))
+    return f"input '{name}' is {dtype}, which the gRPC encodings do not write (they write {written})"
 
 
 def _strings(value: np.ndarray | ImageBytes, image_format: str) -> list[bytes] | None:

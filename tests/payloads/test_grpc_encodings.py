@@ -54,7 +54,7 @@ def test_tensor_content_is_the_raw_bytes_and_typed_fields_the_values() -> None:
 @pytest.mark.parametrize("name", ["grpc-tensor-content", "grpc-int-val"])
 def test_named_batches_of_any_dtype_round_trip(name: str) -> None:
     rng = np.random.default_rng(0)
-    batch = {
+    batch: dict[str, np.ndarray] = {
         "pixels": rng.random((2, 4, 4, 3)).astype(np.float32),
         "half": rng.random(2).astype(np.float16),
         "ids": np.array([1, -(2**40)], dtype=np.int64),
