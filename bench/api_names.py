@@ -32,3 +32,26 @@ INPUT_BATCH_SIZE = ":tensorflow:serving:batching_session:input_batch_size"
 PROCESSED_BATCH_SIZE = ":tensorflow:serving:batching_session:processed_batch_size"
 QUEUING_LATENCY = ":tensorflow:serving:batching_session:queuing_latency"
 WRAPPED_RUN_COUNT = ":tensorflow:serving:batching_session:wrapped_run_count"
+
+# Canonical status code -> the HTTP status tensorflow/serving's REST layer answers with
+# (``http_server.cc`` ``ToHTTPStatusCode``): the embedded server's REST front end answers with it,
+# and a gRPC client records a failed call's code as the status REST would have given.
+HTTP_STATUS: dict[str, int] = {
+    "OK": 200,
+    "CANCELLED": 499,
+    "UNKNOWN": 500,
+    "INVALID_ARGUMENT": 400,
+    "DEADLINE_EXCEEDED": 504,
+    "NOT_FOUND": 404,
+    "ALREADY_EXISTS": 409,
+    "PERMISSION_DENIED": 403,
+    "RESOURCE_EXHAUSTED": 429,
+    "FAILED_PRECONDITION": 400,
+    "ABORTED": 409,
+    "OUT_OF_RANGE": 400,
+    "UNIMPLEMENTED": 501,
+    "INTERNAL": 500,
+    "UNAVAILABLE": 503,
+    "DATA_LOSS": 500,
+    "UNAUTHENTICATED": 401,
+}

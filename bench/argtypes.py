@@ -9,6 +9,9 @@ from __future__ import annotations
 
 import argparse
 import re
+from urllib.parse import urlsplit
+
+from bench.api_names import GRPC_PORT
 
 _DURATION_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
 _DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h)")
@@ -156,3 +159,21 @@ def images_per_s(text: str) -> float:
     if not match or match[2] in ("req/s", "rps") or float(match[1]) <= 0:
         raise argparse.ArgumentTypeError(f"'{text}' is not a load in images/s (expected e.g. 2000img/s)")
     return float(match[1])
+
+
+def grpc_target(text: str) -> str:
+    """``HOST:PORT`` of a gRPC server, e.g. ``127.0.0.1:8500`` or ``[::1]:8500`` (no scheme, no path)."""
+    value = text.strip()
+    host, sep, port_text = value.rpartition(":")
+    bracketed = host.startswith("[") and host.endswith("]")
+    if not sep or not host or "/" in value or (":" in host and not bracketed):
+        raise argparse.ArgumentTypeError(f"'{text}' is not HOST:PORT, e.g. 127.0.0.1:8500 (gRPC takes no scheme)")
+    if not port_text.isdigit() or not 0 < int(port_text) <= 65535:
+        raise argparse.ArgumentTypeError(f"'{text}': the port must be 1-65535")
+    return value
+
+
+def default_grpc_target(rest_url: str, grpc_port: int = GRPC_PORT) -> str:
+    """The gRPC target beside a REST root URL: its host with tensorflow_model_server's ``--port`` default."""
+    host = urlsplit(rest_url).hostname or "127.0.0.1"
+    return f"[{host}]:{grpc_port}" if ":" in host else f"{host}:{grpc_port}"

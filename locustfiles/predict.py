@@ -1,14 +1,20 @@
-"""Locust scenario: image batches posted to a TF Serving REST predict endpoint.
+"""Locust scenario: image batches sent to TF Serving's predict, over REST and (grpc-* encodings) gRPC.
 
     locust -f locustfiles/predict.py --host http://127.0.0.1:8501
     locust -f locustfiles/predict.py --host http://127.0.0.1:8501 --headless -u 8 -t 30s \
         --batch-sizes 1,16 --encodings row-orjson,b64-png --records runs/x/requests.csv
+    locust -f locustfiles/predict.py --host http://127.0.0.1:8501 --grpc-target 127.0.0.1:8500 \
+        --headless -u 4 -t 30s --encodings row-orjson,grpc-tensor-content
+
+Each request goes by its encoding's protocol: REST to --host, gRPC (PredictionService/Predict) to
+--grpc-target (default: --host's host, port 8500), one channel per user; both are Locust
+requests of the same stats and the same records rows (``protocol`` rest|grpc).
 
 Options (also in the web UI, in ``python locustfiles/predict.py --help``, and as TFSBENCH_* variables): --model-name,
---model-version, --signature-name, --batch-sizes, --encodings, --images, --pool-size, --warmup,
+--model-version, --signature-name, --batch-sizes, --encodings, --grpc-target, --images, --pool-size, --warmup,
 --arrival closed|poisson|constant, --rate, --think-time, --max-requests, --records, --cell, --encode-inline,
 --shape-steps, --step-time. The logic lives in bench/scenario/: the options in options.py, what
-a user does in predict_user.py, the Locust event wiring in hooks.py.
+a user does in predict_user.py (its gRPC side in grpc_user.py), the Locust event wiring in hooks.py.
 """
 
 from __future__ import annotations
@@ -18,7 +24,7 @@ from typing import Any
 import gevent
 from locust import FastHttpUser, LoadTestShape, events, task
 
-from bench.scenario import hooks, options, predict_user
+from bench.scenario import grpc_user, hooks, options, predict_user
 from bench.scenario.process import Scenario
 
 
@@ -60,7 +66,7 @@ def _on_test_stop(environment: Any, **_kwargs: Any) -> None:
 
 
 class PredictUser(FastHttpUser):
-    """Posts pre-encoded batches; closed model back to back (plus --think-time), open model on schedule."""
+    """Sends pre-encoded batches; closed model back to back (plus --think-time), open model on schedule."""
 
     host = "http://127.0.0.1:8501"
 
@@ -73,7 +79,14 @@ class PredictUser(FastHttpUser):
         if self.scenario is None:
             return  # bad options: on_test_start showed why and stops the run; predict() idles till then
         self.state = predict_user.new_user_state(self.scenario)
-        predict_user.warm_up(self.host, self.scenario, self.state)
+        config = self.scenario.config
+        self.grpc = grpc_user.GrpcSession(config.grpc_address) if "grpc" in config.protocols else None
+        predict_user.warm_up(self.host, self.scenario, self.state, self.grpc)
+
+    def on_stop(self) -> None:
+        session: grpc_user.GrpcSession | None = getattr(self, "grpc", None)
+        if session is not None:
+            session.close()
 
     @task
     def predict(self) -> None:
@@ -84,7 +97,9 @@ class PredictUser(FastHttpUser):
                 hooks.on_sends_done(self.environment)
             gevent.sleep(0.1)
             return
-        predict_user.predict_once(self.client, scenario, self.state, gevent.sleep)
+        predict_user.predict_once(
+            self.client, scenario, self.state, gevent.sleep, self.grpc, self.environment.events.request
+        )
 
 
 class StepShape(LoadTestShape):

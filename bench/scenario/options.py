@@ -81,6 +81,14 @@ def add_arguments(parser: Any) -> None:
         metavar="LIST",
         type=_validated(argtypes.name_list),
     )
+    add(
+        "--grpc-target",
+        "HOST:PORT of the PredictionService the grpc-* encodings go to; empty = --host's host, port 8500 "
+        "(tensorflow_model_server's --port)",
+        default="",
+        metavar="HOST:PORT",
+        type=_validated(argtypes.grpc_target),
+    )
     add("--images", "directory of images to send; empty = synthetic images", default="", metavar="DIR")
     add(
         "--pool-size",
@@ -231,6 +239,17 @@ class ScenarioConfig:
     input_plan: Path | None = None  # bench.scenario.signature_inputs; Path("auto"): from the metadata
     host: str = ""  # Locust's --host, for --input-plan auto
     max_requests: int | None = None
+    grpc_target: str = ""  # --grpc-target; "" = --host's host on port 8500
+
+    @property
+    def grpc_address(self) -> str:
+        """Where the gRPC encodings go: ``--grpc-target``, else the REST host's host on port 8500."""
+        return self.grpc_target or argtypes.default_grpc_target(self.host or "http://127.0.0.1")
+
+    @property
+    def protocols(self) -> tuple[str, ...]:
+        """The protocols the encodings speak (``rest``, ``grpc``), in the encodings' order."""
+        return tuple(dict.fromkeys(get_encoding(name).protocol for name in self.encodings))
 
     @property
     def predict_path(self) -> str:
@@ -280,6 +299,7 @@ def config_from_options(options: Any) -> ScenarioConfig:
     if input_plan and input_plan != "auto" and not Path(input_plan).is_file():
         raise ConfigError(f"--input-plan: '{input_plan}' is not a file (or 'auto')")
     max_text = str(_arg(options, "max_requests")).strip()
+    grpc_text = str(_arg(options, "grpc_target")).strip()
     return ScenarioConfig(
         max_requests=parsed("max_requests", "--max-requests", argtypes.positive_int) if max_text else None,
         model_name=model_name,
@@ -299,4 +319,5 @@ def config_from_options(options: Any) -> ScenarioConfig:
         cpu_warn_pct=parsed("cpu_warn_pct", "--cpu-warn-pct", argtypes.positive_float),
         input_plan=Path(input_plan) if input_plan else None,
         host=str(_arg(options, "host")).strip(),
+        grpc_target=parsed("grpc_target", "--grpc-target", argtypes.grpc_target) if grpc_text else "",
     )

@@ -1,7 +1,9 @@
 """What one simulated user does: its state, its next send on schedule, one checked predict, warm-up.
 
 The locustfile's ``PredictUser`` calls these; nothing here imports Locust or gevent at import time
-(``sleep`` and the HTTP client are passed in), so the logic is tested without Locust.
+(``sleep``, the HTTP client and the gRPC session are passed in), so the logic is tested without
+Locust. A cell's encoding picks the transport: REST through Locust's HTTP client, gRPC through the
+user's :class:`~bench.scenario.grpc_user.GrpcSession`; both fire the same request event.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from bench.scenario import grpc_user
 from bench.scenario.options import Step
 from bench.scenario.process import CellPayloads, Scenario
 from bench.scenario.schedule import LagAccount, UserSchedule
@@ -104,8 +107,16 @@ def stats_name(batch: int, encoding: str) -> str:
     return f"predict b={batch} {encoding}"
 
 
-def predict_once(client: Any, scenario: Scenario, state: UserState, sleep: Callable[[float], None]) -> None:
-    """One predict request through Locust's FastHttpSession ``client``, checked and recorded.
+def predict_once(
+    client: Any,
+    scenario: Scenario,
+    state: UserState,
+    sleep: Callable[[float], None],
+    grpc: grpc_user.GrpcSession | None = None,
+    request_event: Any = None,
+) -> None:
+    """One predict request through Locust's FastHttpSession ``client`` (or, for a gRPC encoding,
+    the user's ``grpc`` session, firing ``request_event``), checked and recorded.
 
     Locust's response time is corrected to count from the intended send time (open model) and
     to include inline encoding; its "size" column shows the request body size, so the web UI
@@ -129,11 +140,37 @@ def predict_once(client: Any, scenario: Scenario, state: UserState, sleep: Calla
         "cell": scenario.cell_for(step),
         "send_lag_ms": lag_ms,
         "lag_cause": cause,
+        "protocol": cell.encoding.protocol,
     }
+    if cell.encoding.protocol == "grpc":
+        if grpc is None or request_event is None:
+            raise RuntimeError("a gRPC encoding needs the user's gRPC session and Locust's request event")
+        _grpc_request(grpc, request_event, cell.batch, body, info, extra_ms)
+    else:
+        _rest_request(client, scenario, cell.batch, cell.encoding.name, body, headers, info, extra_ms)
+    if intended is not None and state.schedule is not None:
+        # The record is written (the request event fired as the block closed): the slot is answered.
+        state.schedule.finished()
+        done = time.perf_counter()
+        # Since the loop last idled the reply had arrived and waited for us (inline encoding included).
+        state.lag.on_done(started, done, scenario.loop_watch.generator_ms(started, done))
+    back_off(state, info.pop("refused", None), sleep)
+
+
+def _rest_request(
+    client: Any,
+    scenario: Scenario,
+    batch: int,
+    encoding: str,
+    body: bytes,
+    headers: Mapping[str, str],
+    info: dict[str, Any],
+    extra_ms: float,
+) -> None:
     with client.request(
         "POST",
         scenario.config.predict_path,
-        name=stats_name(cell.batch, cell.encoding.name),
+        name=stats_name(batch, encoding),
         data=body,
         headers=headers,
         catch_response=True,
@@ -147,20 +184,37 @@ def predict_once(client: Any, scenario: Scenario, state: UserState, sleep: Calla
         if info["status"] == 0 or (error is not None and not content):
             response.failure(f"no response: {error}")
         else:
-            message = check_predict_response(info["status"], content, cell.batch)
+            message = check_predict_response(info["status"], content, batch)
             if message:
                 response.failure(message)
             else:
                 response.success()
         meta["response_time"] = meta["response_time"] + extra_ms
         meta["response_length"] = len(body)
-    if intended is not None and state.schedule is not None:
-        # The record is written (the request event fired as the block closed): the slot is answered.
-        state.schedule.finished()
-        done = time.perf_counter()
-        # Since the loop last idled the reply had arrived and waited for us (inline encoding included).
-        state.lag.on_done(started, done, scenario.loop_watch.generator_ms(started, done))
-    back_off(state, getattr(response, "error", None) if info["status"] == 0 else None, sleep)
+    # popped by predict_once: the wait after a refused connection
+    info["refused"] = getattr(response, "error", None) if info["status"] == 0 else None
+
+
+def _grpc_request(
+    session: grpc_user.GrpcSession, request_event: Any, batch: int, body: bytes, info: dict[str, Any], extra_ms: float
+) -> None:
+    """One Predict call, timed and reported as Locust's HTTP client reports a request."""
+    started = time.perf_counter()
+    status, content, error = session.call(body)
+    elapsed_ms = (time.perf_counter() - started) * 1000.0
+    info["status"] = status
+    info["response_bytes"] = len(content)
+    message = grpc_user.failure_text(status, error) if status != 200 else grpc_user.check_grpc_response(content, batch)
+    request_event.fire(
+        request_type="grpc",
+        name=stats_name(batch, info["encoding"]),
+        response_time=elapsed_ms + extra_ms,
+        response_length=len(body),
+        response=None,
+        context={RECORD_KEY: info},
+        exception=grpc_user.failure(message),
+    )
+    info["refused"] = ConnectionError(error) if status == 0 else None
 
 
 def is_refused(error: Any) -> bool:
@@ -210,6 +264,7 @@ def on_request(scenario: Scenario | None, response_time: float, exception: Any, 
             cell=info["cell"],
             send_lag_ms=info["send_lag_ms"],
             lag_cause=info.get("lag_cause", ""),
+            protocol=info.get("protocol", "rest"),
         )
     )
 
@@ -219,7 +274,7 @@ def _one_line(text: str) -> str:
     return " ".join(text.split())[:500]
 
 
-def warm_up(base_url: str, scenario: Scenario, state: UserState) -> int:
+def warm_up(base_url: str, scenario: Scenario, state: UserState, grpc: grpc_user.GrpcSession | None = None) -> int:
     """Send ``--warmup`` requests outside Locust's stats and the records; returns how many succeeded."""
     if scenario.config.warmup <= 0:
         return 0
@@ -234,6 +289,10 @@ def warm_up(base_url: str, scenario: Scenario, state: UserState) -> int:
     for _ in range(scenario.config.warmup):
         cell = _choose(scenario, state, None)
         body, _, headers = cell.body(False) if cell.pool is not None else cell.body(True)
+        scenario.warmup_by_cell[cell_label] = scenario.warmup_by_cell.get(cell_label, 0) + 1
+        if cell.encoding.protocol == "grpc" and grpc is not None:
+            ok += grpc.call(body)[0] == 200
+            continue
         # Locust annotates data as str | dict | None; FastHttpSession sends bytes as they are.
         response = session.request(
             "POST",
@@ -241,7 +300,6 @@ def warm_up(base_url: str, scenario: Scenario, state: UserState) -> int:
             data=body,  # type: ignore[arg-type]
             headers=headers,
         )
-        scenario.warmup_by_cell[cell_label] = scenario.warmup_by_cell.get(cell_label, 0) + 1
         if response.status_code == 200:
             ok += 1
     if ok < scenario.config.warmup:

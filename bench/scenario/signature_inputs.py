@@ -110,14 +110,18 @@ def payload_sources(config: ScenarioConfig) -> list[tuple[Encoding, BatchSource,
         client = TFServingClient(config.host, config.model_name, config.model_version)
         options = InputOptions(images=str(config.images_dir) if config.images_dir else None)
         resolved = resolve_plans(client, config.encodings, options, config.signature_name)
-        return [(p.encoding, InputBatches(p.plan), None) for p in resolved.values()]
+        return [(_aimed(p.encoding, config), InputBatches(p.plan), None) for p in resolved.values()]
     if config.input_plan is not None:
         plans = read_plan_file(config.input_plan)
         missing = [name for name in config.encodings if name not in plans]
         if missing:
             raise ConfigError(f"--input-plan {config.input_plan} has no plan for encoding(s) {', '.join(missing)}")
         return [
-            (get_encoding(name).with_signature(plans[name].signature_name), InputBatches(plans[name]), None)
+            (
+                _aimed(get_encoding(name).with_signature(plans[name].signature_name), config),
+                InputBatches(plans[name]),
+                None,
+            )
             for name in config.encodings
         ]
     source = image_source(config.images_dir, 128, 128)
@@ -126,5 +130,10 @@ def payload_sources(config: ScenarioConfig) -> list[tuple[Encoding, BatchSource,
         encoding = get_encoding(name)
         if config.signature_name:
             encoding = encoding.with_signature(config.signature_name)
-        out.append((encoding, source, None))  # None: the encoding's own input key (examples, image_bytes)
+        out.append((_aimed(encoding, config), source, None))  # None: the encoding's own input key
     return out
+
+
+def _aimed(encoding: Encoding, config: ScenarioConfig) -> Encoding:
+    # gRPC bodies name the model (REST puts it in the URL): the scenario's model and version.
+    return encoding.with_model(config.model_name, config.model_version)

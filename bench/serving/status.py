@@ -7,26 +7,7 @@ end maps the code to an HTTP status (``http_server.cc`` ``ToHTTPStatusCode``) an
 
 from __future__ import annotations
 
-HTTP_STATUS = {
-    "OK": 200,
-    "CANCELLED": 499,
-    "UNKNOWN": 500,
-    "INVALID_ARGUMENT": 400,
-    "DEADLINE_EXCEEDED": 504,
-    "NOT_FOUND": 404,
-    "ALREADY_EXISTS": 409,
-    "PERMISSION_DENIED": 403,
-    "RESOURCE_EXHAUSTED": 429,
-    "FAILED_PRECONDITION": 400,
-    "ABORTED": 409,
-    "OUT_OF_RANGE": 400,
-    "UNIMPLEMENTED": 501,
-    "INTERNAL": 500,
-    "UNAVAILABLE": 503,
-    "DATA_LOSS": 500,
-    "UNAUTHENTICATED": 401,
-}
-
+from bench.api_names import HTTP_STATUS  # the REST front end maps codes with it
 
 # TensorFlow's numeric error codes (``tf.errors.OpError.error_code``) -> canonical names.
 CODE_NAMES = {
