@@ -161,6 +161,13 @@ def _add_scenario_options(p: argparse.ArgumentParser, per: str) -> None:
     )
     p.add_argument("--signature-name", default="", metavar="NAME", help="signature (default: the encoding's own)")
     p.add_argument(
+        "--grpc-target",
+        type=argtypes.grpc_target,
+        default=None,
+        metavar="HOST:PORT",
+        help="where the grpc-* encodings go, PredictionService/Predict (default: --host's host, port 8500)",
+    )
+    p.add_argument(
         "--pool-size",
         type=argtypes.positive_int,
         default=None,

@@ -134,6 +134,7 @@ def config_from_args(args: argparse.Namespace) -> CapacityConfig:
         images=str(args.images) if args.images else None,
         pool_size=args.pool_size,
         inputs=input_options_from_args(args),
+        grpc_target=getattr(args, "grpc_target", None),
     )
 
 

@@ -41,7 +41,7 @@ from bench.commands.capacity_search import (
     failure_reason,
     search_capacity,
 )
-from bench.commands.cells import CellResult, SweepConfig, merge_cell, run_cell, target_client
+from bench.commands.cells import CellResult, SweepConfig, check_grpc_target, merge_cell, run_cell, target_client
 from bench.commands.cells import validate as validate_sweep
 from bench.commands.preflight import prepare_inputs, save_plans
 from bench.commands.sweep import describe_target
@@ -102,6 +102,7 @@ class CapacityConfig:
     pool_size: int | None = None
     inputs: InputOptions = field(default_factory=InputOptions)
     input_plan: str | None = None  # RUN/input_plan.json (bench.commands.preflight)
+    grpc_target: str | None = None  # --grpc-target (bench.commands.cells.SweepConfig)
 
     @property
     def slo_text(self) -> str:
@@ -214,6 +215,7 @@ def _sweep_config(config: CapacityConfig, batch: int, encoding: str, rate_rps: f
         "pool_size": config.pool_size,
         "inputs": config.inputs,
         "input_plan": config.input_plan,
+        "grpc_target": config.grpc_target,
         "max_failed_share": None,  # a probe's errors are its result, judged against the SLO
     }
     if rate_rps is None:
@@ -458,6 +460,9 @@ def run_capacity_config(config: CapacityConfig, out: Path) -> tuple[Path, list[C
     first = _sweep_config(config, config.batch_sizes[0], config.encodings[0], 1.0)
     client = target_client(first)
     target = describe_target(client, first)
+    grpc_target = check_grpc_target(replace(first, encodings=config.encodings))
+    if grpc_target:
+        target["grpc_target"] = grpc_target
     inputs = replace(config.inputs, images=config.images)
     plans, signature = prepare_inputs(client, config.encodings, config.batch_sizes, inputs, config.signature_name)
     run_dir = runs.new_run_dir(out)

@@ -30,9 +30,9 @@ from typing import IO
 
 import psutil
 
-from bench import LOCUSTFILE
+from bench import LOCUSTFILE, argtypes
 from bench.api_names import PROMETHEUS_PATH
-from bench.errors import DISK_FULL_EXIT_CODE, ConfigError, DiskFullError, ResultsError
+from bench.errors import DISK_FULL_EXIT_CODE, ConfigError, DiskFullError, ResultsError, ServerError
 from bench.payloads.encodings import get_encoding
 from bench.payloads.input_plan import InputOptions
 from bench.ports import free_port
@@ -44,6 +44,7 @@ from bench.store.records import RecordWriter, RequestRecord, read_records
 from bench.store.stability import RecordTail, is_stable, measure_windows
 from bench.target import prometheus
 from bench.target.client import TFServingClient
+from bench.target.grpc_client import TFServingGrpcClient
 
 POLL_S = 0.5
 FIRST_ROW_POLL_S = 0.05
@@ -54,6 +55,8 @@ STOP_GRACE_S = 20.0
 MAX_FAILED_SHARE = 0.02
 # --requests N without --duration: the cell still ends after this long (seconds).
 REQUESTS_TIME_CAP_S = 600.0
+# Before a sweep with grpc-* encodings: how long its gRPC target may take to serve the model.
+GRPC_READY_S = 10.0
 
 
 @dataclass(frozen=True)
@@ -78,6 +81,7 @@ class SweepConfig:
     metrics_path: str = PROMETHEUS_PATH
     server_kind: str | None = None
     stability_pct: float | None = None  # --stability: stop once the last 3 windows agree within this %
+    grpc_target: str | None = None  # --grpc-target HOST:PORT; None: --host's host on port 8500
     stability_window_s: float = 5.0
     stability_skip_s: float = 0.0  # left out before the first window (capacity probes' warm-up)
     locustfile: str = str(LOCUSTFILE)
@@ -92,6 +96,15 @@ class SweepConfig:
         if self.duration_s is not None:
             return self.duration_s
         return REQUESTS_TIME_CAP_S if self.requests else 30.0
+
+    @property
+    def grpc_address(self) -> str:
+        """Where the grpc-* encodings go: ``--grpc-target``, else ``--host``'s host on port 8500."""
+        return self.grpc_target or argtypes.default_grpc_target(self.host)
+
+    @property
+    def protocols(self) -> tuple[str, ...]:
+        return tuple(dict.fromkeys(get_encoding(name).protocol for name in self.encodings))
 
     @property
     def load_text(self) -> str:
@@ -145,11 +158,31 @@ def validate(config: SweepConfig) -> None:
         raise ConfigError(f"--arrival {config.arrival} needs --rate REQ/S (total requests per second)")
     if not Path(config.locustfile).is_file():
         raise ConfigError(f"locustfile {config.locustfile} not found")
+    if config.grpc_target is not None:
+        try:
+            argtypes.grpc_target(config.grpc_target)
+        except Exception as exc:
+            raise ConfigError(f"--grpc-target: {exc}") from None
 
 
 def target_client(config: SweepConfig) -> TFServingClient:
     """The client for the sweep's target model (``--model-version`` included)."""
     return TFServingClient(config.host, config.model_name, config.model_version)
+
+
+def check_grpc_target(config: SweepConfig) -> str | None:
+    """With a grpc-* encoding: the gRPC target must serve the model (ServerError, one line, if not).
+
+    Returns the address the gRPC cells go to, or None when no encoding speaks gRPC.
+    """
+    if "grpc" not in config.protocols:
+        return None
+    with TFServingGrpcClient(config.grpc_address, config.model_name, config.model_version) as client:
+        try:
+            client.wait_until_available(timeout_s=GRPC_READY_S)
+        except ServerError as exc:
+            raise ServerError(f"{exc} (the grpc-* encodings go to --grpc-target)") from None
+    return config.grpc_address
 
 
 def locust_command(config: SweepConfig, cell: CellResult, cell_dir: Path) -> list[str]:
@@ -180,6 +213,8 @@ def locust_command(config: SweepConfig, cell: CellResult, cell_dir: Path) -> lis
         cmd += ["--pool-size", str(config.pool_size)]
     if config.input_plan:
         cmd += ["--input-plan", config.input_plan]
+    if get_encoding(cell.encoding).protocol == "grpc":
+        cmd += ["--grpc-target", config.grpc_address]
     if config.processes > 1:
         # Locust's default master port (5557) would join parallel sweeps' workers to one master.
         # The forked workers connect to --master-port, the master listens on --master-bind-port.

@@ -25,7 +25,15 @@ from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
 
-from bench.commands.cells import CellResult, SweepConfig, merge_cell, run_cell, target_client, validate
+from bench.commands.cells import (
+    CellResult,
+    SweepConfig,
+    check_grpc_target,
+    merge_cell,
+    run_cell,
+    target_client,
+    validate,
+)
 from bench.commands.docker import sweep_in_container
 from bench.commands.preflight import input_options_from_args, prepare_inputs, save_plans
 from bench.errors import BenchError, ConfigError, DiskFullError, ResultsError
@@ -128,6 +136,9 @@ def run_sweep_config(config: SweepConfig, out: Path, extra_meta: dict[str, Any] 
     validate(config)
     client = target_client(config)
     target = describe_target(client, config)
+    grpc_target = check_grpc_target(config)
+    if grpc_target:
+        target["grpc_target"] = grpc_target
     inputs = replace(config.inputs, images=config.images)
     plans, signature = prepare_inputs(client, config.encodings, config.batch_sizes, inputs, config.signature_name)
     run_dir = runs.new_run_dir(out)
@@ -213,6 +224,7 @@ def config_from_args(args: argparse.Namespace) -> SweepConfig:
         stability_pct=args.stability,
         stability_window_s=args.stability_window,
         inputs=input_options_from_args(args),
+        grpc_target=getattr(args, "grpc_target", None),
     )
 
 
