@@ -22,6 +22,7 @@ import time
 from typing import Any
 
 from bench.errors import DISK_FULL_EXIT_CODE, BenchError, DiskFullError, ResultsError
+from bench.payloads import grpc_bodies
 from bench.scenario.cpu_monitor import CPU_SAMPLE_S
 from bench.scenario.loop_lag import LOOP_TICK_S
 from bench.scenario.options import config_from_options
@@ -54,14 +55,27 @@ def on_init(environment: Any) -> None:
     environment.tfsbench_started_s = time.time()
     die_with_parent(forked_worker=is_worker(environment.runner))
     if is_worker(environment.runner):
+        _load_grpc_protos(options)
         return  # a worker runs with the master's options, which arrive with its spawn messages
     try:
         config = config_from_options(options)
     except BenchError as exc:
         sys.stderr.write(f"tfsbench: {exc}\n")
         raise SystemExit(exc.exit_code) from None
+    _load_grpc_protos(options)
     if not config.steps:
         environment.shape_class = None  # the step shape runs only when --shape-steps asks for it
+
+
+def _load_grpc_protos(options: Any) -> None:
+    """With grpc-* encodings, load the protos (and TensorFlow: seconds) now, before ``--run-time``
+    starts counting, instead of inside the test start that builds the payload pools."""
+    try:
+        protocols = config_from_options(options).protocols
+    except BenchError:
+        return  # reported where the options are checked
+    if "grpc" in protocols:
+        grpc_bodies.protos()
 
 
 def on_test_start(environment: Any) -> None:
