@@ -8,7 +8,9 @@ For each (batch size, encoding) cell, on the same image batch:
   ``Encoding.encode`` only, one untimed warm-up call first);
 * ``decode_us``: median server-side decode time with the embedded server's own decoder,
   ``bench.serving.json_tensor.decode_predict_body`` (gzip: inflating included; b64: JSON + base64
-  decoding only, the PNG/JPEG decoding happens inside the TensorFlow graph);
+  decoding only, the PNG/JPEG decoding happens inside the TensorFlow graph); for the gRPC
+  encodings, what the gRPC front end does with a request: ``PredictRequest`` parsing (protobuf's
+  C parser, as grpc's deserializer runs it) and ``bench.serving.grpc_tensor.decode_tensor`` per input;
 * ``vs_row_json``: row-json's encode time / this encode time (how many times faster than the
   naive baseline); ``vs_memcpy``: this encode time / ``ndarray.tobytes()`` of the same batch (how
   many times slower than copying the raw bytes).
@@ -33,11 +35,13 @@ from pathlib import Path
 import numpy as np
 
 from bench.errors import ConfigError
+from bench.payloads import grpc_bodies
 from bench.payloads.encodings import Encoding, get_encoding, get_encodings
 from bench.payloads.images import image_source
 from bench.payloads.specs import BYTES_SIGNATURE, IMAGE_INPUT, InputSpec, reference_signatures
 from bench.payloads.tensors import REST_DTYPES
 from bench.progress import Progress
+from bench.serving.grpc_tensor import decode_tensor
 from bench.serving.json_tensor import decode_predict_body
 from bench.serving.predict_request import DecodedPredict, Signatures
 
@@ -90,7 +94,15 @@ def _interleaved_medians_us(
     return {name: statistics.median(values) for name, values in samples.items()}
 
 
+def _grpc_decode(body: bytes) -> DecodedPredict:
+    request = grpc_bodies.protos().PredictRequest.FromString(body)
+    tensors = {alias: decode_tensor(proto) for alias, proto in request.inputs.items()}
+    return DecodedPredict(tensors, False, request.model_spec.signature_name)
+
+
 def _server_decoder(encoding: Encoding, signatures: Signatures) -> Callable[[bytes], DecodedPredict]:
+    if encoding.protocol == "grpc":
+        return _grpc_decode
     if encoding.content_encoding == "gzip":
         return lambda body: decode_predict_body(gzip.decompress(body), signatures)
     return lambda body: decode_predict_body(body, signatures)
@@ -219,6 +231,8 @@ def format_table(rows: Sequence[CodecRow]) -> str:
     out.append("encode: client, median of repeats. decode: server side, bench.serving.json_tensor.decode_predict_body")
     out.append("(the embedded server's decoder); gzip includes inflating; b64 rows are JSON + base64 decoding")
     out.append("only, the PNG/JPEG image decoding happens inside the TensorFlow graph and is not included.")
+    out.append("grpc-* rows: payload is the serialized PredictRequest; encode builds and serializes it with the")
+    out.append("official protos; decode is the gRPC front end's: protobuf parsing + bench.serving.grpc_tensor.")
     out.append("vs row-json: times faster than the naive baseline; vs memcpy: times slower than ndarray.tobytes().")
     return "\n".join(out)
 
@@ -235,6 +249,21 @@ def format_targets(rows: Sequence[CodecRow]) -> str:
             lines.append(
                 f"b={batch}: row-orjson is {speed:.1f}x faster than row-json"
                 + (f" [{mark}: >=10x]" if batch == 16 else "")
+            )
+        grpc = cell.get((batch, "grpc-tensor-content"))
+        if orj and grpc:
+            speed = orj.encode_us / grpc.encode_us
+            mark = "ok" if speed >= 50 else "MISSED"
+            lines.append(
+                f"b={batch}: grpc-tensor-content encodes {speed:,.0f}x faster than row-orjson, "
+                f"payload {grpc.payload_bytes / orj.payload_bytes:.0%} of its bytes"
+                + (f" [{mark}: >=50x]" if batch in (16, 64) else "")
+            )
+            decode = orj.decode_us / grpc.decode_us
+            mark = "ok" if decode >= 20 else "MISSED"
+            lines.append(
+                f"b={batch}: the server decodes grpc-tensor-content {decode:,.0f}x faster than row-orjson's JSON"
+                + (f" [{mark}: >=20x]" if batch in (16, 64) else "")
             )
         if orj and fast:
             speed = orj.encode_us / fast.encode_us

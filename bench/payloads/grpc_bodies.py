@@ -7,13 +7,19 @@ The gRPC encodings (``bench.payloads.encodings``) send what a client of tensorfl
     PredictRequest.FromString(body)          # model_spec {name: "classifier"}, inputs {"examples": ...}
 
 ``fill``: ``content`` puts each numeric array's raw little-endian bytes in ``tensor_content``
-(one copy, what ``tf.make_tensor_proto`` does for a numpy array); ``typed`` writes the values into
+(what ``tf.make_tensor_proto`` does for a numpy array); ``typed`` writes the values into
 the dtype's repeated field (``int_val`` for uint8/int8/int16/uint16/int32, ``int64_val``,
 ``float_val``, ``double_val``, ``bool_val``, ``uint32_val``, ``uint64_val``, ``half_val`` for
 float16's bit patterns). String inputs always go in ``string_val``, one element per example
 (an :class:`~bench.payloads.tensors.ImageBytes` becomes PNG or JPEG bytes while encoding, so the
 encode time counts the compression). The body is the serialized request: ``payload_bytes`` is its
 length, and a load generator sends it as it is (no second serialization in the timed path).
+
+With ``content`` the official protos build everything but the raw bytes, and the array's memory
+is spliced in as field 4 of its ``TensorProto`` (protobuf's wire format: a tag, a length, the
+bytes), so the batch is copied once, into the body. Setting ``tensor_content`` and calling
+``SerializeToString`` copies it three times (``tobytes``, the field, the output): 2-3x the cost
+for bytes that parse to the same message (tests/payloads/test_grpc_encodings.py checks it).
 
 tensorflow_serving's protos import TensorFlow's, and those import the whole ``tensorflow``
 package (seconds and hundreds of MB), so they load lazily, on the first gRPC body or decode:
@@ -100,7 +106,8 @@ def _strings(value: np.ndarray | ImageBytes, image_format: str) -> list[bytes] |
     return None
 
 
-def _fill_tensor(tensor: Any, value: np.ndarray | ImageBytes, fill: str, image_format: str) -> None:
+def _fill_tensor(tensor: Any, value: np.ndarray | ImageBytes, fill: str, image_format: str) -> memoryview | None:
+    """Fill ``tensor``; with ``fill="splice"`` leave ``tensor_content`` out and return the bytes it holds."""
     numbers = _dtype_numbers()
     strings = _strings(value, image_format)
     if strings is not None:
@@ -108,7 +115,7 @@ def _fill_tensor(tensor: Any, value: np.ndarray | ImageBytes, fill: str, image_f
         shape: tuple[int, ...] = (len(strings),) if isinstance(value, ImageBytes) else value.shape
         tensor.tensor_shape.dim.extend(tensor.tensor_shape.Dim(size=int(d)) for d in shape)
         tensor.string_val.extend(strings)
-        return
+        return None
     assert isinstance(value, np.ndarray)
     try:
         dtype_name, field = DTYPES[value.dtype.name]
@@ -116,15 +123,39 @@ def _fill_tensor(tensor: Any, value: np.ndarray | ImageBytes, fill: str, image_f
         raise TypeError(f"a gRPC body cannot carry {value.dtype} arrays (it writes {', '.join(DTYPES)})") from None
     tensor.dtype = numbers[dtype_name]
     tensor.tensor_shape.dim.extend(tensor.tensor_shape.Dim(size=int(d)) for d in value.shape)
-    if fill == "content":
-        # tobytes() in C order and native (little-endian on every platform TF Serving runs on).
-        tensor.tensor_content = value.tobytes()
+    if fill in ("content", "splice"):
+        # C order, little-endian: TensorFlow reads tensor_content as host memory, and every
+        # platform TF Serving runs on is little-endian.
+        little = np.ascontiguousarray(value.astype(value.dtype.newbyteorder("<"), copy=False))
+        if fill == "splice":
+            return memoryview(little).cast("B")
+        tensor.tensor_content = little.tobytes()
     elif value.dtype == np.float16:
         getattr(tensor, field).extend(value.view(np.uint16).ravel().tolist())
     else:
         # tolist(): upb's repeated fields take Python numbers; extending from an array converts
         # one element at a time and is several times slower.
         getattr(tensor, field).extend(value.ravel().tolist())
+    return None
+
+
+def _varint(value: int) -> bytes:
+    out = bytearray()
+    while True:
+        low, value = value & 0x7F, value >> 7
+        if not value:
+            out.append(low)
+            return bytes(out)
+        out.append(low | 0x80)
+
+
+def _length_delimited(field_number: int, length: int) -> bytes:
+    """The tag (wire type 2) and length prefix of a bytes/message field."""
+    return _varint(field_number << 3 | 2) + _varint(length)
+
+
+# Field numbers (predict.proto, tensor.proto; a map entry is {1: key, 2: value}).
+_INPUTS, _ENTRY_KEY, _ENTRY_VALUE, _TENSOR_CONTENT = 2, 1, 2, 4
 
 
 def request_body(batch: Batch, spec: ModelSpec, *, fill: str = "content", image_format: str = "PNG") -> bytes:
@@ -132,16 +163,34 @@ def request_body(batch: Batch, spec: ModelSpec, *, fill: str = "content", image_
     if fill not in FILLS:
         raise ValueError(f"fill must be one of {', '.join(FILLS)}, got {fill!r}")
     batch_size(batch)
-    request = protos().PredictRequest()
+    predict_pb2 = protos()
+    request = predict_pb2.PredictRequest()
     request.model_spec.name = spec.name
     if spec.version is not None:
         request.model_spec.version.value = spec.version
     if spec.signature_name:
         request.model_spec.signature_name = spec.signature_name
+    if fill == "typed":
+        for name, value in batch.items():
+            _fill_tensor(request.inputs[name], value, fill, image_format)
+        typed: bytes = request.SerializeToString()
+        return typed
+    parts: list[bytes | memoryview] = [request.SerializeToString()]  # the model_spec (field 1)
     for name, value in batch.items():
-        _fill_tensor(request.inputs[name], value, fill, image_format)
-    body: bytes = request.SerializeToString()
-    return body
+        tensor = predict_pb2.PredictRequest().inputs["x"]  # a TensorProto without importing tensor_pb2
+        content = _fill_tensor(tensor, value, "splice", image_format)
+        head = tensor.SerializeToString()
+        tail: list[bytes | memoryview] = []
+        tensor_len = len(head)
+        if content is not None and content.nbytes:  # proto3 leaves an empty bytes field out
+            prefix = _length_delimited(_TENSOR_CONTENT, content.nbytes)
+            tail = [prefix, content]
+            tensor_len += len(prefix) + content.nbytes
+        key = name.encode()
+        entry = [_length_delimited(_ENTRY_KEY, len(key)), key, _length_delimited(_ENTRY_VALUE, tensor_len)]
+        entry_len = sum(len(part) for part in entry) + tensor_len
+        parts += [_length_delimited(_INPUTS, entry_len), *entry, head, *tail]
+    return b"".join(parts)
 
 
 # --- client-side decoding: round-trip checks and responses ---------------------------------------

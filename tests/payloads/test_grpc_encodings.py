@@ -102,3 +102,29 @@ def test_pool_measures_grpc_encode_and_sizes_as_for_json() -> None:
         assert payload.payload_bytes == len(payload.body) > SOURCE.batch(4).nbytes
         assert payload.encode_us > 0
         assert payload.headers == {}
+
+
+def test_spliced_tensor_content_parses_to_what_the_official_serializer_writes() -> None:
+    batch = {
+        "examples": SOURCE.batch(2),
+        "scale": np.array([0.5, 2.0], np.float32),
+        "image_bytes": ImageBytes(SOURCE.batch(2)),
+    }
+    spec = grpc_bodies.ModelSpec("classifier", 2, "serving_default")
+    body = grpc_bodies.request_body(batch, spec, fill="content")
+    official = grpc_bodies.protos().PredictRequest()
+    official.model_spec.name, official.model_spec.signature_name = "classifier", "serving_default"
+    official.model_spec.version.value = 2
+    for name in ("examples", "scale"):
+        tensor = official.inputs[name]
+        value = batch[name]
+        assert isinstance(value, np.ndarray)
+        tensor.dtype = 4 if value.dtype == np.uint8 else 1
+        tensor.tensor_shape.dim.extend(tensor.tensor_shape.Dim(size=d) for d in value.shape)
+        tensor.tensor_content = value.tobytes()
+    strings = official.inputs["image_bytes"]
+    strings.dtype = 7
+    strings.tensor_shape.dim.add(size=2)
+    strings.string_val.extend(ImageBytes(SOURCE.batch(2)).encoded("PNG"))
+    assert grpc_bodies.protos().PredictRequest.FromString(body) == official
+    assert len(body) == len(official.SerializeToString())
