@@ -52,6 +52,7 @@ class RunningServer:
     url: str
     process: subprocess.Popen[bytes]
     log_path: Path
+    grpc_target: str = ""  # HOST:PORT of its gRPC front end (the grpc-* encodings go there)
 
 
 def wait_until_available(
@@ -81,12 +82,12 @@ def embedded_server(
 
     ``extra_args``: more serve flags (``tfsbench tune`` passes each configuration's batching).
     """
-    port = free_port()
+    port, grpc_port = free_port(), free_port()
     monitoring = workdir / "monitoring.config"
     monitoring.write_text(monitoring_config_text())
     log_path = workdir / "server.log"
     cmd = [
-        sys.executable, "-m", "bench", "serve", "--port", "0", "--rest_api_port", str(port),
+        sys.executable, "-m", "bench", "serve", "--port", str(grpc_port), "--rest_api_port", str(port),
         "--rest_api_host", "127.0.0.1",
         "--model_name", model_name, "--model_base_path", str(model_base_path.resolve()),
         "--monitoring_config_file", str(monitoring), *extra_args,
@@ -96,7 +97,7 @@ def embedded_server(
     url = f"http://127.0.0.1:{port}"
     try:
         wait_until_available(url, process, SERVER_START_TIMEOUT_S, log_path, model_name)
-        yield RunningServer(url, process, log_path)
+        yield RunningServer(url, process, log_path, f"127.0.0.1:{grpc_port}")
     finally:
         if process.poll() is None:
             process.terminate()
@@ -130,7 +131,8 @@ def run_demo(args: argparse.Namespace) -> int:
                 f"[demo] sweep: {n} cells, each {config.requests} requests or {config.duration_s:g} s, "
                 f"{config.users} users (closed model) ..."
             )
-            run_dir = run_sweep_config(SweepConfig(**{**config.__dict__, "host": server.url}), args.out)
+            served = {"host": server.url, "grpc_target": server.grpc_target}
+            run_dir = run_sweep_config(SweepConfig(**{**config.__dict__, **served}), args.out)
         print("[demo] server stopped")
     result = build_report(run_dir)
     print(f"[demo] done in {time.monotonic() - t0:.0f} s")
