@@ -25,17 +25,38 @@ from reports.page import CSS, img_tag
 RATIO_COLUMNS = ("p50_ms", "p99_ms", "images_per_s", "rps", "payload_bytes_mean", "encode_us_mean")
 
 
+def _cells(d: RunData) -> set[tuple[int, str]]:
+    return set(zip(d.summary["batch"], d.summary["encoding"], strict=True))
+
+
+def by_batch(a: RunData, b: RunData) -> bool:
+    """Whether the runs pair up by batch size alone: no (batch, encoding) cell in common, and each
+    run has one encoding per batch size (e.g. a REST row-orjson sweep against a gRPC
+    grpc-tensor-content one: the same load, another protocol)."""
+    if _cells(a) & _cells(b):
+        return False
+    return all(d.summary.groupby("batch")["encoding"].nunique().max() == 1 for d in (a, b) if not d.summary.empty)
+
+
 def comparison_table(a: RunData, b: RunData) -> pd.DataFrame:
-    """One row per (batch, encoding) present in both runs: A, B and B/A for each ratio column."""
-    keys = ["batch", "encoding"]
-    cols = [*keys, "cell", *RATIO_COLUMNS, "saturated", "requests"]
+    """One row per (batch, encoding) present in both runs: A, B and B/A for each ratio column.
+
+    Runs with no cell in common that each send one encoding per batch size (:func:`by_batch`)
+    pair up by batch size; the row's cell then names both encodings (``b16 row-orjson -> grpc-tensor-content``).
+    """
+    keys = ["batch"] if by_batch(a, b) else ["batch", "encoding"]
+    cols = [*dict.fromkeys([*keys, "encoding", "protocol", "cell", *RATIO_COLUMNS, "saturated", "requests"])]
     left = a.summary[[c for c in cols if c in a.summary]]
     right = b.summary[[c for c in cols if c in b.summary]]
     merged = left.merge(right, on=keys, suffixes=("_a", "_b"), how="inner")
     if merged.empty:
         raise ResultsError(f"runs {a.run.run_id} and {b.run.run_id} have no (batch, encoding) cell in common")
     out = merged[keys].copy()
-    out["cell"] = merged["cell_a"]
+    if keys == ["batch"]:
+        out["encoding"] = merged["encoding_a"] + " -> " + merged["encoding_b"]
+        out["cell"] = "b" + merged["batch"].astype(str) + " " + out["encoding"]
+    else:
+        out["cell"] = merged["cell_a"]
     for col in RATIO_COLUMNS:
         out[f"{col}_a"] = merged[f"{col}_a"]
         out[f"{col}_b"] = merged[f"{col}_b"]
@@ -63,9 +84,13 @@ def warnings_for(a: RunData, b: RunData, per_cell: bool = True) -> list[str]:
             notes.append(f"run {label} has client-saturated cells: {', '.join(sat['cell'].astype(str))}")
     if not per_cell:
         return notes
-    only_a = set(zip(a.summary["batch"], a.summary["encoding"], strict=True)) - set(
-        zip(b.summary["batch"], b.summary["encoding"], strict=True)
-    )
+    if by_batch(a, b):
+        protocols = [", ".join(sorted(set(d.summary.get("protocol", pd.Series(["rest"])).astype(str)))) for d in (a, b)]
+        notes.append(
+            f"no (batch, encoding) cell in common: cells paired by batch size (A {protocols[0]}, B {protocols[1]})"
+        )
+        return notes
+    only_a = _cells(a) - _cells(b)
     if only_a:
         notes.append(f"{len(only_a)} cell(s) of A are missing from B")
     return notes

@@ -128,7 +128,7 @@ def _fill_tensor(tensor: Any, value: np.ndarray | ImageBytes, fill: str, image_f
         # platform TF Serving runs on is little-endian.
         little = np.ascontiguousarray(value.astype(value.dtype.newbyteorder("<"), copy=False))
         if fill == "splice":
-            return memoryview(little).cast("B")
+            return little.data.cast("B")
         tensor.tensor_content = little.tobytes()
     elif value.dtype == np.float16:
         getattr(tensor, field).extend(value.view(np.uint16).ravel().tolist())

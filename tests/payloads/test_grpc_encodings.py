@@ -105,7 +105,7 @@ def test_pool_measures_grpc_encode_and_sizes_as_for_json() -> None:
 
 
 def test_spliced_tensor_content_parses_to_what_the_official_serializer_writes() -> None:
-    batch = {
+    batch: dict[str, np.ndarray | ImageBytes] = {
         "examples": SOURCE.batch(2),
         "scale": np.array([0.5, 2.0], np.float32),
         "image_bytes": ImageBytes(SOURCE.batch(2)),
