@@ -96,9 +96,39 @@ def _bytes_formatter(v: float, _pos: int | None = None) -> str:
     return f"{v:g} B"
 
 
+PROTOCOL_LABELS = {"rest": "REST", "grpc": "gRPC"}
+# REST solid with circles, gRPC dashed with squares: the two protocols read apart at a glance
+# whatever the colours, and one figure shows both.
+PROTOCOL_STYLES: dict[str, dict[str, Any]] = {"rest": {"marker": "o"}, "grpc": {"marker": "s", "linestyle": "--"}}
+
+
+def protocol_of(group: pd.DataFrame) -> str:
+    """A summary group's protocol (runs from before the column: rest)."""
+    return str(group["protocol"].iloc[0]) if "protocol" in group and len(group) else "rest"
+
+
 def _per_encoding(summary: pd.DataFrame):
-    for enc, group in summary.groupby("encoding", sort=True):
-        yield str(enc), group.sort_values("batch")
+    """(encoding, its rows by batch), REST encodings first, then gRPC, so the legend groups them."""
+    groups = [(str(enc), group.sort_values("batch")) for enc, group in summary.groupby("encoding", sort=True)]
+    order = list(PROTOCOL_LABELS)
+    groups.sort(key=lambda item: (order.index(p) if (p := protocol_of(item[1])) in order else len(order), item[0]))
+    yield from groups
+
+
+def series_label(enc: str, group: pd.DataFrame, suffix: str = "") -> str:
+    """``REST row-orjson`` / ``gRPC grpc-tensor-content``: the legend names the protocol."""
+    protocol = protocol_of(group)
+    return f"{PROTOCOL_LABELS.get(protocol, protocol)} {enc}{suffix}"
+
+
+def series_style(group: pd.DataFrame) -> dict[str, Any]:
+    return dict(PROTOCOL_STYLES.get(protocol_of(group), PROTOCOL_STYLES["rest"]))
+
+
+def summary_protocols(summary: pd.DataFrame) -> list[str]:
+    """The protocols of a summary's cells, REST first."""
+    found = set(summary["protocol"].astype(str)) if "protocol" in summary else {"rest"}
+    return [p for p in PROTOCOL_LABELS if p in found] + sorted(found - set(PROTOCOL_LABELS))
 
 
 def _mark_saturated(ax, group: pd.DataFrame, x: str, y: str | pd.Series) -> None:
@@ -151,7 +181,7 @@ def fig_latency_percentiles(summary: pd.DataFrame) -> Figure:
     any_open = False
     for ax, pct in zip(axes, ("p50", "p95", "p99"), strict=True):
         for enc, g in _per_encoding(summary):
-            ax.plot(g["batch"], g[f"{pct}_ms"], marker="o", color=colors[enc], label=enc)
+            ax.plot(g["batch"], g[f"{pct}_ms"], color=colors[enc], label=series_label(enc, g), **series_style(g))
             if f"{pct}_ci_low_ms" in g:
                 any_open |= ci_error_bars(
                     ax, g["batch"], g[f"{pct}_ms"], g[f"{pct}_ci_low_ms"], g[f"{pct}_ci_high_ms"], colors[enc],
@@ -178,7 +208,8 @@ def fig_latency_vs_payload(summary: pd.DataFrame) -> Figure:
     fig, ax = plt.subplots(figsize=(9, 5), dpi=DPI)
     colors = encoding_colors(list(summary["encoding"].unique()))
     for i, (enc, g) in enumerate(_per_encoding(summary)):
-        ax.plot(g["payload_bytes_mean"], g["p50_ms"], marker="o", color=colors[enc], label=f"{enc} p50")
+        style = series_style(g)
+        ax.plot(g["payload_bytes_mean"], g["p50_ms"], color=colors[enc], label=series_label(enc, g, " p50"), **style)
         ax.plot(g["payload_bytes_mean"], g["p99_ms"], marker="^", linestyle=":", color=colors[enc], alpha=0.7)
         _mark_saturated(ax, g, "payload_bytes_mean", "p50_ms")
         for _, row in g.iterrows():
@@ -194,7 +225,10 @@ def fig_latency_vs_payload(summary: pd.DataFrame) -> Figure:
     bytes_axis(ax, summary["payload_bytes_mean"])
     value_axis(ax, pd.concat([summary["p50_ms"], summary["p99_ms"]]), "latency (ms)")
     ax.margins(x=0.08)  # room for the batch labels of the outermost points
-    ax.set_title("Latency vs payload size (points labelled with batch size)")
+    title = "Latency vs payload size (points labelled with batch size)"
+    if summary_protocols(summary) == ["rest", "grpc"]:
+        title += ": REST solid circles, gRPC dashed squares"
+    ax.set_title(title)
     ax.grid(True, which="major", alpha=0.3)
     _legend(ax, bool(summary["saturated"].any()))
     fig.tight_layout()
@@ -209,7 +243,7 @@ def fig_throughput(summary: pd.DataFrame) -> Figure:
         (axes[1], "rps", "throughput (requests/s)"),
     ):
         for enc, g in _per_encoding(summary):
-            ax.plot(g["batch"], g[col], marker="o", color=colors[enc], label=enc)
+            ax.plot(g["batch"], g[col], color=colors[enc], label=series_label(enc, g), **series_style(g))
             _mark_saturated(ax, g, "batch", col)
         batch_axis(ax, list(summary["batch"]))
         ax.set_ylabel(label)
@@ -217,7 +251,8 @@ def fig_throughput(summary: pd.DataFrame) -> Figure:
     axes[0].set_title("Images per second")
     axes[1].set_title("Requests per second")
     _legend(axes[0], bool(summary["saturated"].any()))
-    fig.suptitle("Throughput vs batch size (images/s from successful requests; requests/s from all)")
+    both = "REST solid, gRPC dashed; " if summary_protocols(summary) == ["rest", "grpc"] else ""
+    fig.suptitle(f"Throughput vs batch size ({both}images/s from successful requests; requests/s from all)")
     fig.tight_layout()
     return fig
 
@@ -428,7 +463,8 @@ FIGURES: tuple[tuple[str, str, str, FigureFn], ...] = (
         "latency_vs_payload_bytes",
         "Latency vs payload bytes",
         "Median (solid) and p99 (dotted) latency against the request body size; a JSON encoding that "
-        "grows the body faster pays for it here.",
+        "grows the body faster pays for it here. gRPC encodings (dashed, squares) send a serialized "
+        "PredictRequest: raw bytes for grpc-tensor-content, about a quarter of row-orjson's body.",
         lambda d: fig_latency_vs_payload(d.summary),
     ),
     (

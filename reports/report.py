@@ -35,6 +35,7 @@ SUMMARY_DISPLAY: tuple[tuple[str, str, str], ...] = (
     ("cell", "cell", "s"),
     ("batch", "batch", "d"),
     ("encoding", "encoding", "s"),
+    ("protocol", "protocol", "s"),
     ("trust", "trust", "s"),
     ("requests", "requests", "d"),
     ("errors", "errors", "d"),

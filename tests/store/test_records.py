@@ -104,6 +104,23 @@ def test_reads_files_without_the_extra_columns(tmp_path: Path) -> None:
     assert list(frame.columns) == list(ALL_COLUMNS)
 
 
+def test_records_from_before_the_protocol_column_are_rest(tmp_path: Path) -> None:
+    path = tmp_path / "before-grpc.csv"
+    rows = [_record(i, lag_cause="idle").to_row()[: len(ALL_COLUMNS) - 1] for i in range(3)]
+    path.write_text("\n".join(",".join(r) for r in [list(ALL_COLUMNS[:-1]), *rows]) + "\n")
+    frame = read_records(path)
+    assert frame["protocol"].tolist() == ["rest"] * 3
+    assert RequestRecord.from_row(dict(zip(ALL_COLUMNS[:-1], rows[0], strict=True))).protocol == "rest"
+    assert set(summarize(frame)["protocol"]) == {"rest"}
+    # Merged with a file that has the column, each row keeps what it was.
+    grpc = tmp_path / "grpc.csv"
+    with RecordWriter(grpc) as writer:
+        writer.write(_record(9, protocol="grpc", encoding="grpc-tensor-content"))
+    merged = tmp_path / "merged.csv"
+    assert merge_records([path, grpc], merged) == 4
+    assert read_records(merged)["protocol"].tolist() == ["rest", "rest", "rest", "grpc"]
+
+
 def test_merge_keeps_every_row_sorted(tmp_path: Path) -> None:
     parts = []
     for p in range(3):
