@@ -464,7 +464,9 @@ def run_capacity_config(config: CapacityConfig, out: Path) -> tuple[Path, list[C
     if grpc_target:
         target["grpc_target"] = grpc_target
     inputs = replace(config.inputs, images=config.images)
-    plans, signature = prepare_inputs(client, config.encodings, config.batch_sizes, inputs, config.signature_name)
+    plans, signature = prepare_inputs(
+        client, config.encodings, config.batch_sizes, inputs, config.signature_name, grpc_target
+    )
     run_dir = runs.new_run_dir(out)
     config = replace(config, input_plan=save_plans(run_dir, plans))
     run = CapacityRun(config, run_dir)

@@ -55,7 +55,7 @@ STOP_GRACE_S = 20.0
 MAX_FAILED_SHARE = 0.02
 # --requests N without --duration: the cell still ends after this long (seconds).
 REQUESTS_TIME_CAP_S = 600.0
-# Before a sweep with grpc-* encodings: how long its gRPC target may take to serve the model.
+# Before a sweep with grpc-* encodings: how long its gRPC target may take to answer its status.
 GRPC_READY_S = 10.0
 
 
@@ -179,7 +179,8 @@ def check_grpc_target(config: SweepConfig) -> str | None:
         return None
     with TFServingGrpcClient(config.grpc_address, config.model_name, config.model_version) as client:
         try:
-            client.wait_until_available(timeout_s=GRPC_READY_S)
+            if client.available_version(client.status(GRPC_READY_S)) is None:
+                raise ServerError(f"model '{config.model_name}' at {client.base_url} has no AVAILABLE version")
         except ServerError as exc:
             raise ServerError(f"{exc} (the grpc-* encodings go to --grpc-target)") from None
     return config.grpc_address

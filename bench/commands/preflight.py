@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.errors import ConfigError, PredictError, ServerError
+from bench.payloads.encodings import Encoding
 from bench.payloads.input_plan import InputBatches, InputOptions
 from bench.payloads.tensors import value_bytes
 from bench.scenario.signature_inputs import (
@@ -25,6 +26,7 @@ from bench.scenario.signature_inputs import (
     write_plan_file,
 )
 from bench.target.client import TFServingClient
+from bench.target.grpc_client import TFServingGrpcClient
 
 
 def input_options_from_args(args: argparse.Namespace) -> InputOptions:
@@ -39,37 +41,58 @@ def input_options_from_args(args: argparse.Namespace) -> InputOptions:
     )
 
 
-def preflight(client: TFServingClient, plans: dict[str, EncodingPlan], batch: int) -> dict[str, dict[str, Any]]:
+def preflight(
+    client: TFServingClient, plans: dict[str, EncodingPlan], batch: int, grpc_target: str | None = None
+) -> dict[str, dict[str, Any]]:
     """One request per encoding, checked; ConfigError with the server's text on the first failure.
 
-    Returns per encoding what the check saw (body bytes, raw value bytes, outputs).
+    gRPC encodings go to ``grpc_target`` (``HOST:PORT``). Returns per encoding what the check saw
+    (body bytes, raw value bytes, outputs).
     """
     seen: dict[str, dict[str, Any]] = {}
-    for name, planned in plans.items():
-        encoding, plan = planned.encoding, planned.plan
-        shown = plan.signature_name or "serving_default"
-        values = InputBatches(plan).batch(batch)
-        body = encoding.encode(values)
-        try:
-            response = client.predict(body, encoding.headers(), signature_name=plan.signature_name)
-        except PredictError as exc:
-            text = " ".join(str(exc).split())  # TensorFlow's messages span lines; the error is one
-            raise ConfigError(
-                f"preflight: {name} batch {batch} to signature '{shown}' answered {text}; nothing was measured"
-            ) from None
-        try:
-            client.check_response(response, batch, plan.signature_name)
-        except ServerError as exc:  # a 200 whose predictions do not match the request or the metadata
-            raise ConfigError(f"preflight: {name} batch {batch} to signature '{shown}': {exc}") from None
-        outputs = response.get("predictions", response.get("outputs"))
-        seen[name] = {
-            "batch": batch,
-            "payload_bytes": len(body),
-            "value_bytes": value_bytes(values),
-            "answered": "predictions" if "predictions" in response else "outputs",
-            "rows": len(outputs) if isinstance(outputs, list) else None,
-        }
+    grpc_client: TFServingClient | None = None
+    try:
+        for name, planned in plans.items():
+            encoding = planned.encoding
+            sender = client
+            if encoding.protocol == "grpc":
+                if grpc_target is None:
+                    raise ConfigError(f"--encodings {name} speaks gRPC: give --grpc-target HOST:PORT")
+                grpc_client = grpc_client or TFServingGrpcClient(grpc_target, client.model_name, client.version)
+                sender, encoding = grpc_client, encoding.with_model(client.model_name, client.version)
+            seen[name] = _check_one(sender, name, encoding, planned, batch)
+    finally:
+        if grpc_client is not None:
+            grpc_client.close()
     return seen
+
+
+def _check_one(
+    client: TFServingClient, name: str, encoding: Encoding, planned: EncodingPlan, batch: int
+) -> dict[str, Any]:
+    plan = planned.plan
+    shown = plan.signature_name or "serving_default"
+    values = InputBatches(plan).batch(batch)
+    body = encoding.encode(values)
+    try:
+        response = client.predict(body, encoding.headers(), signature_name=plan.signature_name)
+    except PredictError as exc:
+        text = " ".join(str(exc).split())  # TensorFlow's messages span lines; the error is one
+        raise ConfigError(
+            f"preflight: {name} batch {batch} to signature '{shown}' answered {text}; nothing was measured"
+        ) from None
+    try:
+        client.check_response(response, batch, plan.signature_name)
+    except ServerError as exc:  # a 200 whose predictions do not match the request or the metadata
+        raise ConfigError(f"preflight: {name} batch {batch} to signature '{shown}': {exc}") from None
+    outputs = response.get("predictions", response.get("outputs"))
+    return {
+        "batch": batch,
+        "payload_bytes": len(body),
+        "value_bytes": value_bytes(values),
+        "answered": "predictions" if "predictions" in response else "outputs",
+        "rows": len(outputs) if isinstance(outputs, list) else None,
+    }
 
 
 def prepare_inputs(
@@ -78,11 +101,15 @@ def prepare_inputs(
     batch_sizes: tuple[int, ...],
     options: InputOptions,
     signature_name: str = "",
+    grpc_target: str | None = None,
 ) -> tuple[dict[str, EncodingPlan], dict[str, Any]]:
-    """Resolve every encoding's signature and plan, preflight them; returns (plans, meta.json's ``signature``)."""
+    """Resolve every encoding's signature and plan, preflight them; returns (plans, meta.json's ``signature``).
+
+    The signatures come from ``client``'s (REST) metadata; gRPC encodings' checks go to ``grpc_target``.
+    """
     plans = resolve_plans(client, encodings, options, signature_name)
     check_batch_sizes(plans, batch_sizes)
-    checks = preflight(client, plans, min(batch_sizes))
+    checks = preflight(client, plans, min(batch_sizes), grpc_target)
     meta = {
         "by_encoding": {
             name: {

@@ -140,7 +140,9 @@ def run_sweep_config(config: SweepConfig, out: Path, extra_meta: dict[str, Any] 
     if grpc_target:
         target["grpc_target"] = grpc_target
     inputs = replace(config.inputs, images=config.images)
-    plans, signature = prepare_inputs(client, config.encodings, config.batch_sizes, inputs, config.signature_name)
+    plans, signature = prepare_inputs(
+        client, config.encodings, config.batch_sizes, inputs, config.signature_name, grpc_target
+    )
     run_dir = runs.new_run_dir(out)
     config = replace(config, input_plan=save_plans(run_dir, plans))
     cells = [CellResult(runs.cell_name(b, e), b, e) for e in config.encodings for b in config.batch_sizes]

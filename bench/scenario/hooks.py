@@ -68,14 +68,15 @@ def on_init(environment: Any) -> None:
 
 
 def _load_grpc_protos(options: Any) -> None:
-    """With grpc-* encodings, load the protos (and TensorFlow: seconds) now, before ``--run-time``
-    starts counting, instead of inside the test start that builds the payload pools."""
+    """With grpc-* encodings, load the protos now, before ``--run-time`` starts counting, instead of
+    inside the test start that builds the payload pools; without TensorFlow, which a load
+    generator never runs (``bench.payloads.grpc_bodies``)."""
     try:
         protocols = config_from_options(options).protocols
     except BenchError:
         return  # reported where the options are checked
     if "grpc" in protocols:
-        grpc_bodies.protos()
+        grpc_bodies.load_protos_without_tensorflow()
 
 
 def on_test_start(environment: Any) -> None:

@@ -109,6 +109,9 @@ class TFServingGrpcClient(TFServingClient):
     def close(self) -> None:
         self._channel.close()
 
+    def __enter__(self) -> TFServingGrpcClient:
+        return self
+
     def _model_spec(self, message: Any) -> None:
         message.name = self.model_name
         if self.version is not None:
