@@ -15,7 +15,7 @@ from typing import Any
 
 from bench.commands.preflight import input_options_from_args
 from bench.errors import ConfigError
-from bench.payloads.encodings import ENCODINGS
+from bench.payloads.encodings import ENCODINGS, PROTOCOLS, protocol_of
 from bench.payloads.input_plan import InputBatches, InputOptions, plan_inputs
 from bench.payloads.specs import InputSpec
 from bench.payloads.tensors import numpy_name
@@ -106,7 +106,10 @@ def format_inspection(doc: dict[str, Any]) -> str:
         width = max(len(t["name"]) for _, t in tensors) if tensors else 0
         for kind, t in tensors:
             lines.append(f"  {kind:6} {t['name']:<{width}}  {t['dtype']:<8} {t['shape']}")
-        lines.append(f"  encodings: {', '.join(sig['encodings']) or 'none'}")
+        by_protocol = {p: [e for e in sig["encodings"] if protocol_of(e) == p] for p in PROTOCOLS}
+        for protocol, names in by_protocol.items():
+            if names or protocol == "rest":
+                lines.append(f"  encodings ({protocol}): {', '.join(names) or 'none'}")
         reasons = sorted(set(sig["refused"].values()))
         for reason in reasons[:3]:
             names = ", ".join(e for e, r in sig["refused"].items() if r == reason)

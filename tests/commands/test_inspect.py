@@ -20,7 +20,8 @@ def test_inspect_json_lists_signatures_encodings_and_bytes(embedded_server, caps
     assert {"name": "probabilities", "dtype": "float32", "shape": "[-1,10]"} in default["outputs"]
     assert "row-fast" in default["encodings"]
     assert "b64-png" not in default["encodings"]
-    assert by_bytes["encodings"] == ["b64-png", "b64-jpeg"]
+    assert by_bytes["encodings"] == ["b64-png", "b64-jpeg", "grpc-bytes-png", "grpc-bytes-jpeg"]
+    assert "grpc-tensor-content" in default["encodings"]
     images = SyntheticImages(128, 128)
     for batch in (1, 16, 64):
         want = len(get_encoding("row-orjson").encode(images.batch(batch)))

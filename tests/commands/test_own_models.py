@@ -152,7 +152,8 @@ def test_a_bytes_only_model(bytes_url: str, tmp_path: Path) -> None:
     assert proc.returncode == 2
     assert proc.stderr.strip() == (
         "tfsbench sweep: error: --encodings row-orjson cannot send signature 'serving_default': input "
-        "'image_bytes' is a string (bytes): only the b64 encodings send it (encodings that apply: b64-png, b64-jpeg)"
+        "'image_bytes' is a string (bytes): only the b64 encodings send it (encodings that apply: b64-png, b64-jpeg, "
+        "grpc-bytes-png, grpc-bytes-jpeg)"
     )
 
 
