@@ -32,6 +32,7 @@ from bench.api_names import DEFAULT_SIGNATURE
 from bench.payloads.specs import InputSpec, short_dtype
 from bench.serving.kernel_guard import ConvolutionRankGuard
 from bench.serving.status import CODE_NAMES, ServingError, invalid_argument
+from bench.tensorflow_import import import_tensorflow
 
 __all__ = ["PREDICT_METHOD", "LoadedVersion", "SessionCall", "Signature"]
 
@@ -71,8 +72,8 @@ class LoadedVersion:
     """A loaded SavedModel version: its ``serve`` MetaGraph, session, signatures and metadata JSON."""
 
     def __init__(self, name: str, version: int, path: Path, tags: Sequence[str] = (SERVE_TAG,)) -> None:
-        # lazy: TensorFlow (seconds and hundreds of MB) only in a process that loads a model
-        import tensorflow as tf
+        tf = import_tensorflow()  # seconds and hundreds of MB, only in a process that loads a model
+        # lazy: TensorFlow is loaded by now
         from google.protobuf import json_format
         from tensorflow.core.framework import types_pb2
         from tensorflow.python.saved_model import loader_impl
