@@ -50,7 +50,7 @@ ALLOWED: dict[str, set[str]] = {
 }
 # What a function may import lazily: what would load TensorFlow, Locust or gevent into a process
 # that does not need them.
-LAZY_ALLOWED = re.compile(r"^(tensorflow|google\.protobuf|locust|gevent|export\.network)(\.|$)")
+LAZY_ALLOWED = re.compile(r"^(tensorflow|tensorflow_serving|google\.protobuf|locust|gevent|export\.network)(\.|$)")
 MAX_TOP_LEVEL_MODULES = 8
 MAX_LINES = 600
 

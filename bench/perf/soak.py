@@ -222,7 +222,7 @@ def build_probes(max_body_bytes: int) -> dict[str, Probe]:
 def _start_server(base: Path, max_body_bytes: int, threads: int) -> tuple[subprocess.Popen[str], int]:
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
     argv = [
-        sys.executable, "-m", "bench", "serve", "--rest_api_port", "0", "--model_name", MODEL,
+        sys.executable, "-m", "bench", "serve", "--port", "0", "--rest_api_port", "0", "--model_name", MODEL,
         "--model_base_path", str(base.resolve()), f"--rest_api_max_body_bytes={max_body_bytes}",
         f"--rest_api_num_threads={threads}",
     ]  # fmt: skip

@@ -59,7 +59,23 @@ def _add_bool(parser: argparse.ArgumentParser, name: str, help: str) -> None:
 def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
     """``tfsbench serve``'s flags, on ``parser``."""
     parser.add_argument(
-        "--port", type=argtypes.port, default=GRPC_PORT, metavar="PORT", help="gRPC port (not served; default 8500)"
+        "--port",
+        type=argtypes.port,
+        default=GRPC_PORT,
+        metavar="PORT",
+        help="gRPC port (default 8500; 0 picks a free one)",
+    )
+    parser.add_argument(
+        "--grpc_max_threads",
+        type=argtypes.positive_int,
+        default=None,
+        metavar="N",
+        help="gRPC worker threads (default 4 x CPUs)",
+    )
+    _add_bool(
+        parser,
+        "--enable_serialization_as_tensor_content",
+        "gRPC Predict outputs as tensor_content instead of typed fields (default false)",
     )
     parser.add_argument(
         "--rest_api_port",

@@ -14,7 +14,7 @@ from typing import Any
 from bench.errors import ConfigError
 from bench.serving.text_proto import parse_text_proto
 
-__all__ = ["ModelConfig", "parse_model_server_config"]
+__all__ = ["ModelConfig", "parse_model_server_config", "parse_model_server_config_text"]
 
 
 @dataclass(frozen=True)
@@ -34,25 +34,30 @@ def parse_model_server_config(path: Path) -> list[ModelConfig]:
         text = Path(path).read_text()
     except OSError as exc:
         raise ConfigError(f"--model_config_file {path}: {exc.strerror}") from exc
-    message = parse_text_proto(
-        text, f"--model_config_file {path}: Error parsing text-format tensorflow.serving.ModelServerConfig"
-    )
+    return parse_model_server_config_text(text, f"--model_config_file {path}")
+
+
+def parse_model_server_config_text(text: str, where: str) -> list[ModelConfig]:
+    """A text-format ``ModelServerConfig`` (``where`` starts each error: the file, or the gRPC
+    ``HandleReloadConfigRequest`` whose config arrives as a message and is printed as text)."""
+    path = where  # what the messages below name
+    message = parse_text_proto(text, f"{where}: Error parsing text-format tensorflow.serving.ModelServerConfig")
     lists = message.get("model_config_list", [])
     if not lists:
-        raise ConfigError(f"--model_config_file {path}: no model_config_list")
+        raise ConfigError(f"{path}: no model_config_list")
     configs = []
     for entry in (c for lst in lists for c in lst.get("config", [])):
         name = _single(entry, "name", path)
         base = _single(entry, "base_path", path)
         platform = entry.get("model_platform", ["tensorflow"])[0]
         if platform != "tensorflow":
-            raise ConfigError(f"--model_config_file {path}: model {name}: unsupported model_platform {platform!r}")
+            raise ConfigError(f"{path}: model {name}: unsupported model_platform {platform!r}")
         policy: tuple[str, object] = ("latest", 1)
         for pol in entry.get("model_version_policy", []):
             if "specific" in pol:
                 versions = tuple(int(v) for v in pol["specific"][0].get("versions", []))
                 if not versions:
-                    raise ConfigError(f"--model_config_file {path}: model {name}: specific policy lists no versions")
+                    raise ConfigError(f"{path}: model {name}: specific policy lists no versions")
                 policy = ("specific", versions)
             elif "all" in pol:
                 policy = ("all", 0)
@@ -62,19 +67,19 @@ def parse_model_server_config(path: Path) -> list[ModelConfig]:
         for label in entry.get("version_labels", []):
             key, value = label.get("key", [None])[0], label.get("value", [None])[0]
             if not isinstance(key, str) or not isinstance(value, int):
-                raise ConfigError(f"--model_config_file {path}: model {name}: version_labels needs key and value")
+                raise ConfigError(f"{path}: model {name}: version_labels needs key and value")
             labels[key] = value
         configs.append(ModelConfig(str(name), Path(str(base)), policy, labels))
     if not configs:
-        raise ConfigError(f"--model_config_file {path}: model_config_list has no config entries")
+        raise ConfigError(f"{path}: model_config_list has no config entries")
     names = [c.name for c in configs]
     if len(set(names)) != len(names):
-        raise ConfigError(f"--model_config_file {path}: duplicate model names")
+        raise ConfigError(f"{path}: duplicate model names")
     return configs
 
 
-def _single(entry: dict[str, Any], key: str, path: Path) -> object:
+def _single(entry: dict[str, Any], key: str, path: str) -> object:
     values = entry.get(key)
     if not values:
-        raise ConfigError(f"--model_config_file {path}: a config entry has no {key}")
+        raise ConfigError(f"{path}: a config entry has no {key}")
     return values[0]

@@ -34,7 +34,7 @@ from bench.serving.kernel_guard import ConvolutionRankGuard
 from bench.serving.status import CODE_NAMES, ServingError, invalid_argument
 from bench.tensorflow_import import import_tensorflow
 
-__all__ = ["PREDICT_METHOD", "LoadedVersion", "SessionCall", "Signature"]
+__all__ = ["CLASSIFY_METHOD", "PREDICT_METHOD", "LoadedVersion", "SessionCall", "Signature"]
 
 SERVE_TAG = "serve"
 PREDICT_METHOD = "tensorflow/serving/predict"
@@ -151,15 +151,11 @@ class LoadedVersion:
 
     # -- predict (predict_util.cc) ------------------------------------------------------------------
 
-    def predict_call(
-        self,
-        signature_name: str,
-        tensors: Mapping[str, np.ndarray],
-        output_filter: Sequence[str] = (),
-        *,
-        method_name_check: bool = False,
-    ) -> SessionCall:
-        """``PreProcessPrediction``: the session call a predict request means, or its error."""
+    def predict_signature(
+        self, signature_name: str, aliases: Sequence[str] | Mapping[str, object], *, method_name_check: bool = False
+    ) -> Signature:
+        """``RunPredict`` up to ``VerifyRequestInputsSize``: the signature a predict request names
+        (``aliases``: its input aliases), or the first error of the reference's check order."""
         name = signature_name or DEFAULT_SIGNATURE
         signature = self.signatures.get(name)
         if signature is None:
@@ -171,14 +167,27 @@ class LoadedVersion:
                 f"{REGRESS_METHOD}}}. Was: {signature.method_name}",
             )
         expected = signature.input_tensors
-        if len(tensors) > len(expected) or (len(tensors) < len(expected) and not signature.defaults):
-            extra = sorted(set(tensors) - set(expected))
-            missing = sorted(set(expected) - set(tensors))
+        if len(aliases) > len(expected) or (len(aliases) < len(expected) and not signature.defaults):
+            extra = sorted(set(aliases) - set(expected))
+            missing = sorted(set(expected) - set(aliases))
             raise invalid_argument(
-                f"input size does not match signature: {len(tensors)}!={len(expected)} "
-                f"len({{{_sorted_keys(tensors)}}}) != len({{{_sorted_keys(expected)}}}). "
+                f"input size does not match signature: {len(aliases)}!={len(expected)} "
+                f"len({{{_sorted_keys(aliases)}}}) != len({{{_sorted_keys(expected)}}}). "
                 f"Sent extra: {{{','.join(extra)}}}. Missing but required: {{{','.join(missing)}}}."
             )
+        return signature
+
+    def predict_call(
+        self,
+        signature_name: str,
+        tensors: Mapping[str, np.ndarray],
+        output_filter: Sequence[str] = (),
+        *,
+        method_name_check: bool = False,
+    ) -> SessionCall:
+        """``PreProcessPrediction``: the session call a predict request means, or its error."""
+        signature = self.predict_signature(signature_name, tensors, method_name_check=method_name_check)
+        expected = signature.input_tensors
         for alias in tensors:
             if alias not in expected:
                 raise invalid_argument(

@@ -2,8 +2,10 @@
 
 One process, as ``tensorflow_model_server``: a model store (loading, polling, labels), the predict
 core (lookup, run with deadline, batching, metrics) and front ends over it; REST is the HTTP front
-end (``bench.serving.http``) calling the REST API (``bench.serving.rest_api``). Request processing
-is bounded by ``--rest_api_num_threads``; model runs release the GIL inside TensorFlow, so
+end (``bench.serving.http``) calling the REST API (``bench.serving.rest_api``), gRPC the
+PredictionService and ModelService (``bench.serving.grpc_api``) on ``--port``; both share the
+store, the core's batching and its metrics. Request processing is bounded by
+``--rest_api_num_threads`` (REST) and ``--grpc_max_threads`` (gRPC); model runs release the GIL inside TensorFlow, so
 concurrent requests use every core.
 
 Embedding (tests, demo, benchmarks)::
@@ -11,9 +13,11 @@ Embedding (tests, demo, benchmarks)::
     with EmbeddedServer(model_base_path="models/classifier", model_name="classifier") as server:
         requests.post(server.url + "/v1/models/classifier:predict", data=body)
 
-or as a process: ``tfsbench serve --rest_api_port 0 ...`` prints
-``tfsbench serve: listening on http://127.0.0.1:PORT`` once every model is AVAILABLE.
-SIGINT/SIGTERM stop accepting connections, let in-flight requests finish, and exit 0.
+(``grpc_port=0`` adds the gRPC front end: ``.grpc_target``), or as a process:
+``tfsbench serve --port 0 --rest_api_port 0 ...`` prints
+``tfsbench serve: listening on gRPC 127.0.0.1:PORT and http://127.0.0.1:PORT`` once every model
+is AVAILABLE (the REST URL last, so ``line.rsplit(":", 1)`` is still its port). SIGINT/SIGTERM
+stop accepting on both, let in-flight requests finish, and exit 0.
 """
 
 from __future__ import annotations
@@ -41,6 +45,7 @@ from bench.serving.flags import (
     DEFAULT_MAX_BODY_BYTES,
     DEFAULT_MAX_CONNECTIONS,
 )
+from bench.serving.grpc_api import GrpcFrontEnd
 from bench.serving.http import HttpFrontEnd, Reply
 from bench.serving.json_response import encode_error
 from bench.serving.metrics import Metrics, parse_monitoring_config
@@ -80,6 +85,9 @@ class ServerOptions:
     drain_timeout_s: float = DEFAULT_DRAIN_TIMEOUT_S
     method_name_check: bool = False  # --enable_signature_method_name_check
     saved_model_tags: tuple[str, ...] = ("serve",)
+    grpc_port: int | None = None  # --port; None: no gRPC front end (embedding), 0: a free port
+    grpc_max_threads: int = 4 * (os.cpu_count() or 1)
+    tensor_content_outputs: bool = False  # --enable_serialization_as_tensor_content
 
 
 def tune_malloc() -> bool:
@@ -158,7 +166,26 @@ class EmbeddedServer:
             header_timeout_s=options.header_timeout_s,
             idle_timeout_s=options.idle_timeout_s,
         )
+        self._grpc = None
+        if options.grpc_port is not None:
+            self._grpc = GrpcFrontEnd(
+                self.core,
+                options.host,
+                options.grpc_port,
+                max_threads=options.grpc_max_threads,
+                as_content=options.tensor_content_outputs,
+            )
         self._started = False
+
+    @property
+    def grpc_port(self) -> int | None:
+        """The bound gRPC port (None without the gRPC front end)."""
+        return self._grpc.port if self._grpc is not None else None
+
+    @property
+    def grpc_target(self) -> str | None:
+        """``host:port`` for ``grpc.insecure_channel`` (None without the gRPC front end)."""
+        return self._grpc.target if self._grpc is not None else None
 
     @property
     def port(self) -> int:
@@ -183,6 +210,12 @@ class EmbeddedServer:
                     problems.append(f"{name}: no version found")
             raise ModelError("no servable version: " + "; ".join(problems))
         self._http.start()
+        if self._grpc is not None:
+            try:
+                self._grpc.start()
+            except BaseException:
+                self._http.stop(0)
+                raise
         self.store.start_polling()
         self._started = True
         return self
@@ -197,7 +230,12 @@ class EmbeddedServer:
         if not self._started:
             return
         self._started = False
-        self._http.stop(self.options.drain_timeout_s if drain_timeout_s is None else drain_timeout_s)
+        drain = self.options.drain_timeout_s if drain_timeout_s is None else drain_timeout_s
+        # Both front ends stop accepting at once and drain side by side.
+        grpc_stopped = self._grpc.stop(drain) if self._grpc is not None else None
+        self._http.stop(drain)
+        if grpc_stopped is not None:
+            grpc_stopped.wait(drain + 1.0)
         self.store.stop()
         self.core.close()
 
@@ -257,6 +295,9 @@ def options_from_args(args: argparse.Namespace) -> ServerOptions:
         drain_timeout_s=float(getattr(args, "drain_timeout_seconds", DEFAULT_DRAIN_TIMEOUT_S)),
         method_name_check=bool(getattr(args, "enable_signature_method_name_check", False)),
         saved_model_tags=_tags(getattr(args, "saved_model_tags", "serve")),
+        grpc_port=args.port,
+        grpc_max_threads=getattr(args, "grpc_max_threads", None) or 4 * (os.cpu_count() or 1),
+        tensor_content_outputs=bool(getattr(args, "enable_serialization_as_tensor_content", False)),
     )
 
 
@@ -282,7 +323,7 @@ def run_serve(args: argparse.Namespace) -> int:
     try:
         server.start()
         names = ", ".join(c.name for c in options.models)
-        print(f"{LISTENING_PREFIX}{server.url}", flush=True)
+        print(f"{LISTENING_PREFIX}gRPC {server.grpc_target} and {server.url}", flush=True)
         print(f"tfsbench serve: models {names} AVAILABLE; Ctrl-C or SIGTERM to stop", file=sys.stderr, flush=True)
         while not stop.wait(0.5):
             pass

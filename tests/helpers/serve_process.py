@@ -23,7 +23,7 @@ class ServeProcess:
         self._stderr = log_path.open("w")
         self.proc = subprocess.Popen(
             [
-                sys.executable, "-m", "bench", "serve", "--rest_api_port", "0",
+                sys.executable, "-m", "bench", "serve", "--port", "0", "--rest_api_port", "0",
                 "--model_name", "classifier", "--model_base_path", str(model_base_path), *flags,
             ],
             stdout=subprocess.PIPE, stderr=self._stderr, text=True, cwd=REPO, env=env,

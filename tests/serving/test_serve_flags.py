@@ -36,7 +36,7 @@ def call(port: int, method: str, path: str, body: bytes = b"", timeout: float = 
 
 def serve_args(model_base_path: Path, *flags: str):
     return build_parser().parse_args(
-        ["serve", "--rest_api_port=0", "--model_name=classifier", f"--model_base_path={model_base_path}", *flags]
+        ["serve", "--port=0", "--rest_api_port=0", "--model_name=classifier", f"--model_base_path={model_base_path}", *flags]
     )
 
 
@@ -140,7 +140,7 @@ def test_config_file_is_reread_and_applied(tmp_path, model_base_path, caplog) ->
     write_config(config, entry("classifier", two, pinned))
     caplog.set_level(logging.INFO, logger="tfsbench.serve")
     args = build_parser().parse_args(
-        ["serve", "--rest_api_port=0", f"--model_config_file={config}", "--model_config_file_poll_wait_seconds=1"]
+        ["serve", "--port=0", "--rest_api_port=0", f"--model_config_file={config}", "--model_config_file_poll_wait_seconds=1"]
     )
     options = options_from_args(args)
     assert (options.config_file, options.config_poll_wait_s) == (config, 1.0)
@@ -210,7 +210,7 @@ def test_labels_at_start_up_need_the_flag(tmp_path, model_base_path) -> None:
     write_config(config, entry("classifier", model_base_path, "version_labels { key: 'stable' value: 1 }"))
     # tensorflow/serving checks labels before loading anything: even version 1, which exists, fails.
     done = subprocess.run(
-        [sys.executable, "-m", "bench", "serve", "--rest_api_port=0", f"--model_config_file={config}"],
+        [sys.executable, "-m", "bench", "serve", "--port=0", "--rest_api_port=0", f"--model_config_file={config}"],
         capture_output=True,
         text=True,
         timeout=120,
@@ -235,6 +235,7 @@ def test_flag_lets_a_label_name_a_version_still_to_load(tmp_path, model_base_pat
     args = build_parser().parse_args(
         [
             "serve",
+            "--port=0",
             "--rest_api_port=0",
             f"--model_config_file={config}",
             "--file_system_poll_wait_seconds=1",

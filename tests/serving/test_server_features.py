@@ -317,7 +317,7 @@ def test_sigterm_drains_in_flight_requests_and_exits_0(model_base_path) -> None:
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
     proc = subprocess.Popen(
         [
-            sys.executable, "-m", "bench", "serve", "--rest_api_port", "0",
+            sys.executable, "-m", "bench", "serve", "--port", "0", "--rest_api_port", "0",
             "--model_name", "classifier", "--model_base_path", str(model_base_path),
         ],
         stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, cwd=REPO, env=env,
