@@ -86,7 +86,8 @@ def embedded_server(
     monitoring.write_text(monitoring_config_text())
     log_path = workdir / "server.log"
     cmd = [
-        sys.executable, "-m", "bench", "serve", "--port", "0", "--rest_api_port", str(port), "--rest_api_host", "127.0.0.1",
+        sys.executable, "-m", "bench", "serve", "--port", "0", "--rest_api_port", str(port),
+        "--rest_api_host", "127.0.0.1",
         "--model_name", model_name, "--model_base_path", str(model_base_path.resolve()),
         "--monitoring_config_file", str(monitoring), *extra_args,
     ]  # fmt: skip

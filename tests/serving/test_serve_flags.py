@@ -36,7 +36,14 @@ def call(port: int, method: str, path: str, body: bytes = b"", timeout: float = 
 
 def serve_args(model_base_path: Path, *flags: str):
     return build_parser().parse_args(
-        ["serve", "--port=0", "--rest_api_port=0", "--model_name=classifier", f"--model_base_path={model_base_path}", *flags]
+        [
+            "serve",
+            "--port=0",
+            "--rest_api_port=0",
+            "--model_name=classifier",
+            f"--model_base_path={model_base_path}",
+            *flags,
+        ]
     )
 
 
@@ -140,7 +147,13 @@ def test_config_file_is_reread_and_applied(tmp_path, model_base_path, caplog) ->
     write_config(config, entry("classifier", two, pinned))
     caplog.set_level(logging.INFO, logger="tfsbench.serve")
     args = build_parser().parse_args(
-        ["serve", "--port=0", "--rest_api_port=0", f"--model_config_file={config}", "--model_config_file_poll_wait_seconds=1"]
+        [
+            "serve",
+            "--port=0",
+            "--rest_api_port=0",
+            f"--model_config_file={config}",
+            "--model_config_file_poll_wait_seconds=1",
+        ]
     )
     options = options_from_args(args)
     assert (options.config_file, options.config_poll_wait_s) == (config, 1.0)

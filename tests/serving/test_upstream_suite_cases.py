@@ -366,7 +366,9 @@ def test_console_script_takes_the_suite_s_command_line(half_plus_two_models, tmp
     )
     try:
         listening = proc.stdout.readline().decode()  # type: ignore[union-attr]
-        assert listening.strip() == f"tfsbench serve: listening on gRPC 127.0.0.1:{port} and http://127.0.0.1:{rest_port}"
+        assert (
+            listening.strip() == f"tfsbench serve: listening on gRPC 127.0.0.1:{port} and http://127.0.0.1:{rest_port}"
+        )
         url = f"http://127.0.0.1:{rest_port}"
         assert rest(url, "/v1/models/default:predict", {"instances": [2.0]}) == (200, {"predictions": [3.0]})
         proc.send_signal(signal.SIGTERM)
