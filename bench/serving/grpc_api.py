@@ -20,6 +20,7 @@ imported when the front end starts (a process that serves has TensorFlow loaded 
 
 from __future__ import annotations
 
+import functools
 import logging
 import threading
 import time
@@ -40,7 +41,7 @@ from bench.serving.predict_core import PredictCore
 from bench.serving.saved_model import CLASSIFY_METHOD, LoadedVersion
 from bench.serving.status import CODE_NAMES, ServingError, invalid_argument
 
-__all__ = ["ENTRYPOINT", "MAX_MESSAGE_BYTES", "GrpcFrontEnd", "decode_predict_inputs"]
+__all__ = ["ENTRYPOINT", "MAX_MESSAGE_BYTES", "GrpcFrontEnd", "decode_predict_inputs", "decode_predict_message"]
 
 log = logging.getLogger("tfsbench.serve")
 
@@ -121,6 +122,20 @@ class _Apis:
         self.predict = predict_pb2
         self.prediction_service = prediction_service_pb2_grpc
         self.regression = regression_pb2
+
+
+@functools.cache
+def _apis() -> _Apis:
+    return _Apis()
+
+
+def decode_predict_message(body: bytes) -> dict[str, np.ndarray]:
+    """The server-side decode of a serialized ``PredictRequest``, as the front end does it before
+    the model lookup: protobuf parse, then each input by TensorFlow's rules (``tensor_content``
+    viewed, not copied). For decode benchmarks (``bench.perf.grpc_decode``, ``tfsbench codecs``);
+    ``TensorParseError`` for an input TensorFlow would refuse."""
+    request = _apis().predict.PredictRequest.FromString(body)
+    return {alias: decode_tensor(proto) for alias, proto in request.inputs.items()}
 
 
 def _version_of(spec: Any) -> tuple[int | None, str | None]:
@@ -374,7 +389,7 @@ class GrpcFrontEnd:
 
     def start(self) -> None:
         """Bind and serve; ``ConfigError`` when the address cannot be bound."""
-        apis = _Apis()
+        apis = _apis()
         handlers = _Handlers(self.core, apis, as_content=self.as_content)
         server = grpc.server(
             ThreadPoolExecutor(max_workers=self.max_threads, thread_name_prefix="tfsbench-grpc"),
