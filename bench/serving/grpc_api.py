@@ -41,7 +41,14 @@ from bench.serving.predict_core import PredictCore
 from bench.serving.saved_model import CLASSIFY_METHOD, LoadedVersion
 from bench.serving.status import CODE_NAMES, ServingError, invalid_argument
 
-__all__ = ["ENTRYPOINT", "MAX_MESSAGE_BYTES", "GrpcFrontEnd", "decode_predict_inputs", "decode_predict_message"]
+__all__ = [
+    "ENTRYPOINT",
+    "MAX_MESSAGE_BYTES",
+    "GrpcFrontEnd",
+    "decode_predict_inputs",
+    "decode_predict_message",
+    "parse_channel_arguments",
+]
 
 log = logging.getLogger("tfsbench.serve")
 
@@ -51,6 +58,25 @@ ERROR_MESSAGE_LIMIT = 1024
 CODE_NUMBERS = {name: number for number, name in CODE_NAMES.items()} | {"OK": 0}
 STATE_NUMBERS = {"UNKNOWN": 0, "START": 10, "LOADING": 20, "AVAILABLE": 30, "UNLOADING": 40, "END": 50}
 SIGNATURE_DEF = "signature_def"
+
+
+def parse_channel_arguments(text: str) -> tuple[tuple[str, int | str], ...]:
+    """``--grpc_channel_arguments``: ``key=value`` entries split on commas; values that parse as
+    int32 go in as ints, others as strings (``parseGrpcChannelArgs``); unknown keys are gRPC's
+    to ignore. An entry without ``=`` is a ``ConfigError`` (upstream reads past its split)."""
+    out: list[tuple[str, int | str]] = []
+    for entry in (e for e in text.split(",") if e):
+        key, sep, value = entry.partition("=")
+        if not sep or not key:
+            raise ConfigError(f"--grpc_channel_arguments: '{entry}' is not key=value")
+        value = value.split("=", 1)[0]  # str_util::Split: key_val[1] is up to the next '='
+        try:
+            number = int(value)
+        except ValueError:
+            out.append((key, value))
+            continue
+        out.append((key, number) if -(2**31) <= number < 2**31 else (key, value))
+    return tuple(out)
 
 
 def grpc_details(message: str) -> str:
@@ -368,12 +394,24 @@ class GrpcFrontEnd:
     messages up to 2 GiB - 1 each way; outputs as typed fields, or ``tensor_content`` when
     ``as_content`` (``--enable_serialization_as_tensor_content``)."""
 
-    def __init__(self, core: PredictCore, host: str, port: int, *, max_threads: int, as_content: bool = False) -> None:
+    def __init__(
+        self,
+        core: PredictCore,
+        host: str,
+        port: int,
+        *,
+        max_threads: int,
+        as_content: bool = False,
+        socket_path: str = "",
+        channel_arguments: tuple[tuple[str, int | str], ...] = (),
+    ) -> None:
         self.core = core
         self.host = host
         self.requested_port = port
         self.max_threads = max(max_threads, 1)
         self.as_content = as_content
+        self.socket_path = socket_path
+        self.channel_arguments = channel_arguments
         self._server: Any = None
         self._port = 0
         self._lock = threading.Lock()
@@ -399,6 +437,8 @@ class GrpcFrontEnd:
                 # grpcio sets SO_REUSEPORT by default: a second server would share a busy port
                 # silently instead of failing as tensorflow_model_server does.
                 ("grpc.so_reuseport", 0),
+                # Applied after the size limits, as upstream adds them after SetMaxMessageSize.
+                *self.channel_arguments,
             ],
         )
         prediction = _Servicer(
@@ -427,6 +467,13 @@ class GrpcFrontEnd:
             raise ConfigError(f"cannot listen on {address} (gRPC, --port): {exc}") from None
         if port == 0:  # older grpcio reports a failed bind as port 0
             raise ConfigError(f"cannot listen on {address} (gRPC, --port)")
+        if self.socket_path:
+            try:
+                bound = server.add_insecure_port(f"unix:{self.socket_path}")
+            except RuntimeError as exc:
+                raise ConfigError(f"cannot listen on unix:{self.socket_path} (--grpc_socket_path): {exc}") from None
+            if bound == 0:
+                raise ConfigError(f"cannot listen on unix:{self.socket_path} (--grpc_socket_path)")
         server.start()
         with self._lock:
             self._server, self._port = server, port
