@@ -29,6 +29,7 @@ from bench import argtypes
 from bench.payloads.specs import IMAGE_INPUT, InputSpec
 from bench.serving.grpc_api import decode_predict_message
 from bench.serving.json_tensor import decode_predict_body
+from bench.tensorflow_import import import_tensorflow
 
 TARGET_RATIO = 20.0
 
@@ -59,8 +60,8 @@ def _best_ms(fn: Callable[[], object], repeat: int) -> float:
 
 def grpc_request_bytes(batch: np.ndarray, model_name: str = "classifier", alias: str = "examples") -> bytes:
     """A serialized ``PredictRequest`` as the official client builds it (``tf.make_tensor_proto``)."""
-    # lazy: the protos and make_tensor_proto load TensorFlow
-    import tensorflow as tf
+    tf = import_tensorflow()
+    # lazy: the serving protos import TensorFlow's
     from tensorflow_serving.apis import predict_pb2
 
     request = predict_pb2.PredictRequest()

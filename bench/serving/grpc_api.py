@@ -40,6 +40,7 @@ from bench.serving.model_config import parse_model_server_config_text
 from bench.serving.predict_core import PredictCore
 from bench.serving.saved_model import CLASSIFY_METHOD, LoadedVersion
 from bench.serving.status import CODE_NAMES, ServingError, invalid_argument
+from bench.tensorflow_import import import_tensorflow
 
 __all__ = [
     "ENTRYPOINT",
@@ -123,6 +124,7 @@ class _Apis:
     """The generated protobuf modules (imported once, when the first front end starts)."""
 
     def __init__(self) -> None:
+        import_tensorflow()  # the protos below import it: once, quietly
         # lazy: tensorflow-serving-api's protos import TensorFlow's
         from google.protobuf import json_format, text_format
         from tensorflow_serving.apis import (

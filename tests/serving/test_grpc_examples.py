@@ -35,7 +35,7 @@ def served(half_plus_two_models):
         )
 
 
-def example(**features: float) -> tf.train.Example:
+def example(**features: float):
     return tf.train.Example(
         features=tf.train.Features(
             feature={k: tf.train.Feature(float_list=tf.train.FloatList(value=[v])) for k, v in features.items()}
