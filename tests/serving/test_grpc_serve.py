@@ -76,3 +76,19 @@ def test_channel_arguments_parse_as_upstream() -> None:
     )
     with pytest.raises(ConfigError, match="'novalue' is not key=value"):
         parse_channel_arguments("a=1,novalue")
+
+
+def test_a_busy_grpc_port_is_a_one_line_config_error(model_base_path) -> None:
+    import socket
+
+    from bench.serving.server import EmbeddedServer
+
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        server = EmbeddedServer(model_base_path=model_base_path, model_name="classifier", port=0, grpc_port=port)
+        with pytest.raises(ConfigError, match=rf"^cannot listen on 127\.0\.0\.1:{port} \(gRPC, --port\)"):
+            server.start()
+        server.store.stop()
+        server.core.close()
