@@ -1,22 +1,17 @@
-"""``tfsbench serve`` with gRPC as a process: the start-up line names both front ends, the gRPC
-flags reach the server (also through the stand-in's tensorflow_model_server translation), and
-SIGTERM stops gRPC with REST and exits 0."""
+"""``tfsbench serve``'s gRPC flags: they reach the front end (also through the stand-in's
+tensorflow_model_server translation), a busy port is a one-line error, and stopping the server
+stops gRPC with REST."""
 
 from __future__ import annotations
-
-import os
-import signal
-import subprocess
-import sys
-from typing import IO, cast
 
 import numpy as np
 import pytest
 
+from bench.cli import build_parser
 from bench.errors import ConfigError
 from bench.serving import flags
 from bench.serving.grpc_api import parse_channel_arguments
-from tests.helpers.paths import REPO
+from bench.serving.server import EmbeddedServer, options_from_args
 
 grpc = pytest.importorskip("grpc")
 tf = pytest.importorskip("tensorflow")
@@ -25,38 +20,31 @@ from tensorflow_serving.apis import predict_pb2, prediction_service_pb2_grpc  # 
 PREFIX = "tfsbench serve: listening on gRPC "
 
 
-def test_serve_prints_both_urls_serves_grpc_and_stops_on_sigterm(model_base_path) -> None:
-    proc = subprocess.Popen(
+def test_serve_flags_configure_the_grpc_front_end(model_base_path) -> None:
+    # The process itself (start-up line, SIGTERM, a UNIX socket) is run in
+    # test_upstream_suite_cases.py::test_console_script_takes_the_suite_s_command_line.
+    args = build_parser().parse_args(
         [
-            sys.executable, "-m", "bench", "serve", "--port=0", "--rest_api_port=0", "--grpc_max_threads=2",
+            "serve", "--port=0", "--rest_api_port=0", "--grpc_max_threads=2",
             "--enable_serialization_as_tensor_content=true", "--model_name=classifier",
-            f"--model_base_path={model_base_path}",
-        ],
-        stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, cwd=REPO,
-        env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"},
+            f"--model_base_path={model_base_path}", "--grpc_channel_arguments=grpc.max_connection_age_ms=60000",
+        ]
     )  # fmt: skip
-    try:
-        line = cast(IO[str], proc.stdout).readline().strip()  # stdout=PIPE: never None
-        assert line.startswith(PREFIX), line
-        target, _, url = line.removeprefix(PREFIX).partition(" and ")
-        assert target.startswith("127.0.0.1:")
-        assert url.startswith("http://127.0.0.1:")
-        assert int(line.rsplit(":", 1)[1]) == int(url.rsplit(":", 1)[1])  # what REST-only parsers read
-        with grpc.insecure_channel(target) as channel:
-            request = predict_pb2.PredictRequest()
-            request.model_spec.name = "classifier"
-            request.inputs["examples"].CopyFrom(tf.make_tensor_proto(np.zeros((2, 128, 128, 3), np.uint8)))
-            reply = prediction_service_pb2_grpc.PredictionServiceStub(channel).Predict(request, timeout=60)
-            assert reply.outputs["probabilities"].tensor_content  # --enable_serialization_as_tensor_content
-            proc.send_signal(signal.SIGTERM)
-            assert proc.wait(timeout=60) == 0
-            with pytest.raises(grpc.RpcError) as caught:
-                prediction_service_pb2_grpc.PredictionServiceStub(channel).Predict(request, timeout=5)
-            assert caught.value.code() in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait(timeout=30)
+    options = options_from_args(args)
+    assert (options.grpc_port, options.grpc_max_threads, options.tensor_content_outputs) == (0, 2, True)
+    assert options.grpc_channel_arguments == (("grpc.max_connection_age_ms", 60000),)
+    with EmbeddedServer(options=options) as server, grpc.insecure_channel(server.grpc_target) as channel:
+        assert server.grpc_target == f"127.0.0.1:{server.grpc_port}"
+        request = predict_pb2.PredictRequest()
+        request.model_spec.name = "classifier"
+        request.inputs["examples"].CopyFrom(tf.make_tensor_proto(np.zeros((2, 128, 128, 3), np.uint8)))
+        reply = prediction_service_pb2_grpc.PredictionServiceStub(channel).Predict(request, timeout=60)
+        assert reply.outputs["probabilities"].tensor_content  # --enable_serialization_as_tensor_content
+        assert not reply.outputs["probabilities"].float_val
+    with pytest.raises(grpc.RpcError) as caught:  # stopped with REST
+        with grpc.insecure_channel(server.grpc_target) as channel:
+            prediction_service_pb2_grpc.PredictionServiceStub(channel).Predict(request, timeout=5)
+    assert caught.value.code() in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED)
 
 
 def test_tensorflow_model_server_grpc_flags_pass_through_to_serve() -> None:
@@ -80,8 +68,6 @@ def test_channel_arguments_parse_as_upstream() -> None:
 
 def test_a_busy_grpc_port_is_a_one_line_config_error(model_base_path) -> None:
     import socket
-
-    from bench.serving.server import EmbeddedServer
 
     with socket.socket() as busy:
         busy.bind(("127.0.0.1", 0))
