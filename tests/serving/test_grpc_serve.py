@@ -17,8 +17,6 @@ grpc = pytest.importorskip("grpc")
 tf = pytest.importorskip("tensorflow")
 from tensorflow_serving.apis import predict_pb2, prediction_service_pb2_grpc  # noqa: E402
 
-PREFIX = "tfsbench serve: listening on gRPC "
-
 
 def test_serve_flags_configure_the_grpc_front_end(model_base_path) -> None:
     # The process itself (start-up line, SIGTERM, a UNIX socket) is run in
