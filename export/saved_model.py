@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from bench.errors import ConfigError, ModelError
+from bench.tensorflow_import import import_tensorflow
 
 DEFAULT_SEED = 20180509
 SIZES = ("tiny", "small", "medium")
@@ -106,7 +107,7 @@ def _describe(spec: object) -> str:
 
 def describe_signatures(version_dir: Path) -> dict[str, dict[str, dict[str, str]]]:
     """Each signature's inputs and outputs, read back from disk rather than what we meant to write."""
-    import tensorflow as tf  # lazy: 5 s and hundreds of MB, wanted only here
+    tf = import_tensorflow()  # 5 s and hundreds of MB, wanted only here
 
     loaded = tf.saved_model.load(str(version_dir))
     return {
@@ -148,7 +149,7 @@ def export_model(
         raise ConfigError(f"{version_dir} already exists; pass --force to overwrite it or choose another --version")
 
     started = time.perf_counter()
-    import tensorflow as tf  # lazy: 5 s and hundreds of MB, wanted only here
+    tf = import_tensorflow()  # 5 s and hundreds of MB, wanted only here
 
     from export.network import DEFAULT_MAX_IMAGE_PIXELS, ImageClassifier  # lazy: imports TensorFlow
 

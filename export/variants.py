@@ -23,6 +23,7 @@ import numpy as np
 
 from bench.argtypes import non_negative_int
 from bench.errors import ConfigError
+from bench.tensorflow_import import import_tensorflow
 from export.saved_model import ExportResult, describe_signatures, write_version
 
 VARIANTS = ("reference", "two-input", "bytes-only")
@@ -74,7 +75,7 @@ class VariantSpec:
 
 def _module(spec: VariantSpec, seed: int) -> tuple[Any, dict[str, Any]]:
     """The tf.Module and its signatures (concrete functions)."""
-    import tensorflow as tf  # lazy: only an export needs TensorFlow
+    tf = import_tensorflow()  # only an export needs TensorFlow
 
     rng = np.random.default_rng(seed)
     module = tf.Module(name="variant")
@@ -124,7 +125,7 @@ def _module(spec: VariantSpec, seed: int) -> tuple[Any, dict[str, Any]]:
 
 def export_variant(out: Path, spec: VariantSpec, model_name: str, version: int, force: bool, seed: int) -> ExportResult:
     """Write the variant to ``out/model_name/version``."""
-    import tensorflow as tf  # lazy: only an export needs TensorFlow
+    tf = import_tensorflow()  # only an export needs TensorFlow
 
     spec.check()
     base = Path(out) / model_name

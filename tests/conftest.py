@@ -36,11 +36,11 @@ def model_base_path(models_dir: Path) -> Path:
 
 @pytest.fixture(scope="session")
 def embedded_server(model_base_path: Path):
-    """The real embedded REST server for the tiny model on an ephemeral loopback port
-    (``.url``, ``.port``, ``.metrics``); model name ``classifier``."""
+    """The real embedded server for the tiny model on ephemeral loopback ports: REST (``.url``,
+    ``.port``) and gRPC (``.grpc_target``), ``.metrics``; model name ``classifier``."""
     from bench.serving.server import EmbeddedServer
 
-    with EmbeddedServer(model_base_path=model_base_path, model_name=MODEL_NAME, port=0) as server:
+    with EmbeddedServer(model_base_path=model_base_path, model_name=MODEL_NAME, port=0, grpc_port=0) as server:
         yield server
 
 

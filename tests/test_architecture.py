@@ -28,6 +28,7 @@ SHARED = {
     "bench.ports",
     "bench.progress",
     "bench.api_names",
+    "bench.tensorflow_import",
     "bench.__main__",
 }
 # Layer -> the layers it may import. Imports flow downward only: shared <- payloads, store <- serving,

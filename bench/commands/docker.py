@@ -79,6 +79,7 @@ def spec_from_args(args: argparse.Namespace, state_dir: Path | None = None) -> C
         image=args.image,
         name=args.name,
         host_port=args.port,
+        grpc_host_port=getattr(args, "grpc_port", None),
         bind_address=args.bind,
         cpus=args.cpus,
         memory=args.memory,
@@ -131,6 +132,7 @@ def run_docker(args: argparse.Namespace, out: Callable[[str], None] = print) -> 
     running = up(spec, timeout_s=args.timeout, on_started=lambda _id: out(started))
     out(f"model '{running.model_name}' version {running.model_version} is AVAILABLE after {running.startup_s:.1f} s")
     out(f"REST API: {running.url}/v1/models/{running.model_name}")
+    out(f"gRPC API: {running.grpc_target} (PredictionService, ModelService)")
     if spec.monitoring_config_file is not None:
         out(f"Prometheus: {running.url}{PROMETHEUS_PATH}")
     out(f"load-test it: tfsbench sweep --host {running.url}")

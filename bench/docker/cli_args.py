@@ -49,6 +49,13 @@ def add_docker_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser], 
         help="host port for the REST API (default 8501; 0 lets Docker choose)",
     )
     p.add_argument(
+        "--grpc-port",
+        type=argtypes.port,
+        default=None,
+        metavar="PORT",
+        help="host port for the gRPC API (default 8500, or Docker's choice when --port is 0; 0 lets Docker choose)",
+    )
+    p.add_argument(
         "--bind",
         default="127.0.0.1",
         metavar="ADDR",

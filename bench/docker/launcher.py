@@ -57,7 +57,9 @@ _NAME = re.compile(r"^[a-zA-Z0-9][a-zA-Z0-9_.-]*$")
 class ContainerSpec:
     """Everything ``docker run`` needs; paths are absolute host paths.
 
-    ``host_port`` 0 lets Docker pick a free host port (read back with ``docker port``).
+    ``host_port`` 0 lets Docker pick a free host port (read back with ``docker port``);
+    ``grpc_host_port`` publishes the container's gRPC port 8500 the same way (None: 8500, or a
+    free one when ``host_port`` is 0, so a caller that lets Docker choose never collides on 8500).
     ``bind_address`` "0.0.0.0" publishes on every interface, written ``-p 8501:8501`` as in
     TF Serving's docs; the default publishes on loopback only.
     """
@@ -67,6 +69,7 @@ class ContainerSpec:
     model_name: str
     name: str = DEFAULT_NAME
     host_port: int = CONTAINER_REST_PORT
+    grpc_host_port: int | None = None
     bind_address: str = "127.0.0.1"
     cpus: float | None = None
     memory: str | None = None
@@ -93,12 +96,20 @@ class ContainerSpec:
         return f"/models/{self.model_name}"
 
 
-def publish_arg(spec: ContainerSpec) -> str:
+def grpc_host_port(spec: ContainerSpec) -> int:
+    """The host port asked for the container's gRPC port (0: Docker chooses)."""
+    if spec.grpc_host_port is not None:
+        return spec.grpc_host_port
+    return 0 if spec.host_port == 0 else CONTAINER_GRPC_PORT
+
+
+def publish_arg(spec: ContainerSpec, container_port: int = CONTAINER_REST_PORT) -> str:
     """The ``-p`` value: loopback by default, ``8501:8501`` for all interfaces as the docs write it."""
-    host_port = "" if spec.host_port == 0 else str(spec.host_port)
+    port = spec.host_port if container_port == CONTAINER_REST_PORT else grpc_host_port(spec)
+    host_port = "" if port == 0 else str(port)
     if spec.bind_address in ("", "0.0.0.0"):
-        return f"{host_port}:{CONTAINER_REST_PORT}" if host_port else str(CONTAINER_REST_PORT)
-    return f"{spec.bind_address}:{host_port}:{CONTAINER_REST_PORT}"
+        return f"{host_port}:{container_port}" if host_port else str(container_port)
+    return f"{spec.bind_address}:{host_port}:{container_port}"
 
 
 def server_flags(spec: ContainerSpec) -> list[str]:
@@ -117,6 +128,7 @@ def server_flags(spec: ContainerSpec) -> list[str]:
 def docker_run_command(spec: ContainerSpec) -> list[str]:
     """The exact ``docker run`` argv for ``spec`` (detached; ``down`` removes the container)."""
     argv = ["docker", "run", "-d", "--name", spec.name, "--label", LABEL, "-p", publish_arg(spec)]
+    argv += ["-p", publish_arg(spec, CONTAINER_GRPC_PORT)]
     argv += ["--mount", f"type=bind,source={spec.model_base_path},target={spec.model_target}"]
     if spec.batching_parameters_file is not None:
         source = spec.batching_parameters_file
@@ -208,10 +220,11 @@ class RunningContainer:
     model_name: str
     model_version: int
     startup_s: float
+    grpc_target: str = ""  # host:port of the published gRPC port
 
 
-def _published_port(name: str) -> int:
-    proc = docker(["port", name, f"{CONTAINER_REST_PORT}/tcp"], timeout_s=30)
+def _published_port(name: str, container_port: int = CONTAINER_REST_PORT) -> int:
+    proc = docker(["port", name, f"{container_port}/tcp"], timeout_s=30)
     # "127.0.0.1:49153" (and maybe an IPv6 line): the port is after the last colon.
     return int(proc.stdout.strip().splitlines()[0].rsplit(":", 1)[1])
 
@@ -256,6 +269,7 @@ def preflight(spec: ContainerSpec) -> int:
             f"'tfsbench docker down --name {spec.name}', or choose another --name"
         )
     check_port_free(spec.bind_address, spec.host_port)
+    check_port_free(spec.bind_address, grpc_host_port(spec))
     return version
 
 
@@ -275,7 +289,8 @@ def up(
         docker(["rm", "-f", spec.name], check=False, timeout_s=60)
         if "port is already allocated" in message or "address already in use" in message:
             raise DockerError(
-                f"port {spec.host_port} is already in use ({message}): pick another with --port (0 lets Docker choose)"
+                f"port {spec.host_port} or {grpc_host_port(spec)} is already in use ({message}): pick others with "
+                "--port / --grpc-port (0 lets Docker choose)"
             )
         raise DockerError(f"docker run failed: {message}")
     container_id = proc.stdout.strip()
@@ -285,6 +300,7 @@ def up(
         host_port = _published_port(spec.name)
         host = "127.0.0.1" if spec.bind_address in ("", "0.0.0.0") else spec.bind_address
         url = f"http://{host}:{host_port}"
+        grpc_target = f"{host}:{_published_port(spec.name, CONTAINER_GRPC_PORT)}"
         version = wait_available(spec.name, url, spec.model_name, timeout_s)
     except BaseException:
         # Keep nothing half-started around: the error already carries the log tail.
@@ -299,6 +315,7 @@ def up(
         model_name=spec.model_name,
         model_version=version,
         startup_s=time.monotonic() - started,
+        grpc_target=grpc_target,
     )
 
 

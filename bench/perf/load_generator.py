@@ -46,6 +46,10 @@ class FixedReplyProtocol(asyncio.Protocol):
     def answer(self, head: bytes) -> bytes:
         return self.reply
 
+    def send(self, reply: bytes) -> None:
+        """Write one reply; subclasses may hold it back (a server with a service time)."""
+        self.transport.write(reply)  # type: ignore[attr-defined]
+
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport
 
@@ -70,7 +74,7 @@ class FixedReplyProtocol(asyncio.Protocol):
                 return
             del self.buffer[: self.remaining]
             self.remaining = -1
-            self.transport.write(self.pending)  # type: ignore[attr-defined]
+            self.send(self.pending)
 
 
 def _serve(port_queue: multiprocessing.Queue[int], batch: int) -> None:

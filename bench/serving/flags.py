@@ -72,6 +72,15 @@ def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="N",
         help="gRPC worker threads (default 4 x CPUs)",
     )
+    parser.add_argument(
+        "--grpc_socket_path", default="", metavar="PATH", help="also serve gRPC on this UNIX socket (default: none)"
+    )
+    parser.add_argument(
+        "--grpc_channel_arguments",
+        default="",
+        metavar="K=V,...",
+        help="gRPC server channel arguments, e.g. grpc.max_connection_age_ms=2000 (int32 values as ints)",
+    )
     _add_bool(
         parser,
         "--enable_serialization_as_tensor_content",

@@ -20,6 +20,7 @@ imported when the front end starts (a process that serves has TensorFlow loaded 
 
 from __future__ import annotations
 
+import functools
 import logging
 import threading
 import time
@@ -39,8 +40,16 @@ from bench.serving.model_config import parse_model_server_config_text
 from bench.serving.predict_core import PredictCore
 from bench.serving.saved_model import CLASSIFY_METHOD, LoadedVersion
 from bench.serving.status import CODE_NAMES, ServingError, invalid_argument
+from bench.tensorflow_import import import_tensorflow
 
-__all__ = ["ENTRYPOINT", "MAX_MESSAGE_BYTES", "GrpcFrontEnd", "decode_predict_inputs"]
+__all__ = [
+    "ENTRYPOINT",
+    "MAX_MESSAGE_BYTES",
+    "GrpcFrontEnd",
+    "decode_predict_inputs",
+    "decode_predict_message",
+    "parse_channel_arguments",
+]
 
 log = logging.getLogger("tfsbench.serve")
 
@@ -50,6 +59,25 @@ ERROR_MESSAGE_LIMIT = 1024
 CODE_NUMBERS = {name: number for number, name in CODE_NAMES.items()} | {"OK": 0}
 STATE_NUMBERS = {"UNKNOWN": 0, "START": 10, "LOADING": 20, "AVAILABLE": 30, "UNLOADING": 40, "END": 50}
 SIGNATURE_DEF = "signature_def"
+
+
+def parse_channel_arguments(text: str) -> tuple[tuple[str, int | str], ...]:
+    """``--grpc_channel_arguments``: ``key=value`` entries split on commas; values that parse as
+    int32 go in as ints, others as strings (``parseGrpcChannelArgs``); unknown keys are gRPC's
+    to ignore. An entry without ``=`` is a ``ConfigError`` (upstream reads past its split)."""
+    out: list[tuple[str, int | str]] = []
+    for entry in (e for e in text.split(",") if e):
+        key, sep, value = entry.partition("=")
+        if not sep or not key:
+            raise ConfigError(f"--grpc_channel_arguments: '{entry}' is not key=value")
+        value = value.split("=", 1)[0]  # str_util::Split: key_val[1] is up to the next '='
+        try:
+            number = int(value)
+        except ValueError:
+            out.append((key, value))
+            continue
+        out.append((key, number) if -(2**31) <= number < 2**31 else (key, value))
+    return tuple(out)
 
 
 def grpc_details(message: str) -> str:
@@ -96,6 +124,7 @@ class _Apis:
     """The generated protobuf modules (imported once, when the first front end starts)."""
 
     def __init__(self) -> None:
+        import_tensorflow()  # the protos below import it: once, quietly
         # lazy: tensorflow-serving-api's protos import TensorFlow's
         from google.protobuf import json_format, text_format
         from tensorflow_serving.apis import (
@@ -121,6 +150,20 @@ class _Apis:
         self.predict = predict_pb2
         self.prediction_service = prediction_service_pb2_grpc
         self.regression = regression_pb2
+
+
+@functools.cache
+def _apis() -> _Apis:
+    return _Apis()
+
+
+def decode_predict_message(body: bytes) -> dict[str, np.ndarray]:
+    """The server-side decode of a serialized ``PredictRequest``, as the front end does it before
+    the model lookup: protobuf parse, then each input by TensorFlow's rules (``tensor_content``
+    viewed, not copied). For decode benchmarks (``bench.perf.grpc_decode``, ``tfsbench codecs``);
+    ``TensorParseError`` for an input TensorFlow would refuse."""
+    request = _apis().predict.PredictRequest.FromString(body)
+    return {alias: decode_tensor(proto) for alias, proto in request.inputs.items()}
 
 
 def _version_of(spec: Any) -> tuple[int | None, str | None]:
@@ -353,12 +396,24 @@ class GrpcFrontEnd:
     messages up to 2 GiB - 1 each way; outputs as typed fields, or ``tensor_content`` when
     ``as_content`` (``--enable_serialization_as_tensor_content``)."""
 
-    def __init__(self, core: PredictCore, host: str, port: int, *, max_threads: int, as_content: bool = False) -> None:
+    def __init__(
+        self,
+        core: PredictCore,
+        host: str,
+        port: int,
+        *,
+        max_threads: int,
+        as_content: bool = False,
+        socket_path: str = "",
+        channel_arguments: tuple[tuple[str, int | str], ...] = (),
+    ) -> None:
         self.core = core
         self.host = host
         self.requested_port = port
         self.max_threads = max(max_threads, 1)
         self.as_content = as_content
+        self.socket_path = socket_path
+        self.channel_arguments = channel_arguments
         self._server: Any = None
         self._port = 0
         self._lock = threading.Lock()
@@ -374,7 +429,7 @@ class GrpcFrontEnd:
 
     def start(self) -> None:
         """Bind and serve; ``ConfigError`` when the address cannot be bound."""
-        apis = _Apis()
+        apis = _apis()
         handlers = _Handlers(self.core, apis, as_content=self.as_content)
         server = grpc.server(
             ThreadPoolExecutor(max_workers=self.max_threads, thread_name_prefix="tfsbench-grpc"),
@@ -384,6 +439,8 @@ class GrpcFrontEnd:
                 # grpcio sets SO_REUSEPORT by default: a second server would share a busy port
                 # silently instead of failing as tensorflow_model_server does.
                 ("grpc.so_reuseport", 0),
+                # Applied after the size limits, as upstream adds them after SetMaxMessageSize.
+                *self.channel_arguments,
             ],
         )
         prediction = _Servicer(
@@ -412,6 +469,13 @@ class GrpcFrontEnd:
             raise ConfigError(f"cannot listen on {address} (gRPC, --port): {exc}") from None
         if port == 0:  # older grpcio reports a failed bind as port 0
             raise ConfigError(f"cannot listen on {address} (gRPC, --port)")
+        if self.socket_path:
+            try:
+                bound = server.add_insecure_port(f"unix:{self.socket_path}")
+            except RuntimeError as exc:
+                raise ConfigError(f"cannot listen on unix:{self.socket_path} (--grpc_socket_path): {exc}") from None
+            if bound == 0:
+                raise ConfigError(f"cannot listen on unix:{self.socket_path} (--grpc_socket_path)")
         server.start()
         with self._lock:
             self._server, self._port = server, port

@@ -157,8 +157,7 @@ def encode_tensor(value: np.ndarray, proto: Any, *, as_content: bool = False) ->
         proto.dtype = _STRING
         proto.string_val.extend(v if isinstance(v, bytes) else str(v).encode() for v in array.ravel())
         return
-    number = _ENUM_OF.get(array.dtype.newbyteorder("=")) if array.dtype.byteorder not in "=|" else None
-    number = _ENUM_OF.get(array.dtype) if number is None else number
+    number = _ENUM_OF.get(array.dtype.newbyteorder("="))  # a big-endian array is the same dtype
     if number is None:
         raise ValueError(f"no TensorProto dtype for {array.dtype}")
     proto.dtype = number

@@ -32,6 +32,7 @@ from bench.api_names import DEFAULT_SIGNATURE
 from bench.payloads.specs import InputSpec, short_dtype
 from bench.serving.kernel_guard import ConvolutionRankGuard
 from bench.serving.status import CODE_NAMES, ServingError, invalid_argument
+from bench.tensorflow_import import import_tensorflow
 
 __all__ = ["CLASSIFY_METHOD", "PREDICT_METHOD", "LoadedVersion", "SessionCall", "Signature"]
 
@@ -71,8 +72,8 @@ class LoadedVersion:
     """A loaded SavedModel version: its ``serve`` MetaGraph, session, signatures and metadata JSON."""
 
     def __init__(self, name: str, version: int, path: Path, tags: Sequence[str] = (SERVE_TAG,)) -> None:
-        # lazy: TensorFlow (seconds and hundreds of MB) only in a process that loads a model
-        import tensorflow as tf
+        tf = import_tensorflow()  # seconds and hundreds of MB, only in a process that loads a model
+        # lazy: TensorFlow is loaded by now
         from google.protobuf import json_format
         from tensorflow.core.framework import types_pb2
         from tensorflow.python.saved_model import loader_impl
@@ -217,7 +218,29 @@ class LoadedVersion:
             aliases.append(alias)
         if not aliases:
             aliases = sorted(outputs)
+        self._check_feed_dtypes(signature, feeds)
         return SessionCall(feeds, tuple(dict.fromkeys(outputs[a] for a in aliases)), tuple(aliases))
+
+    def _check_feed_dtypes(self, signature: Signature, feeds: Mapping[str, np.ndarray]) -> None:
+        """``DirectSession::Run``'s feed check, first thing in the run: each fed value (in feed
+        order) must have its placeholder's dtype. REST decodes to the signature's dtypes; a
+        TensorProto carries its own, and a session callable words the error differently."""
+        aliases = {tensor: alias for alias, tensor in signature.input_tensors.items()}
+        for index, (name, value) in enumerate(feeds.items()):
+            spec = signature.inputs.get(aliases.get(name, ""))
+            if spec is None:
+                continue
+            got = self._dtype_name(value.dtype)
+            if got != spec.dtype:
+                raise invalid_argument(f"Expects arg[{index}] to be {spec.dtype} but {got} is provided")
+
+    def _dtype_name(self, dtype: np.dtype[Any]) -> str:
+        """TensorFlow's short name (``DataTypeString``) of a numpy dtype: float, uint8, string..."""
+        if dtype.kind in ("O", "S", "U"):
+            return "string"
+        from tensorflow.core.framework import types_pb2  # lazy: TensorFlow is loaded by now
+
+        return short_dtype(types_pb2.DataType.Name(self._tf.dtypes.as_dtype(dtype).as_datatype_enum))
 
     def run(self, signature_name: str, tensors: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
         """Predict on ``signature_name`` (every output): output alias -> value."""

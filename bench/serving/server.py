@@ -45,7 +45,7 @@ from bench.serving.flags import (
     DEFAULT_MAX_BODY_BYTES,
     DEFAULT_MAX_CONNECTIONS,
 )
-from bench.serving.grpc_api import GrpcFrontEnd
+from bench.serving.grpc_api import GrpcFrontEnd, parse_channel_arguments
 from bench.serving.http import HttpFrontEnd, Reply
 from bench.serving.json_response import encode_error
 from bench.serving.metrics import Metrics, parse_monitoring_config
@@ -88,6 +88,8 @@ class ServerOptions:
     grpc_port: int | None = None  # --port; None: no gRPC front end (embedding), 0: a free port
     grpc_max_threads: int = 4 * (os.cpu_count() or 1)
     tensor_content_outputs: bool = False  # --enable_serialization_as_tensor_content
+    grpc_socket_path: str = ""  # --grpc_socket_path: also listen on unix:PATH
+    grpc_channel_arguments: tuple[tuple[str, int | str], ...] = ()  # --grpc_channel_arguments, parsed
 
 
 def tune_malloc() -> bool:
@@ -174,6 +176,8 @@ class EmbeddedServer:
                 options.grpc_port,
                 max_threads=options.grpc_max_threads,
                 as_content=options.tensor_content_outputs,
+                socket_path=options.grpc_socket_path,
+                channel_arguments=options.grpc_channel_arguments,
             )
         self._started = False
 
@@ -298,6 +302,8 @@ def options_from_args(args: argparse.Namespace) -> ServerOptions:
         grpc_port=args.port,
         grpc_max_threads=getattr(args, "grpc_max_threads", None) or 4 * (os.cpu_count() or 1),
         tensor_content_outputs=bool(getattr(args, "enable_serialization_as_tensor_content", False)),
+        grpc_socket_path=getattr(args, "grpc_socket_path", "") or "",
+        grpc_channel_arguments=parse_channel_arguments(getattr(args, "grpc_channel_arguments", "") or ""),
     )
 
 

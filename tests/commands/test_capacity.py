@@ -18,7 +18,7 @@ import pytest
 from bench.cli import main
 from bench.commands.capacity_run import CAPACITY_COLUMNS, CAPACITY_EXTRA_COLUMNS, PROBE_COLUMNS
 from bench.store.runs import load_run
-from tests.helpers.capacity_servers import InstantServer, ServiceModelServer, md1_capacity_rps
+from tests.helpers.capacity_servers import InstantServer, QueueServer, ServiceModelServer, md1_capacity_rps
 
 # Short, bounded probes: ~150 samples each, at most 8 s, a 10 % bisection tolerance.
 FAST = [
@@ -102,17 +102,21 @@ def test_capacity_matches_the_analytic_service_rate(tmp_path: Path, capsys: pyte
 
 
 def test_poisson_capacity_is_near_md1(tmp_path: Path) -> None:
-    # p99 < 50 ms with 6 ms per request: M/D/1 allows 122 req/s (73 % busy). A p99 from a few seconds
-    # of Poisson bursts wanders, so one real search is held to 15 %: the 10 % target is a property of
-    # the search over many seeded M/D/1 searches (tests/commands/test_capacity_search.py).
-    with ServiceModelServer(fixed_s=0.005, per_image_s=0.001) as server:
+    # p99 < 200 ms with 10 ms per request: M/D/1 allows 88.6 req/s (89 % busy). The latency the
+    # client sees is the queue's plus the machine's own (loopback, Locust: 5-40 ms at p99 on a busy
+    # 2-core machine). At this limit that extra costs at most 2 % of the rate, and a p99 off by
+    # -40 %/+50 % over a few seconds of Poisson bursts moves the answer by only -9 %/+4 %; with a
+    # 50 ms limit the same noise cost 20-35 %. The queue runs in a process of its own, so the test's
+    # own threads cannot slow the server below its model. The 10 % target over many seeded
+    # searches is tested in tests/commands/test_capacity_search.py.
+    with QueueServer(service_s=0.010) as server:
         rc = run_capacity(
             server.url,
             tmp_path,
-            *("--arrival", "poisson", "--slo", "p99<50ms", "--batch-sizes", "1"),
+            *("--arrival", "poisson", "--slo", "p99<200ms", "--batch-sizes", "1"),
             *("--min-samples", "400", "--min-measure-time", "2s"),
         )
-        analytic = md1_capacity_rps(server.service_s(1), 99.0, 0.050)
+        analytic = md1_capacity_rps(server.service_s(1), 99.0, 0.200)
     assert rc == 0
     capacity = pd.read_csv(only_run(tmp_path) / "capacity.csv")
     assert capacity.loc[0, "max_rps"] == pytest.approx(analytic, rel=0.15)

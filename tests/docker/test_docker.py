@@ -73,7 +73,8 @@ def test_generated_command_matches_the_seed_article() -> None:
     options, image, server_args = parse_run(docker_run_command(spec))
 
     assert image == seed_image == DEFAULT_IMAGE
-    assert options["-p"] == seed_options["-p"] == ["8501:8501"]
+    # The seed publishes REST only; gRPC's 8500 is published beside it, as tensorflow/serving's docs show.
+    assert options["-p"] == [*seed_options["-p"], "8500:8500"] == ["8501:8501", "8500:8500"]
     assert [mount_fields(m) for m in options["--mount"]] == [mount_fields(m) for m in seed_options["--mount"]]
     assert options["-e"] == seed_options["-e"] == ["MODEL_NAME=my_model"]
     assert server_args == []
@@ -85,7 +86,7 @@ def test_generated_command_matches_the_seed_article() -> None:
 def test_default_publishes_on_loopback_only() -> None:
     spec = ContainerSpec.create(Path("/srv/models/classifier"))
     options, image, _ = parse_run(docker_run_command(spec))
-    assert options["-p"] == ["127.0.0.1:8501:8501"]
+    assert options["-p"] == ["127.0.0.1:8501:8501", "127.0.0.1:8500:8500"]
     assert mount_fields(options["--mount"][0]) == {
         "type": "bind",
         "source": "/srv/models/classifier",
@@ -108,6 +109,17 @@ def test_default_publishes_on_loopback_only() -> None:
 def test_publish_argument(host_port: int, bind: str, expected: str) -> None:
     spec = ContainerSpec.create(Path("/m/classifier"), host_port=host_port, bind_address=bind)
     assert publish_arg(spec) == expected
+
+
+@pytest.mark.parametrize(
+    ("host_port", "grpc_port", "expected"),
+    [(8501, None, "127.0.0.1:8500:8500"), (0, None, "127.0.0.1::8500"), (9000, 9001, "127.0.0.1:9001:8500")],
+)
+def test_grpc_publish_argument_follows_the_rest_port_unless_given(
+    host_port: int, grpc_port: int | None, expected: str
+) -> None:
+    spec = ContainerSpec.create(Path("/m/classifier"), host_port=host_port, grpc_host_port=grpc_port)
+    assert publish_arg(spec, 8500) == expected
 
 
 def test_limits_batching_and_monitoring_map_to_docker_and_server_flags(tmp_path: Path) -> None:

@@ -119,6 +119,39 @@ def test_up_serves_the_same_predictions_as_the_model_in_process(
     assert [p["classes"] for p in predictions] == expected["classes"].numpy().tolist()
 
 
+def test_the_standin_answers_grpc_through_the_published_port(
+    container: RunningContainer, model_base_path: Path
+) -> None:
+    import grpc
+    import tensorflow as tf
+    from tensorflow_serving.apis import (
+        get_model_status_pb2,
+        model_service_pb2_grpc,
+        predict_pb2,
+        prediction_service_pb2_grpc,
+    )
+
+    assert container.grpc_target.startswith("127.0.0.1:")
+    assert container.grpc_target != container.url.removeprefix("http://")
+    batch = np.random.default_rng(8).integers(0, 256, size=(3, 128, 128, 3), dtype=np.uint8)
+    request = predict_pb2.PredictRequest()
+    request.model_spec.name = "classifier"
+    request.inputs["examples"].CopyFrom(tf.make_tensor_proto(batch))
+    with grpc.insecure_channel(container.grpc_target) as channel:
+        reply = prediction_service_pb2_grpc.PredictionServiceStub(channel).Predict(request, timeout=120)
+        status = model_service_pb2_grpc.ModelServiceStub(channel).GetModelStatus(
+            get_model_status_pb2.GetModelStatusRequest(model_spec={"name": "classifier"}), timeout=60
+        )
+    assert [(row.version, row.state) for row in status.model_version_status] == [(1, 30)]
+    expected = tf.saved_model.load(str(model_base_path / "1")).signatures["serving_default"](
+        examples=tf.constant(batch)
+    )
+    np.testing.assert_allclose(
+        tf.make_ndarray(reply.outputs["probabilities"]), expected["probabilities"].numpy(), rtol=1e-5, atol=1e-6
+    )
+    assert tf.make_ndarray(reply.outputs["classes"]).tolist() == expected["classes"].numpy().tolist()
+
+
 def test_monitoring_flag_reaches_the_server(container: RunningContainer) -> None:
     reply = requests.get(f"{container.url}/monitoring/prometheus/metrics", timeout=30)
     assert reply.status_code == 200

@@ -36,7 +36,7 @@ import time
 from collections import deque
 from decimal import Decimal, localcontext
 from http.server import BaseHTTPRequestHandler
-from typing import Any
+from typing import Any, Self
 
 import orjson
 
@@ -213,10 +213,12 @@ class InstantServer:
             ...server.url...
     """
 
+    service_time_s = 0.0
+
     def __init__(self) -> None:
         self._ports: multiprocessing.Queue[int] = multiprocessing.get_context("spawn").Queue()
         self._process = multiprocessing.get_context("spawn").Process(
-            target=_serve_instantly, args=(self._ports,), daemon=True
+            target=_serve_instantly, args=(self._ports, self.service_time_s), daemon=True
         )
         self.port = 0
 
@@ -224,7 +226,7 @@ class InstantServer:
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
-    def __enter__(self) -> InstantServer:
+    def __enter__(self) -> Self:
         self._process.start()
         self.port = self._ports.get(timeout=30)
         return self
@@ -234,17 +236,40 @@ class InstantServer:
         self._process.join(timeout=10)
 
 
+class QueueServer(InstantServer):
+    """One request at a time, each taking ``service_s``, first come first served, in a process of its own.
+
+    The same deterministic single-server queue as :class:`ServiceModelServer` (arithmetic
+    completion times, each reply sent at its completion time by the event loop), but with no
+    thread per connection and no GIL shared with the test: on a busy machine the only extra
+    latency is the loopback and the client's own. For batch 1 (the body is not parsed).
+    """
+
+    def __init__(self, service_s: float) -> None:
+        self.service_time_s = service_s
+        super().__init__()
+
+    def service_s(self, batch: int = 1) -> float:
+        return self.service_time_s
+
+
 def _reply(status: str, body: bytes) -> bytes:
     head = f"HTTP/1.1 {status}\r\nContent-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n"
     return head.encode() + body
 
 
 class _InstantProtocol(FixedReplyProtocol):
-    """One canned prediction for every POST; the status or metadata answer for a GET."""
+    """One canned prediction for every POST; the status or metadata answer for a GET.
+
+    With a service time, predictions queue: each completes ``service_s`` after the later of its
+    arrival and the previous completion (shared by every connection), and is sent then.
+    """
 
     PREDICT = _reply("200 OK", orjson.dumps({"predictions": [_PREDICTION]}))
     STATUS = _reply("200 OK", orjson.dumps(_STATUS))
     METADATA = _reply("200 OK", orjson.dumps(_METADATA))
+    service_s = 0.0
+    free_at = 0.0  # loop time at which the single server finishes its queue (class-wide: one server)
 
     def answer(self, head: bytes) -> bytes:
         method, _, rest = head.partition(b" ")
@@ -252,8 +277,19 @@ class _InstantProtocol(FixedReplyProtocol):
             return self.PREDICT
         return self.METADATA if rest.partition(b" ")[0].rstrip(b"/").endswith(b"/metadata") else self.STATUS
 
+    def send(self, reply: bytes) -> None:
+        if reply is not self.PREDICT or not self.service_s:
+            super().send(reply)
+            return
+        loop = asyncio.get_running_loop()
+        done = max(loop.time(), _InstantProtocol.free_at) + self.service_s
+        _InstantProtocol.free_at = done
+        loop.call_at(done, super().send, reply)
 
-def _serve_instantly(ports: multiprocessing.Queue[int]) -> None:
+
+def _serve_instantly(ports: multiprocessing.Queue[int], service_s: float) -> None:
+    _InstantProtocol.service_s = service_s
+
     async def main() -> None:
         loop = asyncio.get_running_loop()
         server = await loop.create_server(_InstantProtocol, "127.0.0.1", 0, backlog=1024)
