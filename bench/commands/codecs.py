@@ -9,8 +9,9 @@ For each (batch size, encoding) cell, on the same image batch:
 * ``decode_us``: median server-side decode time with the embedded server's own decoder,
   ``bench.serving.json_tensor.decode_predict_body`` (gzip: inflating included; b64: JSON + base64
   decoding only, the PNG/JPEG decoding happens inside the TensorFlow graph); for the gRPC
-  encodings, what the gRPC front end does with a request: ``PredictRequest`` parsing (protobuf's
-  C parser, as grpc's deserializer runs it) and ``bench.serving.grpc_tensor.decode_tensor`` per input;
+  encodings, what the gRPC front end does with a request before the model lookup
+  (``bench.serving.grpc_api.decode_predict_message``: protobuf parsing, then each input by
+  TensorFlow's rules, ``tensor_content`` viewed, not copied);
 * ``vs_row_json``: row-json's encode time / this encode time (how many times faster than the
   naive baseline); ``vs_memcpy``: this encode time / ``ndarray.tobytes()`` of the same batch (how
   many times slower than copying the raw bytes).
@@ -35,13 +36,12 @@ from pathlib import Path
 import numpy as np
 
 from bench.errors import ConfigError
-from bench.payloads import grpc_bodies
 from bench.payloads.encodings import Encoding, get_encoding, get_encodings
 from bench.payloads.images import image_source
 from bench.payloads.specs import BYTES_SIGNATURE, IMAGE_INPUT, InputSpec, reference_signatures
 from bench.payloads.tensors import REST_DTYPES
 from bench.progress import Progress
-from bench.serving.grpc_tensor import decode_tensor
+from bench.serving.grpc_api import decode_predict_message
 from bench.serving.json_tensor import decode_predict_body
 from bench.serving.predict_request import DecodedPredict, Signatures
 
@@ -95,9 +95,7 @@ def _interleaved_medians_us(
 
 
 def _grpc_decode(body: bytes) -> DecodedPredict:
-    request = grpc_bodies.protos().PredictRequest.FromString(body)
-    tensors = {alias: decode_tensor(proto) for alias, proto in request.inputs.items()}
-    return DecodedPredict(tensors, False, request.model_spec.signature_name)
+    return DecodedPredict(decode_predict_message(body), False)
 
 
 def _server_decoder(encoding: Encoding, signatures: Signatures) -> Callable[[bytes], DecodedPredict]:
@@ -232,7 +230,7 @@ def format_table(rows: Sequence[CodecRow]) -> str:
     out.append("(the embedded server's decoder); gzip includes inflating; b64 rows are JSON + base64 decoding")
     out.append("only, the PNG/JPEG image decoding happens inside the TensorFlow graph and is not included.")
     out.append("grpc-* rows: payload is the serialized PredictRequest; encode builds and serializes it with the")
-    out.append("official protos; decode is the gRPC front end's: protobuf parsing + bench.serving.grpc_tensor.")
+    out.append("official protos; decode is the gRPC front end's (bench.serving.grpc_api.decode_predict_message).")
     out.append("vs row-json: times faster than the naive baseline; vs memcpy: times slower than ndarray.tobytes().")
     return "\n".join(out)
 

@@ -107,9 +107,9 @@ def format_inspection(doc: dict[str, Any]) -> str:
         for kind, t in tensors:
             lines.append(f"  {kind:6} {t['name']:<{width}}  {t['dtype']:<8} {t['shape']}")
         by_protocol = {p: [e for e in sig["encodings"] if protocol_of(e) == p] for p in PROTOCOLS}
-        for protocol, names in by_protocol.items():
-            if names or protocol == "rest":
-                lines.append(f"  encodings ({protocol}): {', '.join(names) or 'none'}")
+        for protocol, applicable in by_protocol.items():
+            if applicable or protocol == "rest":
+                lines.append(f"  encodings ({protocol}): {', '.join(applicable) or 'none'}")
         reasons = sorted(set(sig["refused"].values()))
         for reason in reasons[:3]:
             names = ", ".join(e for e, r in sig["refused"].items() if r == reason)
