@@ -12,6 +12,7 @@ from typing import Any, cast
 
 import numpy as np
 
+from bench.payloads.encodings import protocol_of
 from bench.store import provenance, runs
 from bench.store.records import RecordWriter, RequestRecord
 
@@ -31,6 +32,7 @@ def write_run(
     seed: int = 0,
     scale: float = 1.0,
     errors: bool = True,
+    encodings: tuple[str, ...] = ENCODINGS,
 ) -> Path:
     """A run dir with requests.csv (RecordWriter rows) and meta.json cells, like a sweep writes."""
     rng = np.random.default_rng(seed)
@@ -38,7 +40,7 @@ def write_run(
     cells = []
     t = 1_700_000_000.0
     with RecordWriter(run_dir / runs.REQUESTS_FILE) as writer:
-        for enc in ENCODINGS:
+        for enc in encodings:
             for batch in BATCHES:
                 cell = runs.cell_name(batch, enc)
                 base_ms = scale * (2.0 + 0.8 * batch * (3 if enc == "b64-png" else 1))
@@ -57,6 +59,7 @@ def write_run(
                             response_bytes=120 * batch,
                             error="HTTP 500: boom" if failed else "",
                             cell=cell,
+                            protocol=protocol_of(enc),
                         )
                     )
                     t += latency / 1000.0

@@ -11,6 +11,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
+from bench.errors import ResultsError
 from bench.store import runs
 from reports.compare import comparison_table, warnings_for
 from reports.data import load_run_data
@@ -25,6 +26,21 @@ def test_ratios_are_b_over_a_for_every_common_cell(tmp_path: Path) -> None:
     assert table["p50_ms_ratio"].round(3).eq(2.0).all()
     assert table["p99_ms_ratio"].round(3).eq(2.0).all()
     assert table["payload_bytes_mean_ratio"].eq(1.0).all()
+
+
+def test_a_rest_run_against_a_grpc_run_pairs_cells_by_batch_size(tmp_path: Path) -> None:
+    a = load_run_data(write_run(tmp_path / "a", seed=1, encodings=("row-orjson",)))
+    b = load_run_data(write_run(tmp_path / "b", seed=1, scale=0.5, encodings=("grpc-tensor-content",)))
+    assert set(b.summary["protocol"]) == {"grpc"}
+    table = comparison_table(a, b)
+    assert table["batch"].tolist() == list(BATCHES)
+    assert table["cell"].tolist() == [f"b{batch} row-orjson -> grpc-tensor-content" for batch in BATCHES]
+    assert table["p50_ms_ratio"].round(3).eq(0.5).all()
+    assert any("paired by batch size (A rest, B grpc)" in note for note in warnings_for(a, b))
+    # Two encodings per batch size on one side: nothing to pair them by.
+    mixed = load_run_data(write_run(tmp_path / "c", encodings=("row-orjson", "b64-png")))
+    with pytest.raises(ResultsError, match="no \\(batch, encoding\\) cell in common"):
+        comparison_table(mixed, b)
 
 
 def test_cli_warns_when_server_kind_and_machine_differ(tmp_path: Path) -> None:
