@@ -39,8 +39,8 @@ def is_standin(meta: dict[str, Any]) -> bool:
 def sweep_in_container(args: argparse.Namespace, run: Callable[..., int]) -> int:
     """``tfsbench sweep --docker IMAGE``: start IMAGE, sweep it through its published port, stop it.
 
-    ``run`` is the sweep handler; it gets ``args`` with ``host`` set to the container's URL and
-    the container's description for meta.json (image, digest, limits) as ``extra_meta``.
+    ``run`` is the sweep handler; it gets ``args`` with ``host`` set to the container's URL (and
+    ``grpc_target`` to its published gRPC port, unless given) and the container's description for meta.json (image, digest, limits) as ``extra_meta``.
     """
     if args.host:
         raise ConfigError("--host and --docker exclude each other: --docker serves the model itself")
@@ -58,6 +58,8 @@ def sweep_in_container(args: argparse.Namespace, run: Callable[..., int]) -> int
     with serving_container(spec, timeout_s=args.docker_timeout) as (running, meta):
         print(f"sweep: {running.url} serves '{running.model_name}' after {running.startup_s:.1f} s", file=sys.stderr)
         args.host = running.url
+        if getattr(args, "grpc_target", None) is None and running.grpc_target:
+            args.grpc_target = running.grpc_target  # its published gRPC port (8500 inside)
         if not args.server_kind and not is_standin(meta):
             # tensorflow/serving sends no Server header to tell it apart; the image says it.
             args.server_kind = "tensorflow-serving"
