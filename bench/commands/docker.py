@@ -40,7 +40,8 @@ def sweep_in_container(args: argparse.Namespace, run: Callable[..., int]) -> int
     """``tfsbench sweep --docker IMAGE``: start IMAGE, sweep it through its published port, stop it.
 
     ``run`` is the sweep handler; it gets ``args`` with ``host`` set to the container's URL (and
-    ``grpc_target`` to its published gRPC port, unless given) and the container's description for meta.json (image, digest, limits) as ``extra_meta``.
+    ``grpc_target`` to its published gRPC port, unless given) and the container's description
+    for meta.json (image, digest, limits) as ``extra_meta``.
     """
     if args.host:
         raise ConfigError("--host and --docker exclude each other: --docker serves the model itself")
