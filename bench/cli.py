@@ -468,7 +468,7 @@ def _add_demo(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument(
         "--batch-sizes", type=argtypes.int_list, default=[1, 4, 16, 64], metavar="LIST", help="default 1,4,16,64"
     )
-    _add_encodings(p, ["row-orjson", "row-fast", "b64-png"])
+    _add_encodings(p, ["row-orjson", "row-fast", "b64-png", "grpc-tensor-content"])  # REST and gRPC side by side
     p.add_argument("--users", type=argtypes.positive_int, default=4, metavar="N", help="concurrent users (default 4)")
     p.add_argument(
         "--requests",
