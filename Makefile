@@ -15,8 +15,13 @@ $(VENV)/.installed: pyproject.toml
 demo: $(VENV)/.installed
 	$(BIN)/tfsbench demo
 
+# The tests that do not measure time run on two workers; then the serial ones (timing, Docker)
+# alone. Both parts always run; the target fails if either failed.
 test: $(VENV)/.installed
-	$(BIN)/python -m pytest
+	@$(BIN)/python -m pytest -n 2 -m 'not serial'; parallel=$$?; \
+	$(BIN)/python -m pytest -m serial; serial=$$?; \
+	echo "make test: parallel part exit $$parallel, serial part exit $$serial"; \
+	[ $$parallel -eq 0 ] && [ $$serial -eq 0 ]
 
 # The offline tensorflow/serving stand-in image (needs a Docker engine and a Debian host).
 standin: $(VENV)/.installed

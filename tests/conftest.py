@@ -8,6 +8,18 @@ from pathlib import Path
 import pytest
 
 MODEL_NAME = "classifier"
+# Tests that measure time (capacity searches, Locust schedules, verdicts, soaks) or share the
+# Docker engine and its image tags: marked ``serial``. ``make test`` runs the rest on two
+# workers first, then these alone, so no other test competes with them for the CPU.
+SERIAL_DIRS = ("commands", "scenario", "docker", "perf")
+TESTS = Path(__file__).parent
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    for item in items:
+        top = item.path.relative_to(TESTS).parts[0]
+        if top in SERIAL_DIRS or item.get_closest_marker("docker") is not None:
+            item.add_marker(pytest.mark.serial)
 
 
 @pytest.fixture(autouse=True)
