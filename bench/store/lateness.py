@@ -95,12 +95,17 @@ class Lateness:
         return self.late_unknown > self.allowed
 
 
+def late_mask(send_lag_ms: np.ndarray, tolerance_ms: float = LATE_TOLERANCE_MS) -> np.ndarray:
+    """True for the sends that count as late (the rule itself; summaries read it chunk by chunk)."""
+    return np.asarray(send_lag_ms, dtype=float) > tolerance_ms
+
+
 def lateness(frame: pd.DataFrame, tolerance_ms: float = LATE_TOLERANCE_MS) -> Lateness:
     """Count the late sends of ``frame`` (records rows) by cause; missing columns count as on time."""
     n = len(frame)
     if n == 0 or "send_lag_ms" not in frame:
         return Lateness(n, 0, 0, 0, tolerance_ms)
-    late = frame["send_lag_ms"].to_numpy(dtype=float) > tolerance_ms
+    late = late_mask(frame["send_lag_ms"].to_numpy(dtype=float), tolerance_ms)
     if "lag_cause" in frame:
         cause = frame["lag_cause"].fillna("").astype(str).to_numpy()
     else:

@@ -50,7 +50,7 @@ import contextlib
 import csv
 import io
 import os
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -72,13 +72,37 @@ COLUMNS: tuple[str, ...] = (
     "error",
     "cell",
 )
-EXTRA_COLUMNS: tuple[str, ...] = ("send_lag_ms", "lag_cause", "protocol")
+# Columns added after the first files were written: a file without one reads with its default.
+# A new optional column goes here, in _KINDS and in RequestRecord; nothing else reads the header.
+DEFAULT_PROTOCOL = "rest"  # what records from before the protocol column were
+OPTIONAL_DEFAULTS: dict[str, float | str] = {"send_lag_ms": 0.0, "lag_cause": "", "protocol": DEFAULT_PROTOCOL}
+EXTRA_COLUMNS: tuple[str, ...] = tuple(OPTIONAL_DEFAULTS)
 ALL_COLUMNS: tuple[str, ...] = COLUMNS + EXTRA_COLUMNS
 
-_INT_COLUMNS = ("status", "batch", "payload_bytes", "response_bytes")
-_FLOAT_COLUMNS = ("t_start", "latency_ms", "encode_us", "send_lag_ms")
-_STR_COLUMNS = ("encoding", "error", "cell", "lag_cause", "protocol")
-DEFAULT_PROTOCOL = "rest"  # what records from before the protocol column were
+# What each column holds: "int" and "float" are parsed as numbers (a row missing one of
+# _COMPLETE is a torn last line), "str" as text ("" when empty, or the column's non-empty default).
+_KINDS: dict[str, str] = {
+    "t_start": "float",
+    "latency_ms": "float",
+    "status": "int",
+    "batch": "int",
+    "encoding": "str",
+    "payload_bytes": "int",
+    "encode_us": "float",
+    "response_bytes": "int",
+    "error": "str",
+    "cell": "str",
+    "send_lag_ms": "float",
+    "lag_cause": "str",
+    "protocol": "str",
+}
+_INT_COLUMNS = tuple(c for c in ALL_COLUMNS if _KINDS[c] == "int")
+_FLOAT_COLUMNS = tuple(c for c in ALL_COLUMNS if _KINDS[c] == "float")
+_STR_COLUMNS = tuple(c for c in ALL_COLUMNS if _KINDS[c] == "str")
+# A row is whole when these parsed: a writer killed mid-row leaves the last fields empty.
+_COMPLETE = (*_INT_COLUMNS, "t_start", "latency_ms")
+# Rows per chunk of :func:`iter_records`: about 100 MB of parsed chunk, whatever the file's size.
+CHUNK_ROWS = 250_000
 
 
 @dataclass(frozen=True)
@@ -253,56 +277,104 @@ def read_records(paths: Path | str | Iterable[Path | str]) -> pd.DataFrame:
     Files without the extra columns get their defaults (``send_lag_ms`` 0, ``lag_cause`` "",
     ``protocol`` "rest"). A row
     cut off by a killed writer (missing fields) is dropped. Raises ResultsError for a missing
-    file or one that is not a records file.
+    file or one that is not a records file. Whole files in memory: summaries of runs of any
+    size read :func:`iter_records` instead.
     """
-    path_list = [Path(paths)] if isinstance(paths, (str, Path)) else [Path(p) for p in paths]
-    frames = [_read_one(p) for p in path_list]
+    frames = list(iter_records(paths, chunk_rows=None))
     if not frames:
         return _empty_frame()
-    frame = pd.concat(frames, ignore_index=True) if len(frames) > 1 else frames[0]
+    return pd.concat(frames, ignore_index=True) if len(frames) > 1 else frames[0]
+
+
+def iter_records(
+    paths: Path | str | Iterable[Path | str],
+    columns: Sequence[str] | None = None,
+    chunk_rows: int | None = CHUNK_ROWS,
+) -> Iterator[pd.DataFrame]:
+    """The rows of records files in chunks of at most ``chunk_rows`` (None: one chunk per file).
+
+    Each chunk has ``columns`` (default :data:`ALL_COLUMNS`) cleaned as :func:`read_records`
+    cleans them, so a summary made chunk by chunk sees exactly the rows a whole-file read sees,
+    in the same order. Columns the file has and nobody asked for are not parsed; an optional
+    column the file lacks comes with its default. Memory is bounded by the chunk, not the file.
+    """
+    wanted = tuple(columns) if columns is not None else ALL_COLUMNS
+    unknown = [c for c in wanted if c not in _KINDS]
+    if unknown:
+        raise ValueError(f"not records columns: {', '.join(unknown)}")
+    path_list = [Path(paths)] if isinstance(paths, (str, Path)) else [Path(p) for p in paths]
+    for path in path_list:
+        yield from _read_one(path, wanted, chunk_rows)
+
+
+def _empty_frame(columns: Sequence[str] = ALL_COLUMNS) -> pd.DataFrame:
+    frame = pd.DataFrame({c: pd.Series(dtype="float64") for c in columns})
+    for c in columns:
+        if _KINDS[c] == "int":
+            frame[c] = frame[c].astype("int64")
+        elif _KINDS[c] == "str":
+            frame[c] = frame[c].astype("object")
     return frame
 
 
-def _empty_frame() -> pd.DataFrame:
-    frame = pd.DataFrame({c: pd.Series(dtype="float64") for c in ALL_COLUMNS})
-    for c in _INT_COLUMNS:
-        frame[c] = frame[c].astype("int64")
-    for c in _STR_COLUMNS:
-        frame[c] = frame[c].astype("object")
-    return frame
-
-
-def _read_one(path: Path) -> pd.DataFrame:
+def _header(path: Path) -> list[str]:
     try:
-        frame = pd.read_csv(path, dtype={c: "string" for c in _STR_COLUMNS}, keep_default_na=False)
+        with path.open(encoding="utf-8", newline="") as f:
+            return next(csv.reader(f), [])
     except FileNotFoundError as exc:
         raise ResultsError(f"no records file at {path}") from exc
-    except pd.errors.EmptyDataError:
-        return _empty_frame()
-    except (pd.errors.ParserError, UnicodeDecodeError, OSError) as exc:
+    except (csv.Error, UnicodeDecodeError, OSError) as exc:
         raise ResultsError(f"cannot read records from {path}: {exc}") from exc
-    missing = [c for c in COLUMNS if c not in frame.columns]
+
+
+def _read_one(path: Path, wanted: tuple[str, ...], chunk_rows: int | None) -> Iterator[pd.DataFrame]:
+    header = _header(path)
+    if not header:
+        yield _empty_frame(wanted)
+        return
+    missing = [c for c in COLUMNS if c not in header]
     if missing:
         raise ResultsError(f"{path} is not a records file (missing columns: {', '.join(missing)})")
-    if "send_lag_ms" not in frame.columns:
-        frame["send_lag_ms"] = 0.0
-    if "lag_cause" not in frame.columns:
-        frame["lag_cause"] = ""
-    if "protocol" not in frame.columns:
-        frame["protocol"] = DEFAULT_PROTOCOL
-    # A partial last line (writer killed mid-row) parses with empty numeric fields.
-    for c in (*_INT_COLUMNS, *_FLOAT_COLUMNS):
-        frame[c] = pd.to_numeric(frame[c], errors="coerce")
-    complete = frame[[*_INT_COLUMNS, "t_start", "latency_ms"]].notna().all(axis=1)
-    frame = frame.loc[complete].copy()
-    frame["encode_us"] = frame["encode_us"].fillna(0.0)
-    frame["send_lag_ms"] = frame["send_lag_ms"].fillna(0.0)
-    for c in _INT_COLUMNS:
-        frame[c] = frame[c].astype("int64")
-    for c in _STR_COLUMNS:
-        frame[c] = frame[c].fillna("").astype(str)
-    frame.loc[frame["protocol"] == "", "protocol"] = DEFAULT_PROTOCOL
-    return frame[list(ALL_COLUMNS)].reset_index(drop=True)
+    parsed = [c for c in header if c in wanted or c in _COMPLETE]
+    try:
+        reader = pd.read_csv(
+            path,
+            usecols=parsed,
+            dtype={c: "string" for c in parsed if _KINDS.get(c) == "str"},
+            keep_default_na=False,
+            chunksize=chunk_rows,
+        )
+        chunks: Iterable[pd.DataFrame] = reader if chunk_rows else [reader]
+        for chunk in chunks:
+            yield _clean(chunk, wanted)
+    except pd.errors.EmptyDataError:
+        yield _empty_frame(wanted)
+    except (pd.errors.ParserError, UnicodeDecodeError, OSError, ValueError) as exc:
+        raise ResultsError(f"cannot read records from {path}: {exc}") from exc
+
+
+def _clean(frame: pd.DataFrame, wanted: tuple[str, ...]) -> pd.DataFrame:
+    """Numbers parsed (a torn last line's empty fields make it incomplete: dropped), text "" when empty."""
+    for c, default in OPTIONAL_DEFAULTS.items():
+        if c in wanted and c not in frame.columns:
+            frame[c] = default
+    for c in frame.columns:
+        if _KINDS[c] != "str":
+            frame[c] = pd.to_numeric(frame[c], errors="coerce")
+    complete = frame[list(_COMPLETE)].notna().all(axis=1)
+    if not complete.all():
+        frame = frame.loc[complete].copy()
+    for c in wanted:
+        kind = _KINDS[c]
+        if kind == "int":
+            frame[c] = frame[c].astype("int64")
+        elif kind == "float":
+            frame[c] = frame[c].fillna(OPTIONAL_DEFAULTS.get(c, 0.0)).astype("float64")
+        else:
+            frame[c] = frame[c].fillna("").astype(str)
+            if OPTIONAL_DEFAULTS.get(c):
+                frame.loc[frame[c] == "", c] = OPTIONAL_DEFAULTS[c]
+    return frame[list(wanted)].reset_index(drop=True)
 
 
 def merge_records(paths: Iterable[Path | str], out_path: Path | str) -> int:

@@ -4,6 +4,10 @@ Percentiles come from every successful raw row with numpy (never from bucketed l
 with its 95 % confidence interval from order statistics (bench.store.percentiles)::
 
     summary = summarize(read_records(path), load=read_load_stats(path))
+    acc = SummaryAccumulator()                    # the same, chunk by chunk, for runs of any size
+    for chunk in iter_records(path, SUMMARY_INPUT_COLUMNS):
+        acc.add(chunk)
+    summary = acc.summary(load=read_load_stats(path))
 
 Columns after the contract's (units in the names; ``*_ms`` are latencies from the intended send):
 
@@ -20,10 +24,13 @@ Columns after the contract's (units in the names; ``*_ms`` are latencies from th
 
 from __future__ import annotations
 
+import math
+from dataclasses import dataclass, field
+
 import numpy as np
 import pandas as pd
 
-from bench.store.lateness import LATE_TOLERANCE_MS, lateness
+from bench.store.lateness import CAUSE_BUSY, CAUSE_IDLE, LATE_TOLERANCE_MS, late_mask
 from bench.store.load_stats import LoadStats
 from bench.store.percentiles import percentiles_ci
 
@@ -82,44 +89,162 @@ def summarize(
     *cell's* wall time (first intended send to last completion), so groups of one mixed-batch
     run add up to the run's rate; ``images_per_s`` counts successful requests only.
     ``late_sends`` counts sends that started more than ``late_tolerance_ms`` after their
-    intended time (open model; bench.store.lateness), split by cause.
+    intended time (open model; bench.store.lateness), split by cause. The same as
+    :class:`SummaryAccumulator` fed ``df`` in one chunk.
     """
-    columns = [*SUMMARY_COLUMNS, *SUMMARY_EXTRA_COLUMNS]
-    if df.empty:
-        return pd.DataFrame({c: [] for c in columns})
-    frame = df.copy()
-    if "send_lag_ms" not in frame.columns:
-        frame["send_lag_ms"] = 0.0
-    frame["error"] = frame["error"].fillna("").astype(str)
-    frame["cell"] = frame["cell"].fillna("").astype(str)
-    frame["_end"] = frame["t_start"] + frame["latency_ms"] / 1000.0
-    spans = frame.groupby("cell").agg(first=("t_start", "min"), last=("_end", "max"))
-    cell_seconds = (spans["last"] - spans["first"]).to_dict()
-    rows = []
-    for (cell, batch, encoding), group in frame.groupby(["cell", "batch", "encoding"], sort=True):
-        failed = failed_mask(group).to_numpy()
-        ok = group[~failed]
-        latencies = ok["latency_ms"].to_numpy(dtype=float)
-        uncorrected = latencies - ok["send_lag_ms"].to_numpy(dtype=float)
-        seconds = max(float(cell_seconds[cell]), 1e-9)
+    acc = SummaryAccumulator(late_tolerance_ms)
+    acc.add(df)
+    return acc.summary(load)
+
+
+# The records columns a summary reads (bench.store.records.iter_records ``columns``).
+SUMMARY_INPUT_COLUMNS: tuple[str, ...] = (
+    "t_start",
+    "latency_ms",
+    "status",
+    "batch",
+    "encoding",
+    "payload_bytes",
+    "encode_us",
+    "error",
+    "cell",
+    "send_lag_ms",
+    "lag_cause",
+    "protocol",
+)
+
+
+@dataclass
+class _Group:
+    """What one (cell, batch, encoding) keeps between chunks: counts, sums, and the latencies
+    percentiles need (one float64 per row: exact percentiles, no sketch)."""
+
+    requests: int = 0
+    errors: int = 0
+    payload_sums: list[float] = field(default_factory=list)
+    encode_sums: list[float] = field(default_factory=list)
+    ok_latency: list[np.ndarray] = field(default_factory=list)
+    ok_uncorrected: list[np.ndarray] = field(default_factory=list)
+    failed_latency: list[np.ndarray] = field(default_factory=list)
+    late: int = 0
+    late_busy: int = 0
+    late_idle: int = 0
+    protocol: str | None = None  # its first row's (an encoding is one protocol)
+
+
+def _joined(parts: list[np.ndarray]) -> np.ndarray:
+    """One array of the parts, the list emptied (so the parts and the whole are not both kept)."""
+    whole = np.concatenate(parts) if parts else np.empty(0, dtype=float)
+    parts.clear()
+    return whole
+
+
+class SummaryAccumulator:
+    """:func:`summarize` over records fed in chunks, in memory bounded by one float per row.
+
+    Counts and sums are kept per group; the successful latencies (and their uncorrected
+    counterparts) are kept as float64 arrays, so every percentile and its interval is the
+    exact one numpy gives on the whole sample, whatever the chunking. Means are exact sums
+    (``math.fsum``) divided once; chunked and whole-file reads agree to the last ulp or so::
+
+        acc = SummaryAccumulator(late_tolerance_ms)
+        for chunk in iter_records(path, SUMMARY_INPUT_COLUMNS):
+            acc.add(chunk)
+        summary = acc.summary(load)
+    """
+
+    def __init__(self, late_tolerance_ms: float = LATE_TOLERANCE_MS) -> None:
+        self.late_tolerance_ms = late_tolerance_ms
+        self.rows = 0
+        self._groups: dict[tuple[str, int, str], _Group] = {}
+        self._spans: dict[str, tuple[float, float]] = {}  # cell -> (first start, last end), unix s
+
+    def add(self, chunk: pd.DataFrame) -> None:
+        """Count one chunk of records rows (a missing ``send_lag_ms``/``lag_cause`` counts as on time)."""
+        if chunk.empty:
+            return
+        n = len(chunk)
+        self.rows += n
+        cells = chunk["cell"].fillna("").astype(str)
+        start = chunk["t_start"].to_numpy(dtype=float)
+        latency = chunk["latency_ms"].to_numpy(dtype=float)
+        lag = chunk["send_lag_ms"].to_numpy(dtype=float) if "send_lag_ms" in chunk else np.zeros(n)
+        cause = chunk["lag_cause"].fillna("").astype(str).to_numpy() if "lag_cause" in chunk else np.full(n, "")
+        protocol = chunk["protocol"].fillna("").astype(str).to_numpy() if "protocol" in chunk else None
+        failed = failed_mask(chunk).to_numpy()
+        payload = chunk["payload_bytes"].to_numpy(dtype=float)
+        encode = chunk["encode_us"].to_numpy(dtype=float)
+        late = late_mask(lag, self.late_tolerance_ms)
+        end = start + latency / 1000.0
+        keys = pd.DataFrame({"cell": cells.to_numpy(), "batch": chunk["batch"].to_numpy(), "encoding": chunk["encoding"]})
+        for cell, rows in keys.groupby("cell", sort=False).indices.items():
+            first, last = float(start[rows].min()), float(end[rows].max())
+            if cell in self._spans:
+                first, last = min(first, self._spans[cell][0]), max(last, self._spans[cell][1])
+            self._spans[str(cell)] = (first, last)
+        for (cell, batch, encoding), rows in keys.groupby(["cell", "batch", "encoding"], sort=False).indices.items():
+            group = self._groups.setdefault((str(cell), int(batch), str(encoding)), _Group())
+            bad = failed[rows]
+            good = rows[~bad]
+            if not group.requests and protocol is not None:
+                group.protocol = str(protocol[rows[0]])
+            group.requests += rows.size
+            group.errors += int(bad.sum())
+            group.payload_sums.append(math.fsum(payload[rows]))
+            group.encode_sums.append(math.fsum(encode[rows]))
+            group.ok_latency.append(latency[good])
+            group.ok_uncorrected.append(latency[good] - lag[good])
+            if bad.any():
+                group.failed_latency.append(latency[rows[bad]])
+            late_rows = rows[late[rows]]
+            group.late += late_rows.size
+            group.late_busy += int((cause[late_rows] == CAUSE_BUSY).sum())
+            group.late_idle += int((cause[late_rows] == CAUSE_IDLE).sum())
+
+    def latency_means(self) -> pd.Series:
+        """Mean latency (ms) of each cell's successful requests; cells without one left out."""
+        totals: dict[str, list[float]] = {}
+        counts: dict[str, int] = {}
+        for (cell, _, _), group in self._groups.items():
+            for part in group.ok_latency:
+                if part.size:
+                    totals.setdefault(cell, []).append(math.fsum(part))
+                    counts[cell] = counts.get(cell, 0) + part.size
+        return pd.Series({cell: math.fsum(parts) / counts[cell] for cell, parts in totals.items()}, dtype=float)
+
+    def summary(self, load: LoadStats | None = None) -> pd.DataFrame:
+        """The :func:`summarize` frame of every row added so far (the latency arrays are consumed)."""
+        columns = [*SUMMARY_COLUMNS, *SUMMARY_EXTRA_COLUMNS]
+        if not self._groups:
+            return pd.DataFrame({c: [] for c in columns})
+        rows = [self._row(key, self._groups[key], load) for key in sorted(self._groups)]
+        return pd.DataFrame(rows, columns=columns)
+
+    def _row(self, key: tuple[str, int, str], group: _Group, load: LoadStats | None) -> dict[str, object]:
+        cell, batch, encoding = key
+        latencies = _joined(group.ok_latency)
+        uncorrected = _joined(group.ok_uncorrected)
+        failed = _joined(group.failed_latency)
+        first, last = self._spans[cell]
+        seconds = max(last - first, 1e-9)
         cis = percentiles_ci(latencies, PERCENTILES)
-        late = lateness(group, late_tolerance_ms)
+        samples = int(latencies.size)
         row: dict[str, object] = {
             "cell": cell,
-            "batch": int(batch),
+            "batch": batch,
             "encoding": encoding,
-            "requests": len(group),
-            "errors": int(failed.sum()),
-            "rps": len(group) / seconds,
-            "images_per_s": len(ok) * int(batch) / seconds,
+            "requests": group.requests,
+            "errors": group.errors,
+            "rps": group.requests / seconds,
+            "images_per_s": samples * batch / seconds,
         }
         row.update({f"p{ci.q:g}_ms": ci.value for ci in cis})
         row.update(
             {
-                "max_ms": float(latencies.max()) if latencies.size else np.nan,
-                "payload_bytes_mean": float(group["payload_bytes"].mean()),
-                "encode_us_mean": float(group["encode_us"].mean()),
-                "samples": len(ok),
+                "max_ms": float(latencies.max()) if samples else np.nan,
+                "payload_bytes_mean": math.fsum(group.payload_sums) / group.requests,
+                "encode_us_mean": math.fsum(group.encode_sums) / group.requests,
+                "samples": samples,
             }
         )
         for ci in cis:
@@ -128,17 +253,16 @@ def summarize(
         row.update(
             {
                 "rough": ",".join(f"p{ci.q:g}" for ci in cis if ci.rough),
-                "error_p50_ms": float(np.median(group.loc[failed, "latency_ms"])) if failed.any() else np.nan,
-                "late_sends": late.late,
-                "late_busy": late.late_busy,
-                "late_idle": late.late_idle,
+                "error_p50_ms": float(np.median(failed)) if failed.size else np.nan,
+                "late_sends": group.late,
+                "late_busy": group.late_busy,
+                "late_idle": group.late_idle,
                 "p99_uncorrected_ms": float(np.percentile(uncorrected, 99)) if uncorrected.size else np.nan,
                 "warmup_excluded": load.warmup_by_cell.get(cell, 0) if load else 0,
                 "client_cpu_pct": load.client_cpu_pct_max if load else float("nan"),
                 "saturated": bool(load.saturated) if load else False,
                 # An encoding is one protocol, so each group is (rows from before the column: rest).
-                "protocol": str(group["protocol"].iloc[0]) if "protocol" in group else "rest",
+                "protocol": group.protocol if group.protocol is not None else "rest",
             }
         )
-        rows.append(row)
-    return pd.DataFrame(rows, columns=columns)
+        return row
