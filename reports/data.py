@@ -12,6 +12,7 @@ of the rows (bench.store.lateness): whose fault a late send was is decided where
 from __future__ import annotations
 
 import re
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -22,9 +23,9 @@ import pandas as pd
 from bench.errors import ResultsError
 from bench.store.lateness import LATE_SHARE_LIMIT, late_tolerance_ms
 from bench.store.record_parts import cell_record_files
-from bench.store.records import read_records
+from bench.store.records import ALL_COLUMNS, CHUNK_ROWS, iter_records, read_records
 from bench.store.runs import Run, load_run
-from bench.store.summary import failed_mask, summarize
+from bench.store.summary import SUMMARY_INPUT_COLUMNS, SummaryAccumulator, failed_mask
 
 # A Locust process (one gevent loop) above this CPU share of one core is the bottleneck itself:
 # its latencies include its own queueing, so the cell measures the client, not the server.
@@ -35,6 +36,10 @@ LOOP_LAG_LIMIT_MS = 10.0
 # The server did not answer this share of the sends due (open model): it was behind.
 SERVER_BEHIND_SHARE = 0.95
 # ``tfsbench capacity`` names each probe's cell ``b16-row-orjson@42.5rps`` (``#n`` on a repeat).
+# Rows of one (encoding, batch, ok or failed) the latency-over-time figure draws before thinning:
+# a scatter of millions of dots takes minutes to draw and shows no more than this.
+TIMELINE_ROWS_PER_GROUP = 20_000
+_TIMELINE_COLUMNS = ("t_start", "latency_ms", "status", "error", "batch", "encoding", "cell")
 _PROBE_RATE = re.compile(r"@([0-9]+(?:\.[0-9]*)?(?:e[-+]?[0-9]+)?)rps")
 
 # Trust and server-side columns written after the summary's own.
@@ -67,11 +72,17 @@ SERVER_COLUMNS = (
 
 @dataclass(frozen=True)
 class RunData:
-    """Everything a report needs from one run."""
+    """Everything a report needs from one run.
+
+    ``records`` holds every row of a run up to :data:`TIMELINE_ROWS_PER_GROUP` rows per
+    (encoding, batch, ok or failed), beyond that an even thinning of them (for the
+    latency-over-time figure); the summary always rests on every row, and ``recorded`` counts them.
+    """
 
     run: Run
     records: pd.DataFrame
     summary: pd.DataFrame
+    recorded: int = 0
 
     @property
     def is_capacity(self) -> bool:
@@ -112,20 +123,86 @@ def _rate_or_inf(cell: str) -> float:
     return float(match.group(1)) if match else float("inf")
 
 
-def read_run_records(run: Run) -> pd.DataFrame:
-    """All rows of requests.csv, plus cells' files not merged yet; an empty frame if none."""
-    paths = [run.requests_path] if run.requests_path.is_file() else []
+def _record_sources(run: Run) -> tuple[list[Path], list[Path]]:
+    """(requests.csv if there is one, the record files of cells not merged into it yet)."""
+    main = [run.requests_path] if run.requests_path.is_file() else []
     merged = {str(c.get("cell")) for c in run.cells if c.get("merged")}
+    extras: list[Path] = []
     cells_dir = run.path / "cells"
     if cells_dir.is_dir():
         # A sweep killed between a cell's end and its merge leaves rows only in cells/<cell>/.
         for cell_dir in sorted(p for p in cells_dir.iterdir() if p.is_dir() and p.name not in merged):
-            paths += cell_record_files(cell_dir)
-    if not paths:
+            extras += cell_record_files(cell_dir)
+    return main, extras
+
+
+def iter_run_records(
+    run: Run, columns: Sequence[str] = ALL_COLUMNS, chunk_rows: int | None = CHUNK_ROWS
+) -> Iterator[pd.DataFrame]:
+    """The rows of requests.csv in chunks, then those of cells not merged yet that it lacks.
+
+    A sweep killed between appending a cell's rows and noting it in meta.json leaves the rows
+    in both places; a cell file's row identical (to the microsecond) to one of requests.csv is
+    that, never a second request, and is left out. Cell files hold one cell each and are read
+    whole; requests.csv, however long, one chunk at a time.
+    """
+    main, extras = _record_sources(run)
+    wanted = list(columns)
+    if not extras:
+        yield from iter_records(main, wanted, chunk_rows)
+        return
+    extra = read_records(extras).drop_duplicates(ignore_index=True)
+    labels = set(extra["cell"])
+    seen = []
+    for chunk in iter_records(main, ALL_COLUMNS, chunk_rows):
+        overlap = chunk[chunk["cell"].isin(labels)]
+        if not overlap.empty:
+            seen.append(overlap)
+        yield chunk[wanted]
+    if seen:
+        both = extra.merge(pd.concat(seen).drop_duplicates(), how="left", indicator=True)
+        extra = extra[(both["_merge"] == "left_only").to_numpy()]
+    yield extra[wanted].reset_index(drop=True)
+
+
+def read_run_records(run: Run) -> pd.DataFrame:
+    """All rows of requests.csv, plus cells' files not merged yet; an empty frame if none."""
+    main, extras = _record_sources(run)
+    if not main and not extras:
         return pd.DataFrame()
-    # A sweep killed between appending a cell's rows and noting it in meta.json leaves the rows
-    # in both places; identical rows (to the microsecond) are that, never two requests.
-    return read_records(paths).drop_duplicates(ignore_index=True)
+    return pd.concat(list(iter_run_records(run, chunk_rows=None)), ignore_index=True)
+
+
+class _Timeline:
+    """The rows the latency-over-time figure draws: all of them up to a bound per group, then
+    every 2nd, 4th, ... row of each group (evenly over the run, decided as rows stream by)."""
+
+    def __init__(self, per_group: int = 0) -> None:
+        self.per_group = per_group or TIMELINE_ROWS_PER_GROUP
+        self._kept: dict[tuple[object, ...], list[pd.DataFrame]] = {}
+        self._seen: dict[tuple[object, ...], int] = {}
+        self._stride: dict[tuple[object, ...], int] = {}
+
+    def add(self, chunk: pd.DataFrame) -> None:
+        frame = chunk[list(_TIMELINE_COLUMNS)].assign(_failed=failed_mask(chunk).to_numpy())
+        for key, rows in frame.groupby(["encoding", "batch", "_failed"], sort=False).indices.items():
+            seen, stride = self._seen.get(key, 0), self._stride.get(key, 1)
+            order = seen + np.arange(rows.size)
+            part = frame.iloc[rows[order % stride == 0]].assign(_order=order[order % stride == 0])
+            self._seen[key] = seen + rows.size
+            kept = self._kept.setdefault(key, [])
+            kept.append(part)
+            while sum(len(p) for p in kept) > self.per_group:
+                stride *= 2
+                kept[:] = [p[p["_order"].to_numpy() % stride == 0] for p in kept]
+            self._stride[key] = stride
+
+    def frame(self) -> pd.DataFrame:
+        parts = [p for kept in self._kept.values() for p in kept]
+        if not parts:
+            return pd.DataFrame(columns=list(_TIMELINE_COLUMNS))
+        whole = pd.concat(parts).sort_values("t_start", kind="stable")
+        return whole.drop(columns=["_failed", "_order"]).reset_index(drop=True)
 
 
 def _cell_facts(run: Run) -> pd.DataFrame:
@@ -286,13 +363,18 @@ def summarize_run(run: Run, records: pd.DataFrame) -> pd.DataFrame:
     Late sends are counted with the run's own lateness rule (bench.store.lateness): a capacity
     run's SLO sets it, as it did for its probes.
     """
-    if records.empty:
+    acc = SummaryAccumulator(late_tolerance_ms(run_limit_ms(run)))
+    acc.add(records)
+    return _summary_of(run, acc)
+
+
+def _summary_of(run: Run, acc: SummaryAccumulator) -> pd.DataFrame:
+    if not acc.rows:
         raise ResultsError(f"{run.path} has no recorded requests yet (requests.csv is empty or missing)")
-    summary = summarize(records, late_tolerance_ms=late_tolerance_ms(run_limit_ms(run)))
-    if "latency_mean_ms" not in summary:
-        # Means add up where percentiles do not: the client/server split needs them.
-        means = ok_rows(records).groupby("cell")["latency_ms"].mean().rename("latency_mean_ms")
-        summary = summary.merge(means, left_on="cell", right_index=True, how="left")
+    # Means add up where percentiles do not: the client/server split needs them.
+    means = acc.latency_means().rename("latency_mean_ms")
+    summary = acc.summary()
+    summary = summary.merge(means, left_on="cell", right_index=True, how="left")
     summary = add_trust(summary, run)
     return sort_cells(summary)
 
@@ -304,10 +386,19 @@ def run_limit_ms(run: Run) -> float | None:
     return float(value) if isinstance(value, int | float) and is_capacity_run(run) else None
 
 
-def load_run_data(path: Path) -> RunData:
+def load_run_data(path: Path, chunk_rows: int | None = CHUNK_ROWS) -> RunData:
+    """The run at ``path`` with its summary, its records read ``chunk_rows`` rows at a time.
+
+    Memory is one chunk, two float64 per request (latencies and uncorrected latencies, for exact
+    percentiles) and the figure's bounded sample: a 20 M-row run reports in well under 2 GB.
+    """
     run = load_run(path)
-    records = read_run_records(run)
-    return RunData(run=run, records=records, summary=summarize_run(run, records))
+    acc = SummaryAccumulator(late_tolerance_ms(run_limit_ms(run)))
+    timeline = _Timeline()
+    for chunk in iter_run_records(run, SUMMARY_INPUT_COLUMNS, chunk_rows):
+        acc.add(chunk)
+        timeline.add(chunk)
+    return RunData(run=run, records=timeline.frame(), summary=_summary_of(run, acc), recorded=acc.rows)
 
 
 def ok_rows(records: pd.DataFrame) -> pd.DataFrame:

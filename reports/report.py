@@ -263,7 +263,7 @@ def render_html(data: RunData, figures: list[tuple[str, str, str, bytes | None]]
         f"{html.escape(str(target.get('model_name', '?')))}"
         f" v{html.escape(str(target.get('model_version', '?')))} · load "
         f"{html.escape(str(config.get('load', config.get('arrival', '?'))))} · "
-        f"{len(data.records):,} requests recorded · created {html.escape(str(run.meta.get('created_utc', '?')))}"
+        f"{data.recorded:,} requests recorded · created {html.escape(str(run.meta.get('created_utc', '?')))}"
     )
     answer = data_answer(data)
     best = answer.best_cells if answer else frozenset()

@@ -145,13 +145,31 @@ def measure_report(run_dir: Path) -> tuple[float, int, int]:
     return seconds, int(usage.ru_maxrss) * 1024, proc.returncode
 
 
+def _report_only(base: Path) -> int:
+    over = False
+    print(f"{'rows':>12} {'csv MB':>8} {'report s':>9} {'peak RSS MB':>12}")
+    for latest in sorted(base.glob("rows-*/latest"), key=lambda p: int(p.parent.name.split("-")[1])):
+        run_dir = latest.resolve()
+        rows = int(latest.parent.name.split("-")[1])
+        seconds, rss, rc = measure_report(run_dir)
+        over |= rc != 0 or rss > RSS_LIMIT_BYTES
+        size_mb = (run_dir / runs.REQUESTS_FILE).stat().st_size / 1e6
+        print(f"{rows:>12,} {size_mb:>8.0f} {seconds:>9.1f} {rss / 2**20:>12.0f}", flush=True)
+    return 1 if over else 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.perf.records_scale", description=__doc__.split("\n")[0])
     parser.add_argument("--rows", default="2000000,20000000", help="row counts, comma-separated")
     parser.add_argument("--cells", type=int, default=8)
     parser.add_argument("--dir", type=Path, default=None, help="where to write the runs (default: a temp dir)")
     parser.add_argument("--keep", action="store_true", help="keep the generated runs")
+    parser.add_argument("--report-only", action="store_true", help="measure the runs kept under --dir, make none")
     args = parser.parse_args(argv)
+    if args.report_only:
+        if args.dir is None:
+            parser.error("--report-only needs --dir")
+        return _report_only(args.dir)
     try:
         counts = [int(float(r)) for r in args.rows.split(",") if r.strip()]
     except ValueError:
