@@ -99,7 +99,7 @@ def _chunk_bytes(rng: np.random.Generator, t_start_us: np.ndarray, batch: int, e
         blocks += [block, comma]
     blocks[-1] = np.full((n, 1), ord("\n"), dtype=np.uint8)
     text = np.hstack(blocks).ravel()
-    return text[text != _PAD].tobytes()
+    return bytes(text[text != _PAD].tobytes())
 
 
 def _number(values: np.ndarray, int_digits: int, decimals: int = 0) -> np.ndarray:
@@ -123,7 +123,8 @@ def _choice(index: np.ndarray, options: tuple[str, ...]) -> np.ndarray:
     table = np.zeros((len(options), max(1, *(len(o) for o in options))), dtype=np.uint8)
     for i, option in enumerate(options):
         table[i, : len(option)] = np.frombuffer(option.encode(), dtype=np.uint8)
-    return table[index]
+    chosen: np.ndarray = table[index]
+    return chosen
 
 
 def measure_report(run_dir: Path) -> tuple[float, int, int]:

@@ -176,7 +176,9 @@ class SummaryAccumulator:
         encode = chunk["encode_us"].to_numpy(dtype=float)
         late = late_mask(lag, self.late_tolerance_ms)
         end = start + latency / 1000.0
-        keys = pd.DataFrame({"cell": cells.to_numpy(), "batch": chunk["batch"].to_numpy(), "encoding": chunk["encoding"]})
+        keys = pd.DataFrame(
+            {"cell": cells.to_numpy(), "batch": chunk["batch"].to_numpy(), "encoding": chunk["encoding"].to_numpy()}
+        )
         for cell, rows in keys.groupby("cell", sort=False).indices.items():
             first, last = float(start[rows].min()), float(end[rows].max())
             if cell in self._spans:

@@ -47,7 +47,9 @@ def test_chunked_summary_equals_whole_file_summary_exactly(big_run: Path) -> Non
     assert chunked.recorded == whole.recorded == ROWS
     # Percentiles, intervals, max, counts and rates: bit for bit; means: exact sums, so to the ulp.
     means = ["encode_us_mean", "payload_bytes_mean", "latency_mean_ms"]
-    pd.testing.assert_frame_equal(chunked.summary.drop(columns=means), whole.summary.drop(columns=means), check_exact=True)
+    pd.testing.assert_frame_equal(
+        chunked.summary.drop(columns=means), whole.summary.drop(columns=means), check_exact=True
+    )
     _means_close(chunked.summary, whole.summary)
     assert len(chunked.summary) == 4
 
@@ -91,7 +93,8 @@ def test_extra_and_missing_optional_columns_and_a_torn_tail(tmp_path: Path, big_
     whole = read_records(path)
     assert list(whole.columns) == list(ALL_COLUMNS)
     assert len(whole) == 500
-    assert (whole["send_lag_ms"] == 0.0).all() and (whole["lag_cause"] == "").all()
+    assert (whole["send_lag_ms"] == 0.0).all()
+    assert (whole["lag_cause"] == "").all()
     chunks = list(iter_records(path, SUMMARY_INPUT_COLUMNS, chunk_rows=TINY_CHUNK))
     assert list(chunks[0].columns) == list(SUMMARY_INPUT_COLUMNS)
     pd.testing.assert_frame_equal(pd.concat(chunks, ignore_index=True), whole[list(SUMMARY_INPUT_COLUMNS)])
@@ -129,7 +132,8 @@ def test_timeline_keeps_every_row_when_small_and_thins_evenly_when_big(big_run: 
     assert len(full.frame()) == ROWS
     thinned = small.frame()
     groups = thinned.groupby(["encoding", "batch"]).size()
-    assert (groups <= 200).all() and (groups >= 50).all()  # ok and failed rows, each at most 100
+    assert (groups <= 200).all()  # ok and failed rows, each at most 100
+    assert (groups >= 50).all()
     # Evenly over the cell: its first row is kept and the kept rows span the cell's time.
     for cell, rows in whole.groupby("cell"):
         kept = thinned[thinned["cell"] == cell]
