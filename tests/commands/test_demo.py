@@ -15,7 +15,8 @@ def test_demo_serves_sweeps_reports_and_stops(models_dir: Path, tmp_path: Path) 
     out = tmp_path / "runs"
     proc = subprocess.run(
         [sys.executable, "-m", "bench", "demo", "--models", str(models_dir), "--out", str(out),
-         "--batch-sizes", "1", "--encodings", "row-orjson,grpc-tensor-content", "--users", "2", "--requests", "40", "--duration", "30s"],
+         "--batch-sizes", "1", "--encodings", "row-orjson,grpc-tensor-content", "--users", "2",
+         "--requests", "40", "--duration", "30s"],
         capture_output=True, text=True, timeout=180,
     )  # fmt: skip
     assert proc.returncode == 0, (proc.stdout + proc.stderr)[-3000:]
