@@ -8,17 +8,27 @@ from pathlib import Path
 import pytest
 
 MODEL_NAME = "classifier"
-# Tests that measure time (capacity searches, Locust schedules, verdicts, soaks) or share the
+# Tests whose answers depend on the machine keeping up (capacity searches against servers of a
+# known capacity, Locust schedules, verdicts, soaks, several Locust processes) or that share the
 # Docker engine and its image tags: marked ``serial``. ``make test`` runs the rest on two
 # workers first, then these alone, so no other test competes with them for the CPU.
-SERIAL_DIRS = ("commands", "scenario", "docker", "perf")
-TESTS = Path(__file__).parent
+SERIAL_MODULES = {
+    "tests/commands/test_capacity.py",
+    "tests/commands/test_capacity_probes.py",
+    "tests/commands/test_sweep_verdicts.py",
+    "tests/commands/test_tune_embedded.py",
+    "tests/scenario/test_locust.py",
+    "tests/scenario/test_backoff.py",
+    "tests/scenario/test_distributed.py",
+    "tests/perf/test_soak.py",
+}
+REPO = Path(__file__).parent.parent
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     for item in items:
-        top = item.path.relative_to(TESTS).parts[0]
-        if top in SERIAL_DIRS or item.get_closest_marker("docker") is not None:
+        module = item.path.relative_to(REPO).as_posix()
+        if module in SERIAL_MODULES or item.get_closest_marker("docker") is not None:
             item.add_marker(pytest.mark.serial)
 
 
