@@ -177,6 +177,38 @@ def _add_scenario_options(p: argparse.ArgumentParser, per: str) -> None:
     add_input_arguments(p)
 
 
+def _add_worker_options(p: argparse.ArgumentParser, per: str) -> None:
+    """--expect-workers and the master's address (bench.commands.workers)."""
+    p.add_argument(
+        "--expect-workers",
+        type=argtypes.positive_int,
+        default=0,
+        metavar="N",
+        help=f"run every {per} on N Locust workers started elsewhere "
+        "(the command says how: locust -f locustfiles/predict.py --worker --master-host HOST)",
+    )
+    p.add_argument(
+        "--master-bind-host",
+        default=None,
+        metavar="HOST",
+        help="with --expect-workers: the address the master listens on for workers (default 127.0.0.1)",
+    )
+    p.add_argument(
+        "--master-bind-port",
+        type=argtypes.positive_int,
+        default=None,
+        metavar="PORT",
+        help="with --expect-workers: the port the master listens on (default 5557)",
+    )
+    p.add_argument(
+        "--workers-wait",
+        type=argtypes.duration_s,
+        default=300.0,
+        metavar="DURATION",
+        help=f"with --expect-workers: how long each {per} waits for its workers (default 300s)",
+    )
+
+
 def _add_stability(p: argparse.ArgumentParser, per: str, window_s: float) -> None:
     """--stability and --stability-window: measure until the last three windows agree (perf_analyzer's rule)."""
     p.add_argument(
@@ -273,6 +305,7 @@ def _add_sweep(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
         metavar="P",
         help="Locust processes per cell (--processes; default 1)",
     )
+    _add_worker_options(p, "cell")
     _add_stability(p, "cell", 5.0)
     _add_scenario_options(p, per="cell")
     p.add_argument(
@@ -426,6 +459,7 @@ def _add_capacity(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
         metavar="P",
         help="Locust processes per probe, when one cannot drive the rates searched (default 1; at most one per core)",
     )
+    _add_worker_options(p, "probe")
     p.add_argument(
         "--calibration-time",
         type=argtypes.non_negative_duration_s,

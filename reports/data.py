@@ -223,6 +223,8 @@ def _cell_facts(run: Run) -> pd.DataFrame:
                 "windows": c.get("windows"),
                 "monitor_saturated": c.get("saturated"),
                 "processes": c.get("processes") or 1,
+                "saturated_workers": ",".join(c.get("saturated_workers") or []),
+                "lost_workers": ",".join(c.get("lost_workers") or []),
                 "server_requests": server.get("requests"),
                 "server_latency_mean_ms": server.get("latency_mean_ms"),
                 "server_latency_p50_ms": server.get("latency_p50_ms"),
@@ -280,6 +282,12 @@ def _verdict(row: pd.Series) -> tuple[bool, bool, str]:
         if part
     )
     fix = "add --processes (one per core) or load machines"
+    # Per worker: the ones behind on their own rows, or whose own CPU monitor tripped, by name.
+    named = sorted(
+        {w for key in ("behind_workers", "saturated_workers") for w in str(row.get(key) or "").split(",") if w}
+    )
+    if named:
+        fix = f"worker {', '.join(named)} was behind; {fix}"
     client = server = False
     if late_idle > limit:
         client = True
@@ -323,6 +331,11 @@ def _verdict(row: pd.Series) -> tuple[bool, bool, str]:
     status = row.get("cell_status")
     if isinstance(status, str) and status not in ("done", ""):
         notes.append(f"cell {status}")
+    lost = str(row.get("lost_workers") or "")
+    if lost and lost != "nan":
+        notes.append(f"worker {lost.replace(',', ', ')} lost mid-cell: its unsent rows are missing")
+    if named and not client:
+        notes.append(f"worker {', '.join(named)} behind (its own sends or CPU), the others on schedule")
     return client, server, "; ".join(notes) if notes else "ok"
 
 

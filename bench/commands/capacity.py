@@ -13,6 +13,7 @@ import math
 from bench.commands.capacity_run import CapacityConfig, run_capacity_config
 from bench.commands.capacity_search import CapacityResult
 from bench.commands.preflight import input_options_from_args
+from bench.commands.workers import worker_fields
 from bench.errors import ResultsError
 from reports.report import build_report
 
@@ -135,6 +136,7 @@ def config_from_args(args: argparse.Namespace) -> CapacityConfig:
         pool_size=args.pool_size,
         inputs=input_options_from_args(args),
         grpc_target=getattr(args, "grpc_target", None),
+        **worker_fields(args),
     )
 
 

@@ -32,6 +32,7 @@ from typing import Any
 
 import pandas as pd
 
+from bench import LOCUSTFILE
 from bench.commands.capacity_probe import calibration_result, probe_result
 from bench.commands.capacity_search import (
     DEFAULT_TOLERANCE,
@@ -45,6 +46,7 @@ from bench.commands.cells import CellResult, SweepConfig, check_grpc_target, mer
 from bench.commands.cells import validate as validate_sweep
 from bench.commands.preflight import prepare_inputs, save_plans
 from bench.commands.sweep import describe_target
+from bench.commands.workers import announce
 from bench.errors import ConfigError, ResultsError, ServerError
 from bench.payloads.input_plan import InputOptions
 from bench.store import provenance, runs
@@ -103,6 +105,15 @@ class CapacityConfig:
     inputs: InputOptions = field(default_factory=InputOptions)
     input_plan: str | None = None  # RUN/input_plan.json (bench.commands.preflight)
     grpc_target: str | None = None  # --grpc-target (bench.commands.cells.SweepConfig)
+    expect_workers: int = 0  # remote workers (bench.commands.workers); 0: --processes local ones
+    master_bind_host: str = "127.0.0.1"
+    master_bind_port: int = 5557
+    workers_wait_s: float = 300.0
+
+    @property
+    def generators(self) -> int:
+        """Load-generating processes per probe: local ones, or the remote workers."""
+        return max(self.processes, self.expect_workers)
 
     @property
     def slo_text(self) -> str:
@@ -122,7 +133,7 @@ class CapacityConfig:
     def users_for(self, rate_rps: float) -> int:
         """Enough users that rate x latency at the SLO never runs out of them (bounded)."""
         wanted = math.ceil(rate_rps * self.limit_ms / 1000.0 * USERS_PER_SLO.get(self.arrival, 2.0))
-        return int(min(max(wanted, MIN_USERS, self.processes), self.max_users))
+        return int(min(max(wanted, MIN_USERS, self.generators), self.max_users))
 
     @property
     def samples(self) -> int:
@@ -216,10 +227,14 @@ def _sweep_config(config: CapacityConfig, batch: int, encoding: str, rate_rps: f
         "inputs": config.inputs,
         "input_plan": config.input_plan,
         "grpc_target": config.grpc_target,
+        "expect_workers": config.expect_workers,
+        "master_bind_host": config.master_bind_host,
+        "master_bind_port": config.master_bind_port,
+        "workers_wait_s": config.workers_wait_s,
         "max_failed_share": None,  # a probe's errors are its result, judged against the SLO
     }
     if rate_rps is None:
-        users = max(config.calibration_users, config.processes)
+        users = max(config.calibration_users, config.generators)
         return SweepConfig(users=users, duration_s=config.warmup_s + config.calibration_s, **common)
     stable = config.stability_pct is not None
     return SweepConfig(
@@ -312,7 +327,7 @@ class CapacityRun:
             "kind": kind,
             "probe": len(same) + 1,
             "users": sweep_config.users,
-            "processes": sweep_config.processes,
+            "processes": cell.processes,
             "duration_s": cell.wall_s,
             "warmup_excluded": None,
             "client_cpu_pct": cell.client_cpu_pct,
@@ -486,6 +501,10 @@ def run_capacity_config(config: CapacityConfig, out: Path) -> tuple[Path, list[C
     )
     cells = [(b, e) for e in config.encodings for b in config.batch_sizes]
     print(f"capacity: {len(cells)} cells at {config.slo_text} -> {run_dir}", file=sys.stderr, flush=True)
+    announce(
+        "capacity", config.expect_workers, str(LOCUSTFILE), config.master_bind_host, config.master_bind_port,
+        config.workers_wait_s,
+    )  # fmt: skip
     try:
         for batch, encoding in cells:
             ceiling = run.calibrate(batch, encoding)

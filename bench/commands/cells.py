@@ -36,10 +36,11 @@ from bench.errors import DISK_FULL_EXIT_CODE, ConfigError, DiskFullError, Result
 from bench.payloads.encodings import get_encoding
 from bench.payloads.input_plan import InputOptions
 from bench.ports import free_port
+from bench.scenario.collector import VERSION_MISMATCH_EXIT_CODE
 from bench.scenario.parent_death import PARENT_PID_ENV
 from bench.store import runs
 from bench.store.load_stats import read_load_stats
-from bench.store.record_parts import cell_record_files, part_files
+from bench.store.record_parts import cell_record_files
 from bench.store.records import RecordWriter, RequestRecord, read_records
 from bench.store.stability import RecordTail, is_stable, measure_windows
 from bench.target import prometheus
@@ -90,6 +91,12 @@ class SweepConfig:
     # A cell with more failed requests than this share is "failed"; None: errors are a result
     # (capacity probes judge them against the SLO).
     max_failed_share: float | None = MAX_FAILED_SHARE
+    # --expect-workers N: every cell runs on N workers started elsewhere, which connect to
+    # --master-bind-host:--master-bind-port (bench.commands.workers).
+    expect_workers: int = 0
+    master_bind_host: str = "127.0.0.1"
+    master_bind_port: int = 5557
+    workers_wait_s: float = 300.0
 
     @property
     def cell_time_s(self) -> float:
@@ -142,6 +149,8 @@ class CellResult:
     windows: int | None = None  # --stability: complete measurement windows
     processes: int = 1
     server: dict[str, float] = field(default_factory=dict)
+    saturated_workers: list[str] = field(default_factory=list)  # by name, from their own CPU monitors
+    lost_workers: list[str] = field(default_factory=list)  # died before their last records arrived
 
 
 def validate(config: SweepConfig) -> None:
@@ -163,6 +172,8 @@ def validate(config: SweepConfig) -> None:
             argtypes.grpc_target(config.grpc_target)
         except Exception as exc:
             raise ConfigError(f"--grpc-target: {exc}") from None
+    if config.expect_workers and config.processes > 1:
+        raise ConfigError("--expect-workers runs every cell on remote workers: leave out --processes")
 
 
 def target_client(config: SweepConfig) -> TFServingClient:
@@ -213,10 +224,17 @@ def locust_command(config: SweepConfig, cell: CellResult, cell_dir: Path) -> lis
     if config.pool_size:
         cmd += ["--pool-size", str(config.pool_size)]
     if config.input_plan:
-        cmd += ["--input-plan", config.input_plan]
+        cmd += ["--input-plan", _plan_for_workers(config) if config.expect_workers else config.input_plan]
     if get_encoding(cell.encoding).protocol == "grpc":
         cmd += ["--grpc-target", config.grpc_address]
-    if config.processes > 1:
+    if config.expect_workers:
+        # Workers elsewhere: they share no disk with this machine, so the plan travels inline with
+        # the options and records come back over Locust's messages. --keep-workers detaches them at
+        # the end instead of quitting them: the next cell's master binds the same port.
+        cmd += ["--master", "--expect-workers", str(config.expect_workers), "--keep-workers"]
+        cmd += ["--expect-workers-max-wait", f"{config.workers_wait_s:g}"]
+        cmd += ["--master-bind-host", config.master_bind_host, "--master-bind-port", str(config.master_bind_port)]
+    elif config.processes > 1:
         # Locust's default master port (5557) would join parallel sweeps' workers to one master.
         # The forked workers connect to --master-port, the master listens on --master-bind-port.
         port = str(free_port())
@@ -233,9 +251,17 @@ def _count_rows(path: Path) -> int:
         return 0
 
 
+def _plan_for_workers(config: SweepConfig) -> str:
+    assert config.input_plan is not None
+    try:
+        return json.dumps(json.loads(Path(config.input_plan).read_text(encoding="utf-8")), separators=(",", ":"))
+    except (OSError, ValueError):
+        return config.input_plan  # the Locust process says what is wrong with it
+
+
 def _records_files(records: Path) -> list[Path]:
-    """The cell's records file and, with --processes, its workers' files (merged when Locust quits)."""
-    return [p for p in (records, *part_files(records)) if p.is_file()]
+    """The cell's records file (the master appends every process's rows to it as they arrive)."""
+    return [records] if records.is_file() else []
 
 
 def _locust_counts(cell_dir: Path) -> tuple[int | None, int | None]:
@@ -346,6 +372,10 @@ def run_cell(
         if tail is not None and cell.stable is None:
             cell.stable = False
             _stable(config, cell, tail, _records_files(records))  # the windows it got to
+    if proc.returncode == VERSION_MISMATCH_EXIT_CODE:
+        cell.status = "failed"
+        cell.error = _refusal(log_file) or "a worker runs another tfsbench version"
+        raise ConfigError(cell.error)
     if proc.returncode == DISK_FULL_EXIT_CODE:
         cell.status = "failed"
         cell.error = f"no space left on {cell_dir} for the records"
@@ -356,6 +386,12 @@ def run_cell(
             failed = failed_requests(_records_files(records), config.max_failed_share)
             if failed:
                 cell.status, cell.error = "failed", failed
+            if cell.lost_workers:
+                cell.status = "failed"
+                cell.error = (
+                    f"worker {', '.join(cell.lost_workers)} stopped mid-cell; its unsent rows are lost, "
+                    "every row received is kept"
+                )
         else:
             cell.status = "failed"
             cell.error = f"locust exited with code {proc.returncode}: {_tail(log_file)}"
@@ -420,6 +456,20 @@ def _load_side_car(cell: CellResult, records: Path) -> None:
     cell.saturated = stats.saturated
     cell.unanswered = stats.unanswered(cell.cell) if stats.unanswered_by_cell else 0
     cell.stopping_unix_s = stats.stopping_unix_s or None
+    cell.saturated_workers = list(stats.saturated_workers)
+    cell.lost_workers = list(stats.lost_workers)
+    if stats.by_worker:
+        cell.processes = len(stats.by_worker)
+
+
+def _refusal(log_file: Path) -> str | None:
+    """The master's one line refusing a worker of another version (bench.scenario.collector)."""
+    try:
+        lines = log_file.read_text(encoding="utf-8", errors="replace").splitlines()
+    except OSError:
+        return None
+    found = [line for line in lines if line.startswith("tfsbench: worker ") and " runs tfsbench " in line]
+    return found[-1].removeprefix("tfsbench: ") if found else None
 
 
 def _tail(log_file: Path, lines: int = 3) -> str:

@@ -36,6 +36,7 @@ from bench.commands.cells import (
 )
 from bench.commands.docker import sweep_in_container
 from bench.commands.preflight import input_options_from_args, prepare_inputs, save_plans
+from bench.commands.workers import announce, worker_fields
 from bench.errors import BenchError, ConfigError, DiskFullError, ResultsError
 from bench.progress import Progress
 from bench.store import provenance, runs
@@ -158,6 +159,10 @@ def run_sweep_config(config: SweepConfig, out: Path, extra_meta: dict[str, Any] 
         **(extra_meta or {}),
     )
     print(f"sweep: {len(cells)} cells -> {run_dir}", file=sys.stderr)
+    announce(
+        "sweep", config.expect_workers, config.locustfile, config.master_bind_host, config.master_bind_port,
+        config.workers_wait_s,
+    )  # fmt: skip
     progress = Progress(len(cells))
     metrics_url = prometheus.metrics_url(config.host, config.metrics_path) if target["prometheus"] else None
     problems: list[str] = []
@@ -227,6 +232,7 @@ def config_from_args(args: argparse.Namespace) -> SweepConfig:
         stability_window_s=args.stability_window,
         inputs=input_options_from_args(args),
         grpc_target=getattr(args, "grpc_target", None),
+        **worker_fields(args),
     )
 
 

@@ -1,11 +1,11 @@
 """Locust's events wired to the scenario: options checked at init, the per-process Scenario, clean stops.
 
 The locustfile (``locustfiles/predict.py``) registers these listeners and nothing else. Records:
-``--records PATH`` gets one row per request (bench.store.records). A worker process writes
-``PATH`` with its process id inserted (``requests.4711.csv``); the master merges those files into
-``PATH`` when it quits, once each worker has marked its file finished, so nothing is lost.
-Workers on other machines keep their files; merge them with
-``python -m bench.store.record_parts merge PATH``.
+``--records PATH`` gets one row per request (bench.store.records). A process on its own writes
+``PATH``; a worker (``--processes N``, or ``--worker`` on any machine) writes no file: its rows
+travel to the master over Locust's messages (bench.scenario.relay), and the master appends them
+to ``PATH`` in its own cwd and, at the stop, waits for every worker's last batch
+(bench.scenario.collector).
 
 Locust and gevent are imported inside the functions that run in a Locust process only: importing
 Locust patches the process with gevent, which the rest of the suite must not get.
@@ -23,18 +23,18 @@ from typing import Any
 
 from bench.errors import DISK_FULL_EXIT_CODE, BenchError, DiskFullError, ResultsError
 from bench.payloads import grpc_bodies
+from bench.scenario import collector, relay
 from bench.scenario.cpu_monitor import CPU_SAMPLE_S
 from bench.scenario.loop_lag import LOOP_TICK_S
 from bench.scenario.options import config_from_options
 from bench.scenario.parent_death import PARENT_PID_ENV, die_with_parent
 from bench.scenario.predict_user import stats_name
 from bench.scenario.process import Scenario
-from bench.store.record_parts import merge_parts
 
 log = logging.getLogger("tfsbench.load")
 
 SCENARIO_ATTR = "tfsbench_scenario"  # where the process's Scenario hangs on Locust's Environment
-MERGE_WAIT_S = 15.0
+STOP_WAIT_S = 15.0
 # The calling thread's counters where the OS has them (Linux), else the process's.
 _RUSAGE = getattr(resource, "RUSAGE_THREAD", resource.RUSAGE_SELF)
 
@@ -56,13 +56,17 @@ def on_init(environment: Any) -> None:
     die_with_parent(forked_worker=is_worker(environment.runner))
     if is_worker(environment.runner):
         _load_grpc_protos(options)
-        return  # a worker runs with the master's options, which arrive with its spawn messages
+        # A worker runs with the master's options, which arrive with its spawn messages.
+        relay.register_worker(environment, lambda: stop_worker(environment), lambda: _send_late(environment))
+        return
     try:
         config = config_from_options(options)
     except BenchError as exc:
         sys.stderr.write(f"tfsbench: {exc}\n")
         raise SystemExit(exc.exit_code) from None
     _load_grpc_protos(options)
+    if is_master(environment.runner):
+        collector.register_master(environment, config.records, config.keep_workers)
     if not config.steps:
         environment.shape_class = None  # the step shape runs only when --shape-steps asks for it
 
@@ -93,17 +97,22 @@ def on_test_start(environment: Any) -> None:
             config_from_options(options)
         except BenchError as exc:
             show_bad_options(environment, exc)
+        sink = getattr(environment, collector.COLLECTOR_ATTR, None)
+        if sink is not None:
+            sink.begin([c.id for c in runner.clients.all])
         return
-    close_scenario(environment)
+    close_scenario(environment, send_late=False)
     try:
         config = config_from_options(options)
+        # The master's start time on this worker's clock (its ping told how far ahead this clock is).
+        ahead_s = float(getattr(environment, "tfsbench_clock_ahead_s", 0.0)) if is_worker(runner) else 0.0
         scenario = Scenario(
             config,
-            distributed=is_worker(runner),
             users_total=int(getattr(options, "tfsbench_users", 0) or runner.target_user_count or 1),
-            t0_s=float(getattr(options, "tfsbench_t0", 0.0) or time.time()),
+            t0_s=float(getattr(options, "tfsbench_t0", 0.0) or time.time()) + ahead_s,
             worker_index=int(getattr(runner, "worker_index", 0) or 0) if is_worker(runner) else 0,
             workers=int(getattr(options, "tfsbench_workers", 1) or 1) if is_worker(runner) else 1,
+            relay=_worker_relay(environment, config) if is_worker(runner) else None,
         )
     except (BenchError, ResultsError) as exc:
         setattr(environment, SCENARIO_ATTR, None)
@@ -115,9 +124,35 @@ def on_test_start(environment: Any) -> None:
         "tfsbench: %s, cells %s, %s",
         config.arrival.describe(),
         ", ".join(stats_name(b, e) for b, e in scenario.cells),
-        f"records -> {scenario.records_path}" if scenario.records_path else "no records",
+        _records_text(scenario),
     )
     _start_cpu_monitor(environment, scenario)
+
+
+def _worker_relay(environment: Any, config: Any) -> relay.RecordRelay:
+    runner = environment.runner
+
+    def send(data: dict[str, Any]) -> None:
+        runner.send_message(relay.RECORDS_MSG, data)
+
+    return relay.RecordRelay(send, relay.process_name(), config.records_batch_rows, config.records_batch_s)
+
+
+def _records_text(scenario: Scenario) -> str:
+    if scenario.relay is not None:
+        return f"records -> the master, {scenario.relay.batch_rows} rows or {scenario.relay.batch_s:g} s per message"
+    return f"records -> {scenario.records_path}" if scenario.records_path else "no records"
+
+
+def stop_worker(environment: Any) -> None:
+    """The master's ``tfsbench_stop``: stop the users as Locust's stop does, staying connected.
+
+    The final stats and then the final batch of records go out from ``on_test_stop``; the worker
+    is ready for the next test (a master after a detach sends a new spawn).
+    """
+    runner = environment.runner
+    runner.stop()
+    runner.worker_state = "ready"  # Locust's STATE_INIT: the next spawn starts a new test
 
 
 def stop_on_write_failure(environment: Any, exc: ResultsError) -> None:
@@ -176,6 +211,12 @@ def _start_cpu_monitor(environment: Any, scenario: Scenario) -> None:
             gevent.sleep(CPU_SAMPLE_S)
             scenario.on_cpu_sample()
 
+    def relay_loop() -> None:
+        assert scenario.relay is not None
+        while getattr(environment, SCENARIO_ATTR, None) is scenario and not scenario.relay.finished:
+            gevent.sleep(scenario.relay.batch_s / 2)
+            scenario.relay.flush_if_due()
+
     def lag_loop() -> None:
         while getattr(environment, SCENARIO_ATTR, None) is scenario:
             asked = time.perf_counter()
@@ -184,6 +225,8 @@ def _start_cpu_monitor(environment: Any, scenario: Scenario) -> None:
 
     gevent.spawn(cpu_loop)
     gevent.spawn(lag_loop)
+    if scenario.relay is not None:
+        gevent.spawn(relay_loop)
 
 
 def _voluntary_switches() -> int:
@@ -191,13 +234,19 @@ def _voluntary_switches() -> int:
     return resource.getrusage(_RUSAGE).ru_nvcsw
 
 
-def close_scenario(environment: Any) -> None:
+def close_scenario(environment: Any, send_late: bool = True) -> None:
     scenario = getattr(environment, SCENARIO_ATTR, None)
     if scenario is not None:
         setattr(environment, SCENARIO_ATTR, None)
         for watcher in scenario.loop_watchers:
             watcher.stop()
-        scenario.close()
+        scenario.close(send_late)
+
+
+def _send_late(environment: Any) -> None:
+    scenario = getattr(environment, SCENARIO_ATTR, None)
+    if scenario is not None and scenario.relay is not None:
+        scenario.relay.send_late()
 
 
 def on_test_stopping(environment: Any) -> None:
@@ -213,12 +262,21 @@ def on_test_stop(environment: Any) -> None:
         scenario.on_stopping()  # a stop without test_stopping (a shape that ended) stops now
         scenario.count_unanswered()
         scenario.on_cpu_sample(final=True)
-        # A worker's file is finished only when it closes: after its final stats went to the
-        # master, so the master never merges a part whose requests it has not counted yet.
-        scenario.save_load_stats(finished=not is_worker(environment.runner))
+        if is_worker(environment.runner):
+            # Final stats first, then the final batch, on one connection: once the master has
+            # the batch, Locust's count there includes every request recorded.
+            try:
+                environment.runner._send_stats()
+            except Exception as exc:  # the master may be gone; the batch below says what it can
+                log.warning("tfsbench: final stats not sent to the master: %s", exc)
+            scenario.finish_relay()
+        else:
+            scenario.save_load_stats(finished=True)
+    elif is_master(environment.runner):
+        collector.finish_workers(environment)
 
 
-def stop_users(environment: Any, wait_s: float = MERGE_WAIT_S) -> None:
+def stop_users(environment: Any, wait_s: float = STOP_WAIT_S) -> None:
     """Stop this process's users the way Locust's own stop does, if they still run.
 
     On SIGTERM or Ctrl-C Locust fires ``quitting`` while users still run and stops them only
@@ -248,11 +306,11 @@ def stop_users(environment: Any, wait_s: float = MERGE_WAIT_S) -> None:
         gevent.sleep(0.05)  # another greenlet is stopping the users; let it finish
 
 
-def quit_workers(environment: Any, wait_s: float = MERGE_WAIT_S) -> None:
+def quit_workers(environment: Any, wait_s: float = STOP_WAIT_S) -> None:
     """Master: tell the workers to quit, and wait until each has reported back.
 
     A worker answering ``quit`` stops its users (in-flight requests complete), sends its final
-    stats, closes its records and then tells the master it quit, in that order on one
+    stats and its last batch of records, then tells the master it quit, in that order on one
     connection; so once no worker is left, the master has counted every recorded request.
     Locust's own quit waits only 0.5 s for the final stats. The wait ends early when the
     master's message loop is gone (after a --run-time stop, Locust's quit already ran).
@@ -272,7 +330,7 @@ def quit_workers(environment: Any, wait_s: float = MERGE_WAIT_S) -> None:
 
 
 def on_quitting(environment: Any) -> None:
-    """Stop users still running, close this process's records; the master merges its workers' files.
+    """Stop users still running and close this process's records; the master collects its workers'.
 
     Registered from the locustfile's init listener, so it runs before the runner's own
     ``quitting`` listener (Locust fires ``quitting`` in reverse order of registration).
@@ -281,23 +339,9 @@ def on_quitting(environment: Any) -> None:
     close_scenario(environment)
     if not is_master(environment.runner):
         return
-    quit_workers(environment)
-    try:
-        config = config_from_options(environment.parsed_options)
-    except BenchError:
-        return
-    if config.records is None:
-        return
-    import gevent  # lazy: only inside a Locust process (it patches the process on import)
-
-    rows = merge_parts(
-        config.records,
-        since_s=getattr(environment, "tfsbench_started_s", 0.0) - 1.0,
-        wait_s=MERGE_WAIT_S,
-        sleep=gevent.sleep,
-    )
-    if rows:
-        log.info("tfsbench: merged worker records into %s (%d rows)", config.records, rows)
+    collector.finish_workers(environment)  # every worker's last batch, bounded; names the lost
+    if not getattr(environment, "tfsbench_keep_workers", False):
+        quit_workers(environment)
 
 
 def on_sends_done(environment: Any) -> None:

@@ -132,6 +132,27 @@ def add_arguments(parser: Any) -> None:
         type=_validated(argtypes.positive_int),
     )
     add("--records", "per-request CSV (requests.csv columns); empty = no records", default="", metavar="PATH")
+    add(
+        "--records-batch-rows",
+        "a worker sends its records to the master in batches of at most N rows (default: 200)",
+        default="200",
+        metavar="N",
+        type=_validated(argtypes.positive_int),
+    )
+    add(
+        "--records-batch-s",
+        "... and after at most this many seconds (default: 0.25)",
+        default="0.25",
+        metavar="SECONDS",
+        type=_validated(argtypes.positive_float),
+    )
+    add(
+        "--keep-workers",
+        "master: at the end detach the workers instead of quitting them; they join the next master on "
+        "the same port (tfsbench sweep/capacity --expect-workers)",
+        action="store_true",
+        default=False,
+    )
     add("--cell", "label written to the records' cell column (default: locust)", default="locust", metavar="NAME")
     add(
         "--encode-inline",
@@ -164,6 +185,7 @@ def add_arguments(parser: Any) -> None:
     add(
         "--input-plan",
         "JSON file of each encoding's signature and input plan (tfsbench sweep writes RUN/input_plan.json), "
+        "or that JSON inline (how it reaches remote workers), "
         "or 'auto': fill each encoding's signature as the target's metadata says, with the default fills; "
         "empty = the reference model's uint8 128x128x3 images",
         default="",
@@ -251,6 +273,10 @@ class ScenarioConfig:
         """The protocols the encodings speak (``rest``, ``grpc``), in the encodings' order."""
         return tuple(dict.fromkeys(get_encoding(name).protocol for name in self.encodings))
 
+    records_batch_rows: int = 200
+    records_batch_s: float = 0.25
+    keep_workers: bool = False
+
     @property
     def predict_path(self) -> str:
         version = f"/versions/{self.model_version}" if self.model_version is not None else ""
@@ -296,7 +322,7 @@ def config_from_options(options: Any) -> ScenarioConfig:
         raise ConfigError(f"--images: '{images}' is not a directory")
     records = str(_arg(options, "records")).strip()
     input_plan = str(_arg(options, "input_plan")).strip()
-    if input_plan and input_plan != "auto" and not Path(input_plan).is_file():
+    if input_plan and input_plan != "auto" and not input_plan.startswith("{") and not Path(input_plan).is_file():
         raise ConfigError(f"--input-plan: '{input_plan}' is not a file (or 'auto')")
     max_text = str(_arg(options, "max_requests")).strip()
     grpc_text = str(_arg(options, "grpc_target")).strip()
@@ -320,4 +346,11 @@ def config_from_options(options: Any) -> ScenarioConfig:
         input_plan=Path(input_plan) if input_plan else None,
         host=str(_arg(options, "host")).strip(),
         grpc_target=parsed("grpc_target", "--grpc-target", argtypes.grpc_target) if grpc_text else "",
+        records_batch_rows=parsed("records_batch_rows", "--records-batch-rows", argtypes.positive_int)
+        if str(_arg(options, "records_batch_rows")).strip()
+        else 200,
+        records_batch_s=parsed("records_batch_s", "--records-batch-s", argtypes.positive_float)
+        if str(_arg(options, "records_batch_s")).strip()
+        else 0.25,
+        keep_workers=bool(_arg(options, "keep_workers", False)),
     )

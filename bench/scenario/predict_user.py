@@ -265,6 +265,7 @@ def on_request(scenario: Scenario | None, response_time: float, exception: Any, 
             send_lag_ms=info["send_lag_ms"],
             lag_cause=info.get("lag_cause", ""),
             protocol=info.get("protocol", "rest"),
+            worker=scenario.worker_name,
         )
     )
 

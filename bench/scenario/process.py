@@ -3,14 +3,14 @@
 Per process (local runner, or each worker with ``--processes N`` / ``--worker``), one
 :class:`Scenario` is built at test start from the options (the master's values, which Locust
 ships to its workers with each spawn message): pre-encoded payload pools for every (batch size,
-encoding) cell, the records writer, the load generator watching itself (CPU monitor, event-loop
-lag), and every user's open-model schedule, so that at the stop the sends that were due but
-never answered can be counted (the side-car's ``unanswered_by_cell``).
+encoding) cell, where the records go (a local runner's own file; a worker's relay to its
+master, bench.scenario.relay: a worker writes no file), the load generator watching itself (CPU
+monitor, event-loop lag), and every user's open-model schedule, so that at the stop the sends
+that were due but never answered can be counted (the side-car's ``unanswered_by_cell``).
 """
 
 from __future__ import annotations
 
-import os
 import sys
 import time
 from collections.abc import Callable
@@ -26,10 +26,10 @@ from bench.payloads.tensors import Batch
 from bench.scenario.cpu_monitor import CPU_SAMPLE_S, CPU_WINDOW_SAMPLES, CpuMonitor
 from bench.scenario.loop_lag import LoopLag, LoopWatch
 from bench.scenario.options import ScenarioConfig, Step
+from bench.scenario.relay import RecordRelay, process_name
 from bench.scenario.schedule import Arrival, UserSchedule, WallClock, global_user_index
 from bench.scenario.signature_inputs import payload_sources
 from bench.store.load_stats import LoadStats, time_bins, write_load_stats
-from bench.store.record_parts import records_path_for
 from bench.store.records import RecordWriter, RequestRecord
 
 
@@ -64,11 +64,11 @@ class Scenario:
         self,
         config: ScenarioConfig,
         *,
-        distributed: bool,
         users_total: int,
         t0_s: float,
         worker_index: int = 0,
         workers: int = 1,
+        relay: RecordRelay | None = None,
     ) -> None:
         self.config = config
         self.users_total = max(users_total, 1)
@@ -82,7 +82,10 @@ class Scenario:
         self.warmup_by_cell: dict[str, int] = {}
         self.warnings: list[str] = []
         self.cells = self._build_payloads()
-        self.records_path = records_path_for(config.records, distributed) if config.records else None
+        self.worker_name = process_name()  # the records' worker column
+        # A worker's rows travel to its master (relay); only a process on its own writes a file.
+        self.relay = relay if config.records else None
+        self.records_path = config.records if self.relay is None else None
         self.writer = RecordWriter(self.records_path) if self.records_path else None
         self.cpu = CpuMonitor(config.cpu_warn_pct)
         self.loop_lag = LoopLag()
@@ -135,6 +138,9 @@ class Scenario:
         return step.label(self.config.cell) if step is not None else self.config.cell
 
     def record(self, record: RequestRecord) -> None:
+        if self.relay is not None:
+            self.relay.add(record.to_row())
+            return
         if self.writer is None or self.writer.closed:
             return
         try:
@@ -197,7 +203,7 @@ class Scenario:
         if self.cpu.finish() if final else self.cpu.sample():
             window_s = min(len(self.cpu.samples), CPU_WINDOW_SAMPLES) * CPU_SAMPLE_S
             message = (
-                f"tfsbench: load generator CPU saturated (pid {os.getpid()}: "
+                f"tfsbench: load generator CPU saturated (worker {self.worker_name}: "
                 f"{self.cpu.max_window_pct:.0f}% of a core over {window_s:g} s): "
                 "results measure the client, not the server; use more --processes or fewer users"
             )
@@ -206,7 +212,17 @@ class Scenario:
             sys.stderr.flush()
             self.save_load_stats(finished=False)
 
-    def close(self) -> None:
+    def finish_relay(self) -> None:
+        """A worker's last batch of this test, with its side-car (after its users stopped)."""
+        if self.relay is not None and not self.relay.finished:
+            self.relay.finish(self.load_stats(finished=True))
+
+    def close(self, send_late: bool = True) -> None:
+        """``send_late``: rows after the final batch go to the master still here (not to the next
+        cell's master, when a new test starts on a kept worker)."""
+        self.finish_relay()
+        if self.relay is not None and send_late:
+            self.relay.send_late()
         self.save_load_stats(finished=True)
         if self.writer is not None:
             self.writer.close()

@@ -96,10 +96,12 @@ def write_plan_file(path: Path, plans: dict[str, EncodingPlan]) -> Path:
 def read_plan_file(path: Path) -> dict[str, InputPlan]:
     """Encoding name -> plan, from :func:`write_plan_file`'s file; ConfigError if unreadable."""
     try:
-        doc: Any = json.loads(Path(path).read_text(encoding="utf-8"))
+        text = str(path)
+        # Inline JSON: the plan itself travels to remote workers with the master's options.
+        doc: Any = json.loads(text if text.lstrip().startswith("{") else Path(path).read_text(encoding="utf-8"))
         return {name: InputPlan.from_dict(raw) for name, raw in doc["encodings"].items()}
     except (OSError, ValueError, KeyError, TypeError) as exc:
-        raise ConfigError(f"--input-plan {path}: not a readable input plan ({exc})") from None
+        raise ConfigError(f"--input-plan {str(path)[:200]}: not a readable input plan ({exc})") from None
 
 
 def payload_sources(config: ScenarioConfig) -> list[tuple[Encoding, BatchSource, str | None]]:

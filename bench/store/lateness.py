@@ -117,3 +117,18 @@ def lateness(frame: pd.DataFrame, tolerance_ms: float = LATE_TOLERANCE_MS) -> La
         late_idle=int((late & (cause == CAUSE_IDLE)).sum()),
         tolerance_ms=tolerance_ms,
     )
+
+
+def behind_workers(frame: pd.DataFrame, tolerance_ms: float = LATE_TOLERANCE_MS) -> tuple[str, ...]:
+    """The workers (records' ``worker`` column) that fell behind on their own rows.
+
+    Judged per worker, against that worker's share of the rows: one saturated worker among
+    idle ones is named, instead of being diluted into a cell-wide share under the limit.
+    """
+    if frame.empty or "worker" not in frame:
+        return ()
+    out = []
+    for name, rows in frame.groupby("worker", sort=True):
+        if name and lateness(rows, tolerance_ms).generator_behind:
+            out.append(str(name))
+    return tuple(out)

@@ -36,6 +36,12 @@ class LoadStats:
     intended send times (unix s, in :data:`UNANSWERED_BIN_S` bins ``[start_s, count]``) of sends
     that were due before the stop but never answered: their user was still behind, or the
     request was cut off at the stop.
+
+    With workers (bench.scenario.relay): ``by_worker`` keeps each worker's own figures by its
+    ``host:pid`` name (``client_cpu_pct_max``, ``client_cpu_pct_mean``, ``saturated``,
+    ``loop_lag_ms_p99``, ``loop_lag_ms_max``, ``rows``, ``clock_offset_ms``, ``clock_rtt_ms``),
+    so a verdict can name the one worker that saturated; ``lost_workers`` names the workers whose
+    final batch of records never reached the master (they died: their unsent rows are lost).
     """
 
     processes: int = 1
@@ -49,6 +55,13 @@ class LoadStats:
     unanswered_by_cell: dict[str, list[list[float]]] = field(default_factory=dict)
     warnings: tuple[str, ...] = ()
     finished: bool = False
+    by_worker: dict[str, dict[str, float]] = field(default_factory=dict)
+    lost_workers: tuple[str, ...] = ()
+
+    @property
+    def saturated_workers(self) -> tuple[str, ...]:
+        """The workers whose own CPU monitor saw saturation, by name."""
+        return tuple(name for name, figures in sorted(self.by_worker.items()) if figures.get("saturated"))
 
     @property
     def warmup_excluded(self) -> int:
@@ -71,6 +84,7 @@ class LoadStats:
     def to_json(self) -> str:
         data = asdict(self)
         data["warnings"] = list(self.warnings)
+        data["lost_workers"] = list(self.lost_workers)
         return json.dumps(data, indent=1, sort_keys=True)
 
     @classmethod
@@ -79,6 +93,10 @@ class LoadStats:
         known = {f.name for f in fields(cls)}
         data = {k: v for k, v in data.items() if k in known}
         data["warnings"] = tuple(data.get("warnings", ()))
+        data["lost_workers"] = tuple(str(w) for w in data.get("lost_workers", ()))
+        data["by_worker"] = {
+            str(k): {str(f): float(v) for f, v in figures.items()} for k, figures in data.get("by_worker", {}).items()
+        }
         data["warmup_by_cell"] = {str(k): int(v) for k, v in data.get("warmup_by_cell", {}).items()}
         data["unanswered_by_cell"] = {
             str(k): [[float(b), float(c)] for b, c in v] for k, v in data.get("unanswered_by_cell", {}).items()
@@ -157,4 +175,6 @@ def combine_load_stats(parts: Iterable[LoadStats]) -> LoadStats:
         unanswered_by_cell={c: _add_bins(i.unanswered_by_cell.get(c, []) for i in items) for c in sorted(cells)},
         warnings=tuple(w for i in items for w in i.warnings),
         finished=all(i.finished for i in items),
+        by_worker={k: v for i in items for k, v in i.by_worker.items()},
+        lost_workers=tuple(w for i in items for w in i.lost_workers),
     )

@@ -26,6 +26,9 @@ The records are the single source of truth for reports. Columns (``requests.csv`
                     request's ``status`` is the HTTP status tensorflow/serving's REST layer maps its
                     gRPC code to (INVALID_ARGUMENT -> 400, NOT_FOUND -> 404, ...), and its ``error``
                     starts with the gRPC code name, so both protocols' rows read the same way.
+    worker          (extra) the load-generating process that sent it, ``host:pid``; rows from a
+                    Locust worker reach the master's file over Locust's own messages
+                    (bench.scenario.relay), so per-worker verdicts read them from here.
 
 Files written before an extra column existed read with its default (0.0, "", "rest").
 
@@ -75,7 +78,12 @@ COLUMNS: tuple[str, ...] = (
 # Columns added after the first files were written: a file without one reads with its default.
 # A new optional column goes here, in _KINDS and in RequestRecord; nothing else reads the header.
 DEFAULT_PROTOCOL = "rest"  # what records from before the protocol column were
-OPTIONAL_DEFAULTS: dict[str, float | str] = {"send_lag_ms": 0.0, "lag_cause": "", "protocol": DEFAULT_PROTOCOL}
+OPTIONAL_DEFAULTS: dict[str, float | str] = {
+    "send_lag_ms": 0.0,
+    "lag_cause": "",
+    "protocol": DEFAULT_PROTOCOL,
+    "worker": "",
+}
 EXTRA_COLUMNS: tuple[str, ...] = tuple(OPTIONAL_DEFAULTS)
 ALL_COLUMNS: tuple[str, ...] = COLUMNS + EXTRA_COLUMNS
 
@@ -95,6 +103,7 @@ _KINDS: dict[str, str] = {
     "send_lag_ms": "float",
     "lag_cause": "str",
     "protocol": "str",
+    "worker": "str",
 }
 _INT_COLUMNS = tuple(c for c in ALL_COLUMNS if _KINDS[c] == "int")
 _FLOAT_COLUMNS = tuple(c for c in ALL_COLUMNS if _KINDS[c] == "float")
@@ -122,6 +131,7 @@ class RequestRecord:
     send_lag_ms: float = 0.0
     lag_cause: str = ""
     protocol: str = DEFAULT_PROTOCOL
+    worker: str = ""
 
     def to_row(self) -> list[str]:
         """The CSV row, in :data:`ALL_COLUMNS` order; floats keep microsecond resolution."""
@@ -139,6 +149,7 @@ class RequestRecord:
             f"{self.send_lag_ms:.3f}",
             self.lag_cause,
             self.protocol,
+            self.worker,
         ]
 
     @classmethod
@@ -161,6 +172,7 @@ class RequestRecord:
                 send_lag_ms=float(row.get("send_lag_ms") or 0.0),
                 lag_cause=_text(row.get("lag_cause")),
                 protocol=_text(row.get("protocol")) or DEFAULT_PROTOCOL,
+                worker=_text(row.get("worker")),
             )
         except (KeyError, TypeError, ValueError) as exc:
             raise ResultsError(f"not a request record: {row!r} ({exc})") from exc
@@ -203,9 +215,12 @@ class RecordWriter:
             raise ResultsError(f"cannot write records to {self.path}: {exc.strerror or exc}") from exc
 
     def _write_line(self, values: Sequence[str]) -> None:
+        self._write_lines([values])
+
+    def _write_lines(self, rows: Iterable[Sequence[str]]) -> None:
         assert self._fd is not None
         buffer = io.StringIO()
-        csv.writer(buffer, lineterminator="\n").writerow(values)
+        csv.writer(buffer, lineterminator="\n").writerows(rows)
         data = buffer.getvalue().encode("utf-8")
         view = memoryview(data)
         try:
@@ -230,6 +245,24 @@ class RecordWriter:
                 raise DiskFullError(f"no space left on {self.path.parent}: {kept} in {self.path.name}") from exc
             raise ResultsError(f"cannot write records to {self.path}: {exc.strerror or exc}; {kept}") from exc
         self.rows_written += 1
+
+    def write_rows(self, rows: Sequence[Sequence[str]]) -> None:
+        """Append rows already in :data:`ALL_COLUMNS` order (a batch relayed from a worker), in one write.
+
+        All of them or none: a failed write is cut back to the last whole row before the batch.
+        """
+        if self._fd is None:
+            raise ResultsError(f"record writer for {self.path} is closed")
+        if not rows:
+            return
+        try:
+            self._write_lines(rows)
+        except OSError as exc:
+            kept = f"{self.rows_written} rows kept"
+            if is_disk_full(exc):
+                raise DiskFullError(f"no space left on {self.path.parent}: {kept} in {self.path.name}") from exc
+            raise ResultsError(f"cannot write records to {self.path}: {exc.strerror or exc}; {kept}") from exc
+        self.rows_written += len(rows)
 
     def write_many(self, records: Iterable[RequestRecord]) -> None:
         for record in records:

@@ -35,9 +35,9 @@ def _record(i: int, **overrides: object) -> RequestRecord:
 
 
 def test_row_round_trip_keeps_every_field() -> None:
-    record = _record(3, error='HTTP 400: bad, "quoted"\nline', send_lag_ms=12.5, lag_cause="busy")
+    record = _record(3, error='HTTP 400: bad, "quoted"\nline', send_lag_ms=12.5, lag_cause="busy", worker="h:7")
     assert RequestRecord.from_row(record.to_row()) == record
-    assert ALL_COLUMNS[len(COLUMNS) :] == ("send_lag_ms", "lag_cause", "protocol")
+    assert ALL_COLUMNS[len(COLUMNS) :] == ("send_lag_ms", "lag_cause", "protocol", "worker")
     assert list(ALL_COLUMNS[: len(COLUMNS)]) == [
         "t_start",
         "latency_ms",
