@@ -27,6 +27,7 @@ from bench import __version__, argtypes
 from bench.api_names import PROMETHEUS_PATH
 from bench.commands.arg_parser import ArgParser, subparser
 from bench.commands.capacity_search import DEFAULT_TOLERANCE
+from bench.commands.target_args import HOSTS_HELP, Hosts, add_replicas_arguments, add_wait_ready
 from bench.commands.tune_args import add_tune_parser
 from bench.docker.cli_args import add_docker_parser
 from bench.errors import BenchError, is_disk_full
@@ -236,9 +237,8 @@ def _add_sweep(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
         "every request goes to RUN/requests.csv, the report to RUN/report.html. Ends with what the run says: "
         "the best images/s per batch size within --slo (default: the run's own p99).",
     )
-    p.add_argument(
-        "--host", default=None, metavar="URL", help="TF Serving REST endpoint, e.g. http://127.0.0.1:8501 (or --docker)"
-    )
+    p.add_argument("--host", default=None, action=Hosts, metavar="URL", help=f"{HOSTS_HELP} (or --docker)")
+    add_wait_ready(p)
     p.add_argument(
         "--docker",
         default=None,
@@ -364,7 +364,9 @@ def _add_capacity(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
         "generator, max-rate, max-probes). Writes capacity.csv, probes.csv, requests.csv, meta.json and "
         "report.html into a new run directory.",
     )
-    p.add_argument("--host", required=True, metavar="URL", help="TF Serving REST endpoint")
+    p.add_argument("--host", default=None, action=Hosts, metavar="URL", help=f"{HOSTS_HELP} (or --replicas)")
+    add_wait_ready(p)
+    add_replicas_arguments(p)
     p.add_argument(
         "--slo", type=argtypes.slo, default=(99.0, 100.0), metavar="SLO", help="e.g. 'p95<50ms' (default p99<100ms)"
     )
@@ -479,7 +481,7 @@ def _add_capacity(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     _add_scenario_options(p, per="probe")
     p.add_argument("--no-report", dest="report", action="store_false", help="skip building report.html at the end")
     p.add_argument("--out", type=Path, default=Path("runs"), metavar="DIR", help="runs directory (default runs)")
-    p.set_defaults(handler=_handler("bench.commands.capacity", "run_capacity"))
+    p.set_defaults(handler=_handler("bench.commands.scaling", "run"))
 
 
 def _add_inspect(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:

@@ -19,6 +19,7 @@ a user does in predict_user.py (its gRPC side in grpc_user.py), the Locust event
 
 from __future__ import annotations
 
+import itertools
 from typing import Any
 
 import gevent
@@ -69,6 +70,13 @@ class PredictUser(FastHttpUser):
     """Sends pre-encoded batches; closed model back to back (plus --think-time), open model on schedule."""
 
     host = "http://127.0.0.1:8501"
+    _spawned = itertools.count()  # this process's users in spawn order: which replica each keeps
+
+    def __init__(self, environment: Any) -> None:
+        # --host URL1,URL2: each user keeps one replica (its own client), chosen before the client is built.
+        scenario = getattr(environment, hooks.SCENARIO_ATTR, None)
+        self.host = predict_user.user_host(self.host, next(PredictUser._spawned), scenario)
+        super().__init__(environment)
 
     def wait_time(self) -> float:
         scenario = self.scenario
@@ -78,7 +86,7 @@ class PredictUser(FastHttpUser):
         self.scenario: Scenario | None = getattr(self.environment, hooks.SCENARIO_ATTR, None)
         if self.scenario is None:
             return  # bad options: on_test_start showed why and stops the run; predict() idles till then
-        self.state = predict_user.new_user_state(self.scenario)
+        self.state = predict_user.new_user_state(self.scenario, self.host)
         config = self.scenario.config
         self.grpc = grpc_user.GrpcSession(config.grpc_address) if "grpc" in config.protocols else None
         predict_user.warm_up(self.host, self.scenario, self.state, self.grpc)

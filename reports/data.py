@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +26,7 @@ from bench.store.record_parts import cell_record_files
 from bench.store.records import ALL_COLUMNS, CHUNK_ROWS, iter_records, read_records
 from bench.store.runs import Run, load_run
 from bench.store.summary import SUMMARY_INPUT_COLUMNS, SummaryAccumulator, failed_mask
+from reports.replicas_section import ReplicaAccumulator
 
 # A Locust process (one gevent loop) above this CPU share of one core is the bottleneck itself:
 # its latencies include its own queueing, so the cell measures the client, not the server.
@@ -83,6 +84,7 @@ class RunData:
     records: pd.DataFrame
     summary: pd.DataFrame
     recorded: int = 0
+    replicas: pd.DataFrame = field(default_factory=pd.DataFrame)  # reports.replicas_section's table
 
     @property
     def is_capacity(self) -> bool:
@@ -402,16 +404,25 @@ def run_limit_ms(run: Run) -> float | None:
 def load_run_data(path: Path, chunk_rows: int | None = CHUNK_ROWS) -> RunData:
     """The run at ``path`` with its summary, its records read ``chunk_rows`` rows at a time.
 
-    Memory is one chunk, two float64 per request (latencies and uncorrected latencies, for exact
-    percentiles) and the figure's bounded sample: a 20 M-row run reports in well under 2 GB.
+    Memory is one chunk, three float64 per request (latencies and uncorrected latencies for exact
+    percentiles, and per replica for its p50/p99) and the figure's bounded sample: a 20 M-row run
+    reports in well under 2 GB.
     """
     run = load_run(path)
     acc = SummaryAccumulator(late_tolerance_ms(run_limit_ms(run)))
     timeline = _Timeline()
-    for chunk in iter_run_records(run, SUMMARY_INPUT_COLUMNS, chunk_rows):
+    replicas = ReplicaAccumulator()
+    for chunk in iter_run_records(run, (*SUMMARY_INPUT_COLUMNS, "target"), chunk_rows):
         acc.add(chunk)
         timeline.add(chunk)
-    return RunData(run=run, records=timeline.frame(), summary=_summary_of(run, acc), recorded=acc.rows)
+        replicas.add(chunk)
+    return RunData(
+        run=run,
+        records=timeline.frame(),
+        summary=_summary_of(run, acc),
+        recorded=acc.rows,
+        replicas=replicas.table(run),
+    )
 
 
 def ok_rows(records: pd.DataFrame) -> pd.DataFrame:

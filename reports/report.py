@@ -26,6 +26,7 @@ from reports.data import SATURATED_CPU_PCT, RunData, load_run_data
 from reports.figures import FIGURES, SPLIT_FIGURE, make_figures
 from reports.metadata import metadata_rows
 from reports.page import CSS, fmt, img_tag, png_bytes
+from reports.replicas_section import render_replicas
 from reports.signature_line import signature_html
 
 # The summary is two tables so that neither scrolls sideways on a ~1400 px page: what was measured
@@ -336,7 +337,8 @@ def build_report(run_path: Path) -> ReportResult:
             rendered.append((spec.name, spec.title, spec.caption, png))
         capacity = capacity_section(run)  # empty unless the run has capacity.csv (tfsbench capacity)
         paths += [capacity.figure_path] if capacity.figure_path else []
-        run.report_path.write_text(render_html(data, rendered, capacity.html), encoding="utf-8")
+        extra = capacity.html + render_replicas(data.replicas)
+        run.report_path.write_text(render_html(data, rendered, extra), encoding="utf-8")
     except OSError as exc:
         raise ResultsError(f"cannot write the report into {run.path}: {exc.strerror or exc}") from exc
     answer = data_answer(data)

@@ -14,25 +14,29 @@ from bench.commands.capacity_run import CapacityConfig, run_capacity_config
 from bench.commands.capacity_search import CapacityResult
 from bench.commands.preflight import input_options_from_args
 from bench.commands.workers import worker_fields
-from bench.errors import ResultsError
+from bench.errors import ConfigError, ResultsError
+from bench.target.replicas import parse_hosts
 from reports.report import build_report
 
 
 def answer_lines(results: list[CapacityResult], config: CapacityConfig) -> list[str]:
     """The final table and the sentences under it (what to deploy, what could not be met)."""
     pct = f"p{config.percentile:g}"
+    # --host URL1,...,URLN: the search measured the N replicas together; the plan divides by N.
+    n = len(parse_hosts(config.host))
+    scope = "per replica" if n == 1 else f"of {n} replicas together"
     target = (
         f", replicas for {config.target_images_per_s:g} img/s with {config.headroom:.0%} headroom"
         if config.target_images_per_s
         else ""
     )
     lines = [
-        f"capacity per replica at {config.slo_text} ({config.arrival} arrivals){target}:",
+        f"capacity {scope} at {config.slo_text} ({config.arrival} arrivals){target}:",
         f"{'batch':>5}  {'encoding':<16} {'max req/s':>9} {'images/s':>9} {pct + ' ms':>9} {'95% interval':>15} "
         f"{'samples':>7} {'replicas':>8}  limited by",
     ]
     for r in results:
-        replicas = r.replicas(config.target_images_per_s, config.headroom)
+        replicas = r.replicas(config.target_images_per_s, config.headroom, n)
         latency = "–" if math.isnan(r.latency_ms_at_max) else f"{r.latency_ms_at_max:.1f}"
         lines.append(
             f"{r.batch:>5}  {r.encoding:<16} {r.max_rps:>9.1f} {r.max_images_per_s:>9.1f} {latency:>9} "
@@ -57,11 +61,11 @@ def answer_lines(results: list[CapacityResult], config: CapacityConfig) -> list[
         best = max(met, key=lambda r: r.max_images_per_s)
         at_least = "at least " if best.limited_by in ("generator", "max-rate", "max-probes") else ""
         line = (
-            f"best: batch {best.batch} {best.encoding}, {at_least}{best.max_images_per_s:.1f} images/s per replica "
+            f"best: batch {best.batch} {best.encoding}, {at_least}{best.max_images_per_s:.1f} images/s {scope} "
             f"({best.max_rps:.1f} req/s) at {pct} {best.latency_ms_at_max:.1f} ms "
             f"(95% interval {interval_text(best.latency_ci_low_ms, best.latency_ci_high_ms)})"
         )
-        replicas = best.replicas(config.target_images_per_s, config.headroom)
+        replicas = best.replicas(config.target_images_per_s, config.headroom, n)
         if replicas is not None:
             line += (
                 f"; {config.target_images_per_s:g} img/s with {config.headroom:.0%} headroom needs {replicas} "
@@ -107,6 +111,7 @@ def config_from_args(args: argparse.Namespace) -> CapacityConfig:
     percentile, limit_ms = args.slo
     return CapacityConfig(
         host=args.host,
+        wait_ready_s=args.wait_ready,
         percentile=percentile,
         limit_ms=limit_ms,
         batch_sizes=tuple(args.batch_sizes),
@@ -142,6 +147,8 @@ def config_from_args(args: argparse.Namespace) -> CapacityConfig:
 
 def run_capacity(args: argparse.Namespace) -> int:
     """``tfsbench capacity``: the table on stdout, progress on stderr, files in a new run directory."""
+    if not args.host:
+        raise ConfigError("--host URL is required (or --replicas 1,2 to measure replicas on deploy/compose.yaml)")
     config = config_from_args(args)
     run_dir, results = run_capacity_config(config, args.out)
     print("\n".join(answer_lines(results, config)))

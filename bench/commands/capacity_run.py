@@ -54,6 +54,7 @@ from bench.store.lateness import late_tolerance_ms
 from bench.store.load_stats import LoadStats, read_load_stats
 from bench.store.record_parts import cell_record_files
 from bench.store.records import read_records
+from bench.target.replicas import parse_hosts
 from reports.data import load_run_data
 
 MIN_USERS = 4
@@ -74,6 +75,7 @@ class CapacityConfig:
     """What ``tfsbench capacity`` searches; serialised into meta.json's ``config``."""
 
     host: str
+    wait_ready_s: float = 0.0  # --wait-ready: how long to wait for every replica to serve the model
     percentile: float = 99.0
     limit_ms: float = 100.0
     batch_sizes: tuple[int, ...] = (1, 4, 16)
@@ -232,6 +234,7 @@ def _sweep_config(config: CapacityConfig, batch: int, encoding: str, rate_rps: f
         "master_bind_port": config.master_bind_port,
         "workers_wait_s": config.workers_wait_s,
         "max_failed_share": None,  # a probe's errors are its result, judged against the SLO
+        "wait_ready_s": config.wait_ready_s,
     }
     if rate_rps is None:
         users = max(config.calibration_users, config.generators)
@@ -425,7 +428,7 @@ def _result_row(result: CapacityResult, config: CapacityConfig) -> dict[str, Any
         "max_images_per_s": result.max_images_per_s,
         "latency_ms_at_max": result.latency_ms_at_max,
         "samples": result.samples,
-        "replicas": result.replicas(config.target_images_per_s, config.headroom),
+        "replicas": result.replicas(config.target_images_per_s, config.headroom, len(parse_hosts(config.host))),
         "latency_ci_low_ms": result.latency_ci_low_ms,
         "latency_ci_high_ms": result.latency_ci_high_ms,
         "limited_by": result.limited_by,

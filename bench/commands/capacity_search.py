@@ -150,11 +150,15 @@ class CapacityResult:
             return None
         return (self.fail_rps - self.max_rps) / self.max_rps
 
-    def replicas(self, target_images_per_s: float | None, headroom: float) -> int | None:
-        """Replicas needed for ``target_images_per_s``, keeping ``headroom`` of each one spare."""
+    def replicas(self, target_images_per_s: float | None, headroom: float, measured_over: int = 1) -> int | None:
+        """Replicas needed for ``target_images_per_s``, keeping ``headroom`` of each one spare.
+
+        ``measured_over``: how many replicas served the measured capacity together (each its share).
+        """
         if target_images_per_s is None or not self.met_slo:
             return None
-        return max(1, math.ceil(target_images_per_s / (self.max_images_per_s * (1.0 - headroom))))
+        per_replica = self.max_images_per_s / measured_over
+        return max(1, math.ceil(target_images_per_s / (per_replica * (1.0 - headroom))))
 
 
 def failure_reason(probe: ProbeResult, limit_ms: float) -> str:

@@ -46,6 +46,7 @@ from bench.store.stability import RecordTail, is_stable, measure_windows
 from bench.target import prometheus
 from bench.target.client import TFServingClient
 from bench.target.grpc_client import TFServingGrpcClient
+from bench.target.replicas import parse_hosts, replica_name
 
 POLL_S = 0.5
 FIRST_ROW_POLL_S = 0.05
@@ -67,6 +68,7 @@ class SweepConfig:
     host: str
     batch_sizes: tuple[int, ...]
     encodings: tuple[str, ...]
+    wait_ready_s: float = 0.0  # --wait-ready: how long to wait for every replica to serve the model
     users: int = 4
     arrival: str = "closed"
     rate_per_s: float | None = None
@@ -107,7 +109,7 @@ class SweepConfig:
     @property
     def grpc_address(self) -> str:
         """Where the grpc-* encodings go: ``--grpc-target``, else ``--host``'s host on port 8500."""
-        return self.grpc_target or argtypes.default_grpc_target(self.host)
+        return self.grpc_target or argtypes.default_grpc_target(self.host.split(",")[0])  # replicas: the first's
 
     @property
     def protocols(self) -> tuple[str, ...]:
@@ -151,12 +153,13 @@ class CellResult:
     server: dict[str, float] = field(default_factory=dict)
     saturated_workers: list[str] = field(default_factory=list)  # by name, from their own CPU monitors
     lost_workers: list[str] = field(default_factory=list)  # died before their last records arrived
+    # --host URL1,URL2: each replica's own Prometheus deltas (``server`` is all of them together).
+    server_by_replica: dict[str, dict[str, float]] = field(default_factory=dict)
 
 
 def validate(config: SweepConfig) -> None:
     """ConfigError (one line, exit 2) for anything wrong before a single request is sent."""
-    if not config.host.startswith(("http://", "https://")):
-        raise ConfigError(f"--host '{config.host}' is not an http:// or https:// URL")
+    parse_hosts(config.host)
     if not config.batch_sizes or min(config.batch_sizes) <= 0:
         raise ConfigError("--batch-sizes needs positive integers, e.g. 1,4,16")
     for name in config.encodings:
@@ -177,8 +180,18 @@ def validate(config: SweepConfig) -> None:
 
 
 def target_client(config: SweepConfig) -> TFServingClient:
-    """The client for the sweep's target model (``--model-version`` included)."""
-    return TFServingClient(config.host, config.model_name, config.model_version)
+    """The client for the sweep's target model (``--model-version`` included); the first replica's."""
+    return replica_clients(config)[0]
+
+
+def replica_clients(config: SweepConfig) -> list[TFServingClient]:
+    """One client per replica of ``--host URL1,URL2,...`` (bench.target.replicas)."""
+    return [TFServingClient(h, config.model_name, config.model_version) for h in parse_hosts(config.host)]
+
+
+def replica_metrics_urls(config: SweepConfig) -> dict[str, str]:
+    """``{replica name: its Prometheus URL}``, in --host order."""
+    return {replica_name(h): prometheus.metrics_url(h, config.metrics_path) for h in parse_hosts(config.host)}
 
 
 def check_grpc_target(config: SweepConfig) -> str | None:
@@ -306,16 +319,23 @@ def _start_locust(config: SweepConfig, cell: CellResult, cell_dir: Path, log: IO
 
 
 def run_cell(
-    config: SweepConfig, cell: CellResult, cell_dir: Path, log_file: Path, metrics_url: str | None = None
+    config: SweepConfig,
+    cell: CellResult,
+    cell_dir: Path,
+    log_file: Path,
+    metrics_url: str | dict[str, str] | None = None,
 ) -> None:
     """Run one cell's Locust process to its end (or stop it early); fills ``cell`` in place.
 
     With ``metrics_url`` the target's Prometheus metrics are scraped when the first request is
     recorded (every user has finished its warm-up by then: all spawn at once and warm up side
-    by side) and again at the end, so ``cell.server`` counts the measured requests only.
+    by side) and again at the end, so ``cell.server`` counts the measured requests only. Given
+    ``{replica: URL}`` (several replicas), each is scraped on its own (``cell.server_by_replica``)
+    and ``cell.server`` adds them up.
     """
     cell_dir.mkdir(parents=True, exist_ok=True)
-    client = target_client(config)
+    clients = replica_clients(config)
+    urls = {"": metrics_url} if isinstance(metrics_url, str) else dict(metrics_url or {})
     records = cell_dir / "records.csv"
     start = time.monotonic()
     cell.status = "running"
@@ -325,7 +345,7 @@ def run_cell(
     fails, next_health = 0, start + HEALTH_EVERY_S
     cpu_first: tuple[float, float] | None = None
     cpu_last: tuple[float, float] | None = None
-    before: prometheus.Samples | None = None
+    before: dict[str, prometheus.Samples | None] = {}
     tail = RecordTail() if config.stability_pct else None
     try:
         while proc.poll() is None:
@@ -336,8 +356,9 @@ def run_cell(
             rows = {f: _count_rows(f) for f in _records_files(records)}
             files = [f for f, n in rows.items() if n > 0]
             if cpu_s is not None and files:  # load has started: rows are arriving
-                if cpu_first is None and metrics_url:
-                    before = prometheus.scrape(metrics_url)
+                if cpu_first is None and urls:
+                    # A replica that has answered nothing yet exposes no series: all its counts are 0.
+                    before = {name: prometheus.scrape(url) or {} for name, url in urls.items()}
                 cpu_last = (now, cpu_s)
                 cpu_first = cpu_first or cpu_last
             if config.requests and sum(rows.values()) >= config.requests:
@@ -348,7 +369,7 @@ def run_cell(
                 break
             if now >= next_health:
                 next_health = now + HEALTH_EVERY_S
-                fails = 0 if client.is_serving() else fails + 1
+                fails = 0 if all(c.is_serving() for c in clients) else fails + 1
                 if fails >= HEALTH_FAILS_TO_STOP:
                     _stop(proc)
                     cell.status = "server_down"
@@ -367,8 +388,9 @@ def run_cell(
             cell.client_cpu_total_pct = round(100.0 * (cpu_last[1] - cpu_first[1]) / (cpu_last[0] - cpu_first[0]), 1)
         cell.locust_requests, cell.locust_failures = _locust_counts(cell_dir)
         _load_side_car(cell, records)
-        if metrics_url:
-            cell.server = prometheus.server_stats(before, prometheus.scrape(metrics_url), config.model_name)
+        if urls:
+            after = {name: prometheus.scrape(url) for name, url in urls.items()}
+            _server_deltas(config, cell, before, after)
         if tail is not None and cell.stable is None:
             cell.stable = False
             _stable(config, cell, tail, _records_files(records))  # the windows it got to
@@ -395,6 +417,19 @@ def run_cell(
         else:
             cell.status = "failed"
             cell.error = f"locust exited with code {proc.returncode}: {_tail(log_file)}"
+
+
+def _server_deltas(
+    config: SweepConfig,
+    cell: CellResult,
+    before: dict[str, prometheus.Samples | None],
+    after: dict[str, prometheus.Samples | None],
+) -> None:
+    """``cell.server`` (all replicas: their counters and buckets add up) and, with several, each's own."""
+    model = config.model_name
+    cell.server = prometheus.server_stats(prometheus.add(before.values()), prometheus.add(after.values()), model)
+    if len(after) > 1:
+        cell.server_by_replica = {name: prometheus.server_stats(before.get(name), after[name], model) for name in after}
 
 
 def failed_requests(files: list[Path], max_share: float | None) -> str | None:

@@ -30,6 +30,8 @@ from bench.commands.cells import (
     SweepConfig,
     check_grpc_target,
     merge_cell,
+    replica_clients,
+    replica_metrics_urls,
     run_cell,
     target_client,
     validate,
@@ -48,14 +50,32 @@ from reports.report import answer_lines, build_report
 
 
 def describe_target(client: TFServingClient, config: SweepConfig) -> dict[str, Any]:
-    """meta.json's ``target``: the model's status and signatures, the server's kind, Prometheus if served."""
+    """meta.json's ``target``: the model's status and signatures, the server's kind, Prometheus if served.
+
+    With ``--host URL1,URL2,...`` also ``replicas``: each replica's URL, name (the records'
+    ``target``), whether it serves the model and whether its own Prometheus metrics answer.
+    """
+    if config.wait_ready_s > 0:  # replicas started beside the load generator (deploy/compose.yaml) may still load
+        for replica in replica_clients(config):
+            replica.wait_until_available(config.wait_ready_s)
     target = client.describe()
     kind, version = _server_identity(target["server_header"])
     target["server_kind"] = config.server_kind or kind
     target["server_version"] = version
     target["server_kind_source"] = "--server-kind" if config.server_kind else "Server header"
-    metrics = prometheus.scrape(prometheus.metrics_url(config.host, config.metrics_path))
-    target["prometheus"] = config.metrics_path if metrics else None
+    urls = replica_metrics_urls(config)
+    scraped = {name: prometheus.exposes(url) for name, url in urls.items()}
+    target["prometheus"] = config.metrics_path if all(scraped.values()) else None
+    if len(urls) > 1:
+        target["replicas"] = [
+            {
+                "url": c.base_url,
+                "name": name,
+                "serving": c.is_serving(),
+                "prometheus": urls[name] if scraped[name] else None,
+            }
+            for c, name in zip(replica_clients(config), urls, strict=True)
+        ]
     return target
 
 
@@ -164,7 +184,10 @@ def run_sweep_config(config: SweepConfig, out: Path, extra_meta: dict[str, Any] 
         config.workers_wait_s,
     )  # fmt: skip
     progress = Progress(len(cells))
-    metrics_url = prometheus.metrics_url(config.host, config.metrics_path) if target["prometheus"] else None
+    urls = replica_metrics_urls(config)
+    metrics_url: str | dict[str, str] | None = None
+    if target["prometheus"]:
+        metrics_url = urls if len(urls) > 1 else next(iter(urls.values()))
     problems: list[str] = []
     log_file = run_dir / "locust.log"
     for i, cell in enumerate(cells):
@@ -212,6 +235,7 @@ def run_sweep_config(config: SweepConfig, out: Path, extra_meta: dict[str, Any] 
 def config_from_args(args: argparse.Namespace) -> SweepConfig:
     return SweepConfig(
         host=args.host,
+        wait_ready_s=args.wait_ready,
         batch_sizes=tuple(args.batch_sizes),
         encodings=tuple(args.encodings),
         users=args.users,

@@ -13,7 +13,10 @@ from pathlib import Path
 from bench import argtypes
 
 # capacity's flags that mean something else (or nothing) for tune.
-_NOT_BORROWED = {"help", "host", "batch_sizes", "target", "headroom", "report", "out"}
+_NOT_BORROWED = {
+    *("help", "host", "batch_sizes", "target", "headroom", "report", "out"),
+    *("replicas", "serving_image", "model_base_path", "serving_cpus"),  # capacity --replicas: compose replicas
+}
 
 Handler = Callable[[argparse.Namespace], int]
 

@@ -266,7 +266,8 @@ class ScenarioConfig:
     @property
     def grpc_address(self) -> str:
         """Where the gRPC encodings go: ``--grpc-target``, else the REST host's host on port 8500."""
-        return self.grpc_target or argtypes.default_grpc_target(self.host or "http://127.0.0.1")
+        # --host URL1,URL2 (replicas): the first one's host.
+        return self.grpc_target or argtypes.default_grpc_target(self.host.split(",")[0] or "http://127.0.0.1")
 
     @property
     def protocols(self) -> tuple[str, ...]:

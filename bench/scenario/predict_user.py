@@ -21,6 +21,7 @@ from bench.scenario.options import Step
 from bench.scenario.process import CellPayloads, Scenario
 from bench.scenario.schedule import LagAccount, UserSchedule
 from bench.store.records import RequestRecord
+from bench.target.replicas import host_for_user, parse_hosts, replica_name
 from bench.target.response_check import check_predict_response
 
 log = logging.getLogger("tfsbench.load")
@@ -41,13 +42,29 @@ class UserState:
     schedule_key: tuple[Any, ...] = ()
     lag: LagAccount = field(default_factory=LagAccount)  # who made its sends late (open model)
     backoff_s: float = 0.0  # the wait after the last refused connection; 0 while the server answers
+    target: str = ""  # host:port of the replica this user sends to (the records' target column)
 
 
-def new_user_state(scenario: Scenario) -> UserState:
+def new_user_state(scenario: Scenario, host: str = "") -> UserState:
     scenario.user_seq += 1
     return UserState(
-        rng=random.Random(hash((os.getpid(), scenario.user_seq, time.time_ns()))), index=scenario.user_seq - 1
+        rng=random.Random(hash((os.getpid(), scenario.user_seq, time.time_ns()))),
+        index=scenario.user_seq - 1,
+        target=replica_name(host) if host else "",
     )
+
+
+def user_host(host_option: str, spawned: int, scenario: Scenario | None) -> str:
+    """The replica a new user sends to: ``--host URL1,URL2,...`` taken in turn by users (bench.target.replicas).
+
+    ``spawned`` is the user's spawn order in this process; its index among all processes' users
+    (the one the open model's slots use) decides, so the workers together spread evenly.
+    """
+    hosts = parse_hosts(host_option)
+    if len(hosts) == 1:
+        return hosts[0]
+    index = scenario.user_index(spawned) if scenario is not None else spawned
+    return host_for_user(hosts, index)
 
 
 def _choose(scenario: Scenario, state: UserState, step: Step | None) -> CellPayloads:
@@ -141,6 +158,8 @@ def predict_once(
         "send_lag_ms": lag_ms,
         "lag_cause": cause,
         "protocol": cell.encoding.protocol,
+        # The replica that answers: the user's own --host replica, or the gRPC target it dials.
+        "target": grpc.target if cell.encoding.protocol == "grpc" and grpc is not None else state.target,
     }
     if cell.encoding.protocol == "grpc":
         if grpc is None or request_event is None:
@@ -266,6 +285,7 @@ def on_request(scenario: Scenario | None, response_time: float, exception: Any, 
             lag_cause=info.get("lag_cause", ""),
             protocol=info.get("protocol", "rest"),
             worker=scenario.worker_name,
+            target=info.get("target", ""),
         )
     )
 

@@ -27,6 +27,7 @@ from bench.payloads.pool import BatchSource
 from bench.payloads.specs import InputSpec
 from bench.scenario.options import ScenarioConfig
 from bench.target.client import TFServingClient
+from bench.target.replicas import parse_hosts
 
 PLAN_FILE = "input_plan.json"
 AUTO = "auto"  # --input-plan auto: resolve the plans in the Locust process itself
@@ -109,7 +110,8 @@ def payload_sources(config: ScenarioConfig) -> list[tuple[Encoding, BatchSource,
     if config.input_plan is not None and str(config.input_plan) == AUTO:
         if not config.host:
             raise ConfigError("--input-plan auto reads the target's metadata: give Locust a --host")
-        client = TFServingClient(config.host, config.model_name, config.model_version)
+        # Every replica serves the same model: the first one's metadata stands for all.
+        client = TFServingClient(parse_hosts(config.host)[0], config.model_name, config.model_version)
         options = InputOptions(images=str(config.images_dir) if config.images_dir else None)
         resolved = resolve_plans(client, config.encodings, options, config.signature_name)
         return [(_aimed(p.encoding, config), InputBatches(p.plan), None) for p in resolved.values()]

@@ -29,8 +29,12 @@ The records are the single source of truth for reports. Columns (``requests.csv`
     worker          (extra) the load-generating process that sent it, ``host:pid``; rows from a
                     Locust worker reach the master's file over Locust's own messages
                     (bench.scenario.relay), so per-worker verdicts read them from here.
+    target          (extra) the replica that answered, ``host:port`` of the URL its user sent to
+                    (``--host URL1,URL2``: bench.target.replicas); behind one load-balanced URL,
+                    that URL's ``host:port``; "" in files written before the column existed.
 
-Files written before an extra column existed read with its default (0.0, "", "rest").
+Files written before an extra column existed read with its default (``send_lag_ms`` 0.0,
+``protocol`` "rest", the others "").
 
 Usage::
 
@@ -83,6 +87,7 @@ OPTIONAL_DEFAULTS: dict[str, float | str] = {
     "lag_cause": "",
     "protocol": DEFAULT_PROTOCOL,
     "worker": "",
+    "target": "",
 }
 EXTRA_COLUMNS: tuple[str, ...] = tuple(OPTIONAL_DEFAULTS)
 ALL_COLUMNS: tuple[str, ...] = COLUMNS + EXTRA_COLUMNS
@@ -104,6 +109,7 @@ _KINDS: dict[str, str] = {
     "lag_cause": "str",
     "protocol": "str",
     "worker": "str",
+    "target": "str",
 }
 _INT_COLUMNS = tuple(c for c in ALL_COLUMNS if _KINDS[c] == "int")
 _FLOAT_COLUMNS = tuple(c for c in ALL_COLUMNS if _KINDS[c] == "float")
@@ -132,6 +138,7 @@ class RequestRecord:
     lag_cause: str = ""
     protocol: str = DEFAULT_PROTOCOL
     worker: str = ""
+    target: str = ""
 
     def to_row(self) -> list[str]:
         """The CSV row, in :data:`ALL_COLUMNS` order; floats keep microsecond resolution."""
@@ -150,6 +157,7 @@ class RequestRecord:
             self.lag_cause,
             self.protocol,
             self.worker,
+            self.target,
         ]
 
     @classmethod
@@ -173,6 +181,7 @@ class RequestRecord:
                 lag_cause=_text(row.get("lag_cause")),
                 protocol=_text(row.get("protocol")) or DEFAULT_PROTOCOL,
                 worker=_text(row.get("worker")),
+                target=_text(row.get("target")),
             )
         except (KeyError, TypeError, ValueError) as exc:
             raise ResultsError(f"not a request record: {row!r} ({exc})") from exc

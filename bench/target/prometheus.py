@@ -32,7 +32,7 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
 import requests
@@ -77,6 +77,22 @@ def parse_exposition(text: str) -> Samples:
     return samples
 
 
+def add(scrapes: Iterable[Samples | None]) -> Samples | None:
+    """Several replicas' scrapes as one server's: counters and histogram buckets add up.
+
+    None when any replica exposed nothing (a sum over some replicas would pass for all of them).
+    """
+    total: Samples = {}
+    items = list(scrapes)
+    if not items or any(s is None for s in items):
+        return None
+    for samples in items:
+        assert samples is not None
+        for key, value in samples.items():
+            total[key] = total.get(key, 0.0) + value
+    return total
+
+
 def metrics_url(host: str, path: str = PROMETHEUS_PATH) -> str:
     return host.rstrip("/") + path
 
@@ -91,6 +107,15 @@ def scrape(url: str, timeout_s: float = 5.0) -> Samples | None:
         return None
     samples = parse_exposition(response.text)
     return samples or None
+
+
+def exposes(url: str, timeout_s: float = 5.0) -> bool:
+    """Whether the target serves Prometheus metrics at ``url``, even none yet (a server with no traffic)."""
+    try:
+        response = requests.get(url, timeout=timeout_s)
+    except requests.RequestException:
+        return False
+    return response.status_code == 200 and "text/plain" in response.headers.get("Content-Type", "text/plain")
 
 
 @dataclass(frozen=True)

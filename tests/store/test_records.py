@@ -35,9 +35,16 @@ def _record(i: int, **overrides: object) -> RequestRecord:
 
 
 def test_row_round_trip_keeps_every_field() -> None:
-    record = _record(3, error='HTTP 400: bad, "quoted"\nline', send_lag_ms=12.5, lag_cause="busy", worker="h:7")
+    record = _record(
+        3,
+        error='HTTP 400: bad, "quoted"\nline',
+        send_lag_ms=12.5,
+        lag_cause="busy",
+        worker="h:7",
+        target="10.0.0.6:8501",
+    )
     assert RequestRecord.from_row(record.to_row()) == record
-    assert ALL_COLUMNS[len(COLUMNS) :] == ("send_lag_ms", "lag_cause", "protocol", "worker")
+    assert ALL_COLUMNS[len(COLUMNS) :] == ("send_lag_ms", "lag_cause", "protocol", "worker", "target")
     assert list(ALL_COLUMNS[: len(COLUMNS)]) == [
         "t_start",
         "latency_ms",
@@ -94,6 +101,7 @@ def test_reads_files_without_the_extra_columns(tmp_path: Path) -> None:
     frame = read_records(path)
     assert frame["send_lag_ms"].tolist() == [0.0]
     assert frame["lag_cause"].tolist() == [""]
+    assert frame["target"].tolist() == [""]
     # A file from before lag_cause (send_lag_ms was its only extra column).
     older = tmp_path / "older.csv"
     row = _record(0, send_lag_ms=12.5).to_row()[: len(COLUMNS) + 1]
@@ -106,11 +114,14 @@ def test_reads_files_without_the_extra_columns(tmp_path: Path) -> None:
 
 def test_records_from_before_the_protocol_column_are_rest(tmp_path: Path) -> None:
     path = tmp_path / "before-grpc.csv"
-    rows = [_record(i, lag_cause="idle").to_row()[: len(ALL_COLUMNS) - 1] for i in range(3)]
-    path.write_text("\n".join(",".join(r) for r in [list(ALL_COLUMNS[:-1]), *rows]) + "\n")
+    # The columns up to lag_cause: protocol and everything added after it came later.
+    before = ALL_COLUMNS[: ALL_COLUMNS.index("protocol")]
+    rows = [_record(i, lag_cause="idle").to_row()[: len(before)] for i in range(3)]
+    path.write_text("\n".join(",".join(r) for r in [list(before), *rows]) + "\n")
     frame = read_records(path)
     assert frame["protocol"].tolist() == ["rest"] * 3
-    assert RequestRecord.from_row(dict(zip(ALL_COLUMNS[:-1], rows[0], strict=True))).protocol == "rest"
+    assert frame["target"].tolist() == [""] * 3
+    assert RequestRecord.from_row(dict(zip(before, rows[0], strict=True))).protocol == "rest"
     assert set(summarize(frame)["protocol"]) == {"rest"}
     # Merged with a file that has the column, each row keeps what it was.
     grpc = tmp_path / "grpc.csv"
