@@ -26,7 +26,8 @@ from bench.docker.launcher import (
     serving_container,
     up,
 )
-from bench.docker.standin import SOURCE_LABEL, build_standin
+from bench.docker.loadgen import LOADGEN_TAG, build_loadgen
+from bench.docker.standin import SOURCE_LABEL, STANDIN_TAG, build_standin
 from bench.errors import ConfigError
 from bench.serving.metrics import monitoring_config_text
 
@@ -102,8 +103,16 @@ def _state_dir() -> Path:
 def run_docker(args: argparse.Namespace, out: Callable[[str], None] = print) -> int:
     """Handler of ``tfsbench docker ACTION``."""
     if args.action == "build-standin":
-        result = build_standin(args.tag, rebuild=args.rebuild, log=out)
+        result = build_standin(args.tag or STANDIN_TAG, rebuild=args.rebuild, log=out)
         out(result.summary())
+        return 0
+    if args.action == "build-loadgen":
+        result = build_loadgen(args.tag or LOADGEN_TAG, standin_tag=args.standin_tag, rebuild=args.rebuild, log=out)
+        how = "reused existing image" if result.reused else "built"
+        out(
+            f"{result.tag}: {how} in {result.build_s:.1f} s, {result.size_bytes / 1e6:.0f} MB; "
+            "run it with: docker-compose -f deploy/compose.yaml up (README: Run it at scale)"
+        )
         return 0
     if args.action == "down":
         if args.dry_run:

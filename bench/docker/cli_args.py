@@ -11,22 +11,24 @@ from pathlib import Path
 
 from bench import argtypes
 from bench.docker.launcher import DEFAULT_IMAGE, DEFAULT_NAME, validate_memory, validate_name
+from bench.docker.loadgen import LOADGEN_TAG
 from bench.docker.standin import STANDIN_TAG
 
 Handler = Callable[[argparse.Namespace], int]
 
 
 def add_docker_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser], handler: Handler) -> None:
-    """Add ``docker`` (up, down, logs, build-standin) to ``sub``."""
+    """Add ``docker`` (up, down, logs, build-standin, build-loadgen) to ``sub``."""
     p = sub.add_parser(
         "docker",
         help="start, stop or inspect a tensorflow/serving container",
         description="up: run IMAGE as TF Serving's docs do (-p 127.0.0.1:PORT:8501, model bind-mounted to "
         "/models/NAME, -e MODEL_NAME) and wait until the model is AVAILABLE. down: stop and remove. "
         "logs: the container's output. build-standin: build, offline, an image with tensorflow/serving's "
-        "interface whose server is tfsbench serve.",
+        "interface whose server is tfsbench serve. build-loadgen: build, offline, the load generator's image "
+        f"({LOADGEN_TAG}: tfsbench and Locust, for deploy/compose.yaml and deploy/k8s).",
     )
-    p.add_argument("action", choices=("up", "down", "logs", "build-standin"), help="what to do")
+    p.add_argument("action", choices=("up", "down", "logs", "build-standin", "build-loadgen"), help="what to do")
     p.add_argument(
         "--model-base-path",
         type=Path,
@@ -97,8 +99,17 @@ def add_docker_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser], 
     )
     p.add_argument("--tail", type=argtypes.positive_int, default=None, metavar="N", help="logs: only the last N lines")
     p.add_argument(
-        "--tag", default=STANDIN_TAG, metavar="TAG", help=f"build-standin: image tag (default {STANDIN_TAG})"
+        "--tag",
+        default=None,
+        metavar="TAG",
+        help=f"build-standin / build-loadgen: image tag (default {STANDIN_TAG} / {LOADGEN_TAG})",
     )
-    p.add_argument("--rebuild", action="store_true", help="build-standin: rebuild even if the tag exists")
+    p.add_argument(
+        "--standin-tag",
+        default=STANDIN_TAG,
+        metavar="TAG",
+        help=f"build-loadgen: the stand-in whose base layer it builds on (default {STANDIN_TAG})",
+    )
+    p.add_argument("--rebuild", action="store_true", help="build-standin / build-loadgen: rebuild even if current")
     p.add_argument("--dry-run", action="store_true", help="print the docker command instead of running it")
     p.set_defaults(handler=handler)

@@ -150,8 +150,17 @@ def _server_import_roots() -> set[str]:
 
 def python_distributions(root: Path) -> list[metadata.Distribution]:
     """The venv's distributions the image needs: the recipe's roots, the server's imports, their requirements."""
-    installed = {_canonical(d.metadata["Name"]): d for d in metadata.distributions()}
     wanted = [_canonical(n) for n in recipe_lines(root, "python-packages.txt")] + sorted(_server_import_roots())
+    seen = requirement_closure(wanted)
+    if not any(_canonical(d.metadata["Name"]) in ("tensorflow", "tensorflow-cpu") for d in seen):
+        raise DockerError("build-standin copies TensorFlow from the running venv, but none is installed there")
+    return seen
+
+
+def requirement_closure(names: Iterable[str]) -> list[metadata.Distribution]:
+    """The venv's distributions ``names`` and everything they require (markers evaluated), tfsbench aside."""
+    installed = {_canonical(d.metadata["Name"]): d for d in metadata.distributions()}
+    wanted = [_canonical(n) for n in names]
     seen: dict[str, metadata.Distribution] = {}
     while wanted:
         name = wanted.pop()
@@ -162,8 +171,6 @@ def python_distributions(root: Path) -> list[metadata.Distribution]:
             requirement = Requirement(text)
             if requirement.marker is None or requirement.marker.evaluate({"extra": ""}):
                 wanted.append(_canonical(requirement.name))
-    if not any(n in seen for n in ("tensorflow", "tensorflow-cpu")):
-        raise DockerError("build-standin copies TensorFlow from the running venv, but none is installed there")
     return sorted(seen.values(), key=lambda d: _canonical(d.metadata["Name"]))
 
 
@@ -333,33 +340,50 @@ def build_base(
 
 def build_top(base_tag: str, tag: str, root: Path, digest: str) -> None:
     """The project layer: ``docker create`` + ``docker cp`` (tar on stdin) + ``docker commit``."""
-    buffer = io.BytesIO()
-    with tarfile.open(fileobj=buffer, mode="w", format=tarfile.PAX_FORMAT) as tar:
-        for path, arcname in _project_files(root):
-            info = tar.gettarinfo(str(path), arcname=arcname)
-            info.uid = info.gid = 0
-            info.uname = info.gname = "root"
-            info.mode = 0o755 if os.access(path, os.X_OK) else 0o644
-            with path.open("rb") as handle:
-                tar.addfile(info, handle)
-        pth = f"/{PROJECT_IN_IMAGE}\n".encode()
-        info = tarfile.TarInfo(f"{SITE_IN_IMAGE}/tfsbench.pth")
-        info.size, info.mode = len(pth), 0o644
-        tar.addfile(info, io.BytesIO(pth))
-    name = f"tfsbench-standin-build-{secrets.token_hex(4)}"
-    docker(["create", "--name", name, base_tag, "/bin/true"], timeout_s=120)
-    try:
-        proc = subprocess.run(
-            [docker_binary(), "cp", "-", f"{name}:/"], input=buffer.getvalue(), capture_output=True, timeout=300
-        )
-        if proc.returncode != 0:
-            raise DockerError(f"docker cp into the stand-in failed: {proc.stderr.decode(errors='replace').strip()}")
-        changes: list[str] = []
-        for change in (*IMAGE_CONFIG, f"LABEL {SOURCE_LABEL}={digest} tfsbench.base={base_tag}"):
-            changes += ["--change", change]
-        docker(["commit", *changes, name, tag], timeout_s=300)
-    finally:
-        docker(["rm", "-f", name], check=False, timeout_s=60)
+    changes = (*IMAGE_CONFIG, f"LABEL {SOURCE_LABEL}={digest} tfsbench.base={base_tag}")
+    commit_layer(base_tag, tag, _project_files(root), changes)
+
+
+def commit_layer(
+    base_tag: str, tag: str, files: Iterable[tuple[Path, str]], changes: Iterable[str], timeout_s: float = 600
+) -> None:
+    """``tag`` = ``base_tag`` plus ``files`` ((host path, path in image)) and the project's .pth, with ``changes``.
+
+    No builder: ``docker create`` + ``docker cp`` (a tar on stdin, spooled to disk) + ``docker commit``.
+    """
+    with tempfile.TemporaryFile() as buffer:
+        with tarfile.open(fileobj=buffer, mode="w", format=tarfile.PAX_FORMAT) as tar:
+            made: set[str] = set()
+            for path, arcname in files:
+                if arcname in made:
+                    continue
+                made.add(arcname)
+                info = tar.gettarinfo(str(path), arcname=arcname)
+                info.uid = info.gid = 0
+                info.uname = info.gname = "root"
+                info.mode = 0o755 if os.access(path, os.X_OK) else 0o644
+                with path.open("rb") as handle:
+                    tar.addfile(info, handle)
+            pth = f"/{PROJECT_IN_IMAGE}\n".encode()
+            info = tarfile.TarInfo(f"{SITE_IN_IMAGE}/tfsbench.pth")
+            info.size, info.mode = len(pth), 0o644
+            tar.addfile(info, io.BytesIO(pth))
+        buffer.seek(0)
+        name = f"tfsbench-build-{secrets.token_hex(4)}"
+        docker(["create", "--name", name, base_tag, "/bin/true"], timeout_s=120)
+        try:
+            proc = subprocess.run(
+                [docker_binary(), "cp", "-", f"{name}:/"], stdin=buffer, capture_output=True, timeout=timeout_s
+            )
+            if proc.returncode != 0:
+                message = proc.stderr.decode(errors="replace").strip()
+                raise DockerError(f"docker cp into {tag} failed: {message}")
+            argv: list[str] = []
+            for change in changes:
+                argv += ["--change", change]
+            docker(["commit", *argv, name, tag], timeout_s=300)
+        finally:
+            docker(["rm", "-f", name], check=False, timeout_s=60)
 
 
 def _cache_dir() -> Path:

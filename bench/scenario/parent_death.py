@@ -32,6 +32,8 @@ def die_with_parent(forked_worker: bool) -> bool:
     if libc.prctl(_PR_SET_PDEATHSIG, int(signal.SIGTERM), 0, 0, 0) != 0:
         return False
     parent = os.getppid()
-    if parent == 1 or (not forked_worker and parent != int(expected)):
+    # Orphans are re-parented to PID 1, but a sweep may itself be PID 1 (a container's command).
+    gone = parent == 1 if forked_worker else parent != int(expected)
+    if gone:
         os.kill(os.getpid(), signal.SIGTERM)
     return True
