@@ -31,6 +31,7 @@ from bench.commands.capacity_run import CapacityConfig, run_capacity_config
 from bench.commands.capacity_search import CapacityResult
 from bench.docker.compose import ComposeServing
 from bench.errors import ConfigError
+from bench.payloads.encodings import get_encoding
 from bench.store import runs
 from bench.store.atomic import replace_atomically
 
@@ -113,6 +114,10 @@ def run_scaling(args: argparse.Namespace) -> int:
     """``tfsbench capacity --replicas LIST``: one capacity run per replica count on deploy/compose.yaml."""
     if args.host:
         raise ConfigError("--replicas starts its own replicas (deploy/compose.yaml): leave out --host")
+    grpc = [name for name in args.encodings if get_encoding(name).protocol == "grpc"]
+    if grpc:
+        # gRPC goes to one --grpc-target, not spread over the replicas: it would measure one replica.
+        raise ConfigError(f"--replicas spreads REST requests only: leave out {', '.join(grpc)}")
     counts = sorted(set(args.replicas))
     if counts[0] != 1:
         counts = [1, *counts]  # the prediction is N x the 1-replica capacity: measure it

@@ -18,6 +18,7 @@ import pytest
 from bench.commands.demo import RunningServer, embedded_server
 from bench.store import runs
 from bench.store.records import read_records
+from bench.target.replicas import replica_name
 from reports.compare import comparison_table
 from reports.data import load_run_data
 from tests.helpers.paths import REPO
@@ -63,6 +64,8 @@ def test_a_mixed_locust_run_records_every_request_of_both_protocols(server: Runn
         assert len(rows) == entry["num_requests"], name
         assert entry["method"] == ("grpc" if encoding.startswith("grpc-") else "POST")
         assert set(rows["protocol"]) == {"grpc" if encoding.startswith("grpc-") else "rest"}
+        # The target column names where each protocol went: the gRPC target, or --host's host:port.
+        assert set(rows["target"]) == {server.grpc_target if encoding.startswith("grpc-") else replica_name(server.url)}
     assert set(frame["encoding"]) == {"row-orjson", "grpc-tensor-content", "grpc-bytes-png"}
     assert (frame["status"] == 200).all()
     assert (frame["error"] == "").all()

@@ -37,3 +37,11 @@ def test_a_count_that_met_no_slo_has_no_efficiency() -> None:
 def test_replicas_and_host_exclude_each_other(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["capacity", "--replicas", "1,2", "--host", "http://127.0.0.1:9"]) == 2
     assert "leave out --host" in capsys.readouterr().err
+
+
+def test_replicas_refuse_grpc_encodings(capsys: pytest.CaptureFixture[str]) -> None:
+    args = ["capacity", "--replicas", "1,2", "--encodings", "row-fast,grpc-tensor-content"]
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert "leave out grpc-tensor-content" in err
+    assert len(err.strip().splitlines()) == 1
