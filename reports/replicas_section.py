@@ -81,8 +81,10 @@ class ReplicaAccumulator:
 
     def table(self, run: Run) -> pd.DataFrame:
         """One row per (cell, replica): what the client saw of it and what it counted itself;
-        empty when fewer than two replicas answered."""
-        if len({target for _, target in self._groups}) < 2:
+        empty unless --host named two or more replicas (meta.json's target.replicas). Counting the
+        targets the rows name is not enough: a one-server run that mixes REST and gRPC names two
+        (the REST host and the gRPC target)."""
+        if len(run.target.get("replicas") or []) < 2:
             return pd.DataFrame()
         servers = {str(c.get("cell")): c.get("server_by_replica") or {} for c in run.cells}
         rows: list[dict[str, Any]] = []

@@ -119,6 +119,9 @@ def test_a_mixed_sweep_and_its_report(server: RunningServer, tmp_path: Path) -> 
     html = (run.path / "report.html").read_text(encoding="utf-8")
     assert "grpc-tensor-content" in html
     assert "row-orjson" in html
+    # One server answering on two ports is not two replicas: no per-replica section.
+    assert data.replicas.empty
+    assert 'id="replica-table"' not in html
     assert (run.path / "figures" / "latency_vs_payload_bytes.png").is_file()
     assert (run.path / "figures" / "throughput_vs_batch.png").is_file()
     # tfsbench compare across protocols: the run against itself pairs cells by (batch, encoding);
