@@ -27,6 +27,11 @@ from locust import FastHttpUser, LoadTestShape, events, task
 
 from bench.scenario import grpc_user, hooks, options, predict_user
 from bench.scenario.process import Scenario
+from bench.scenario.relay import project_version
+
+# Read now, before Locust's runner exists: read in a worker's init, git would yield to the
+# runner's greenlets (and a spawn message) in the middle of the set-up.
+project_version()
 
 
 @events.init_command_line_parser.add_listener  # type: ignore[untyped-decorator]  # Locust's add_listener is unannotated
@@ -37,8 +42,8 @@ def _add_arguments(parser: Any, **_kwargs: Any) -> None:
 
 @events.init.add_listener  # type: ignore[untyped-decorator]  # Locust's add_listener is unannotated
 def _on_init(environment: Any, **_kwargs: Any) -> None:
-    hooks.on_init(environment)
-
+    # The listeners go first: should hooks.on_init yield, a worker's spawn message handled
+    # meanwhile starts users, and their first requests must be recorded too.
     @environment.events.request.add_listener  # type: ignore[untyped-decorator]  # Locust's add_listener is unannotated
     def _on_request(response_time: float, exception: Any, context: Any, **_kwargs: Any) -> None:
         # Every request of ours becomes one records row (bench.store.records), warm-up excluded.
@@ -49,6 +54,8 @@ def _on_init(environment: Any, **_kwargs: Any) -> None:
     @environment.events.quitting.add_listener  # type: ignore[untyped-decorator]  # Locust's add_listener is unannotated
     def _on_quitting(environment: Any, **_kwargs: Any) -> None:
         hooks.on_quitting(environment)
+
+    hooks.on_init(environment)
 
 
 @events.test_start.add_listener  # type: ignore[untyped-decorator]  # Locust's add_listener is unannotated

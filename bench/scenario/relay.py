@@ -135,20 +135,24 @@ class RecordRelay:
     def flush(self, final: bool = False, stats: LoadStats | None = None) -> bool:
         if self.finished or (not self.rows and not final):
             return True
-        rows = self.rows
+        # Swapped out before sending: the send can yield to another greenlet, whose row then
+        # goes into the new buffer instead of a list this batch already serialized.
+        rows, self.rows = self.rows, []
         data: dict[str, Any] = {"worker": self.worker, "seq": self.seq, "rows": rows, "final": final}
         if final:
             data["sent"] = self.sent + len(rows)
             data["stats"] = stats_message(stats) if stats is not None else None
         try:
             self.send(data)
-        except Exception as exc:  # Locust's RPCError; keep the rows for the next flush
+        except Exception as exc:  # Locust's RPCError; keep the rows (oldest first) for the next flush
             self.send_error = str(exc)
+            self.rows = rows + self.rows
             return False
-        self.rows = []
         self.seq += 1
         self.sent += len(rows)
-        self.finished = final
+        if final:
+            self.finished = True
+            self.late, self.rows = self.rows + self.late, []  # recorded while the final batch went out
         return True
 
     def send_late(self) -> None:

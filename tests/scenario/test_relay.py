@@ -75,6 +75,28 @@ def test_a_failed_send_keeps_the_rows_for_the_next_one() -> None:
     assert [len(m["rows"]) for m in sent] == [3]
 
 
+def test_a_row_recorded_while_a_batch_is_sent_goes_in_the_next_one() -> None:
+    # Locust's send_message can yield to another greenlet, whose request then records its row
+    # in the middle of the send: that row once vanished with the batch's buffer (119 of 120).
+    sent: list[dict[str, Any]] = []
+    during_send = iter(range(100, 103))
+
+    def send(data: dict[str, Any]) -> None:
+        sent.append({**data, "rows": list(data["rows"])})
+        relay.add(_row(next(during_send), "h:1"))
+
+    relay = RecordRelay(send, "h:1", batch_rows=2)
+    relay.add(_row(0, "h:1"))
+    relay.add(_row(1, "h:1"))  # a batch of 2; row 100 arrives while it is sent
+    relay.finish(None)  # the final batch carries 100; row 101 arrives while it is sent ...
+    relay.send_late()  # ... and goes out as late (row 102 arrives during that send: after the close)
+    rows = [r for m in sent for r in m["rows"]]
+    assert [float(r[0]) - 1000 for r in rows] == [0.0, 1.0, 100.0, 101.0]
+    assert sent[1]["final"] is True
+    assert sent[1]["sent"] == 3
+    assert sent[2]["late"] is True
+
+
 def test_clock_offset_is_the_middle_of_the_round_trip_and_zero_within_its_error() -> None:
     offset, rtt = clock_offset(100.0, 105.0011, 100.002)
     assert rtt == pytest.approx(0.002)
