@@ -33,17 +33,21 @@ from bench.store.records import read_records
 class FixedReplyProtocol(asyncio.Protocol):
     """Minimal HTTP/1.1 keep-alive responder: reads Content-Length bytes, answers a fixed body.
 
-    :meth:`answer` picks the reply from the request's head (lower-cased); subclasses route
-    (the tests' instantaneous server answers status and metadata GETs too).
+    :meth:`answer` picks the reply from the request's head (lower-cased) and, where a subclass
+    sets ``keep_body``, its body (the tests' queue server reads a batch's size from it); the
+    body is otherwise dropped as it arrives.
     """
+
+    keep_body = False
 
     def __init__(self, reply: bytes = b"") -> None:
         self.reply = reply
         self.buffer = bytearray()
+        self.body = bytearray()
+        self.head = b""
         self.remaining = -1  # body bytes still to read; -1 while reading headers
-        self.pending = b""
 
-    def answer(self, head: bytes) -> bytes:
+    def answer(self, head: bytes, body: bytes) -> bytes:
         return self.reply
 
     def send(self, reply: bytes) -> None:
@@ -60,21 +64,22 @@ class FixedReplyProtocol(asyncio.Protocol):
                 end = self.buffer.find(b"\r\n\r\n")
                 if end < 0:
                     return
-                head = bytes(self.buffer[:end]).lower()
+                self.head = bytes(self.buffer[:end]).lower()
                 del self.buffer[: end + 4]
-                length = 0
-                for line in head.split(b"\r\n"):
+                self.remaining = 0
+                for line in self.head.split(b"\r\n"):
                     if line.startswith(b"content-length:"):
-                        length = int(line.split(b":", 1)[1])
-                self.remaining = length
-                self.pending = self.answer(head)
-            if len(self.buffer) < self.remaining:
-                self.remaining -= len(self.buffer)
-                self.buffer.clear()
+                        self.remaining = int(line.split(b":", 1)[1])
+            taken = min(len(self.buffer), self.remaining)
+            if self.keep_body:
+                self.body += self.buffer[:taken]
+            del self.buffer[:taken]
+            self.remaining -= taken
+            if self.remaining > 0:
                 return
-            del self.buffer[: self.remaining]
             self.remaining = -1
-            self.send(self.pending)
+            body, self.body = bytes(self.body), bytearray()
+            self.send(self.answer(self.head, body))
 
 
 def _serve(port_queue: multiprocessing.Queue[int], batch: int) -> None:

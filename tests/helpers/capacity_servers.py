@@ -36,7 +36,7 @@ import time
 from collections import deque
 from decimal import Decimal, localcontext
 from http.server import BaseHTTPRequestHandler
-from typing import Any, Self
+from typing import Any, ClassVar, Self
 
 import orjson
 
@@ -213,12 +213,13 @@ class InstantServer:
             ...server.url...
     """
 
-    service_time_s = 0.0
+    fixed_s = 0.0
+    per_image_s = 0.0
 
     def __init__(self) -> None:
         self._ports: multiprocessing.Queue[int] = multiprocessing.get_context("spawn").Queue()
         self._process = multiprocessing.get_context("spawn").Process(
-            target=_serve_instantly, args=(self._ports, self.service_time_s), daemon=True
+            target=_serve_instantly, args=(self._ports, self.fixed_s, self.per_image_s), daemon=True
         )
         self.port = 0
 
@@ -237,20 +238,27 @@ class InstantServer:
 
 
 class QueueServer(InstantServer):
-    """One request at a time, each taking ``service_s``, first come first served, in a process of its own.
+    """One request at a time, each taking ``fixed_s + per_image_s x batch``, first come first
+    served, in a process of its own.
 
     The same deterministic single-server queue as :class:`ServiceModelServer` (arithmetic
     completion times, each reply sent at its completion time by the event loop), but with no
     thread per connection and no GIL shared with the test: on a busy machine the only extra
-    latency is the loopback and the client's own. For batch 1 (the body is not parsed).
+    latency is the loopback and the client's own. With ``per_image_s`` it reads each body for
+    its batch size (row-orjson bodies cheaply, see ``count_rows``).
     """
 
-    def __init__(self, service_s: float) -> None:
-        self.service_time_s = service_s
+    def __init__(self, fixed_s: float, per_image_s: float = 0.0) -> None:
+        self.fixed_s = fixed_s
+        self.per_image_s = per_image_s
         super().__init__()
 
     def service_s(self, batch: int = 1) -> float:
-        return self.service_time_s
+        return self.fixed_s + self.per_image_s * batch
+
+    def capacity_rps(self, batch: int = 1) -> float:
+        """The analytic capacity: one request at a time, each taking :meth:`service_s`."""
+        return 1.0 / self.service_s(batch)
 
 
 def _reply(status: str, body: bytes) -> bytes:
@@ -259,36 +267,47 @@ def _reply(status: str, body: bytes) -> bytes:
 
 
 class _InstantProtocol(FixedReplyProtocol):
-    """One canned prediction for every POST; the status or metadata answer for a GET.
+    """Predictions for every POST (one, or with ``per_image_s`` one per row of the body); the
+    status or metadata answer for a GET.
 
-    With a service time, predictions queue: each completes ``service_s`` after the later of its
-    arrival and the previous completion (shared by every connection), and is sent then.
+    With a service time, predictions queue: each completes ``fixed_s + per_image_s x batch``
+    after the later of its arrival and the previous completion (shared by every connection),
+    and is sent then.
     """
 
-    PREDICT = _reply("200 OK", orjson.dumps({"predictions": [_PREDICTION]}))
     STATUS = _reply("200 OK", orjson.dumps(_STATUS))
     METADATA = _reply("200 OK", orjson.dumps(_METADATA))
-    service_s = 0.0
+    fixed_s = 0.0
+    per_image_s = 0.0
     free_at = 0.0  # loop time at which the single server finishes its queue (class-wide: one server)
+    predictions: ClassVar[dict[int, bytes]] = {}  # the reply for each batch size, made once
 
-    def answer(self, head: bytes) -> bytes:
+    def answer(self, head: bytes, body: bytes) -> bytes:
         method, _, rest = head.partition(b" ")
-        if method == b"post":
-            return self.PREDICT
-        return self.METADATA if rest.partition(b" ")[0].rstrip(b"/").endswith(b"/metadata") else self.STATUS
+        if method != b"post":
+            self.cost_s = 0.0
+            return self.METADATA if rest.partition(b" ")[0].rstrip(b"/").endswith(b"/metadata") else self.STATUS
+        batch = count_rows(body) if self.per_image_s else 1
+        self.cost_s = self.fixed_s + self.per_image_s * batch
+        reply = self.predictions.get(batch)
+        if reply is None:
+            reply = self.predictions[batch] = _reply("200 OK", orjson.dumps({"predictions": [_PREDICTION] * batch}))
+        return reply
 
     def send(self, reply: bytes) -> None:
-        if reply is not self.PREDICT or not self.service_s:
+        if not self.cost_s:
             super().send(reply)
             return
         loop = asyncio.get_running_loop()
-        done = max(loop.time(), _InstantProtocol.free_at) + self.service_s
+        done = max(loop.time(), _InstantProtocol.free_at) + self.cost_s
         _InstantProtocol.free_at = done
         loop.call_at(done, super().send, reply)
 
 
-def _serve_instantly(ports: multiprocessing.Queue[int], service_s: float) -> None:
-    _InstantProtocol.service_s = service_s
+def _serve_instantly(ports: multiprocessing.Queue[int], fixed_s: float, per_image_s: float) -> None:
+    _InstantProtocol.fixed_s = fixed_s
+    _InstantProtocol.per_image_s = per_image_s
+    _InstantProtocol.keep_body = per_image_s > 0
 
     async def main() -> None:
         loop = asyncio.get_running_loop()
