@@ -68,6 +68,7 @@ def on_init(environment: Any) -> None:
     _load_grpc_protos(options)
     if is_master(environment.runner):
         collector.register_master(environment, config.records, config.keep_workers)
+        register_sends_done(environment)
     if not config.steps:
         environment.shape_class = None  # the step shape runs only when --shape-steps asks for it
 
@@ -355,16 +356,50 @@ def on_sends_done(environment: Any) -> None:
 
     Locust's quit stops the users with ``--stop-timeout``, so each request in flight completes
     and is recorded; a headless run then ends as after ``--run-time``. A worker only stops
-    sending: the master (and ``tfsbench sweep``) end the run when every process is done.
+    sending and tells its master, which quits once every worker of the test has said so.
     """
     runner = environment.runner
-    if runner is None or is_worker(runner) or getattr(environment, "tfsbench_quitting", False):
+    if runner is None:
+        return
+    if is_worker(runner):
+        scenario: Scenario | None = getattr(environment, SCENARIO_ATTR, None)
+        if scenario is not None and not scenario.sends_done_told:
+            scenario.sends_done_told = True
+            try:
+                runner.send_message(relay.SENDS_DONE_MSG, None)
+            except Exception as exc:  # the master is gone: it ends the test itself, or never will
+                log.warning("tfsbench: could not tell the master this worker's requests are sent: %s", exc)
+        return
+    _quit_at_max_requests(environment)
+
+
+def _quit_at_max_requests(environment: Any) -> None:
+    if getattr(environment, "tfsbench_quitting", False):
         return
     environment.tfsbench_quitting = True
     import gevent  # lazy: only inside a Locust process (it patches the process on import)
 
     log.info("tfsbench: --max-requests reached, stopping")
-    gevent.spawn(runner.quit)
+    gevent.spawn(environment.runner.quit)
+
+
+def register_sends_done(environment: Any) -> None:
+    """Master: quit once every worker that the test started on has sent its share of ``--max-requests``."""
+    runner = environment.runner
+    done: set[str] = set()
+
+    def on_test_start(**_kwargs: Any) -> None:
+        done.clear()
+
+    def on_worker_done(environment: Any, msg: Any, **_kwargs: Any) -> None:
+        done.add(msg.node_id)
+        sink = getattr(environment, collector.COLLECTOR_ATTR, None)
+        started_on = sink.expected if sink is not None else {c.id for c in runner.clients.all}
+        if started_on <= done:
+            _quit_at_max_requests(environment)
+
+    environment.events.test_start.add_listener(on_test_start)
+    runner.register_message(relay.SENDS_DONE_MSG, on_worker_done)
 
 
 def shape_tick(shape: Any) -> tuple[int, float] | None:

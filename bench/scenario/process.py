@@ -93,6 +93,7 @@ class Scenario:
         self.loop_watchers: list[Any] = []  # libev prepare/check watchers feeding loop_watch (hooks)
         self.user_seq = 0
         self.sends_claimed = 0  # predict requests begun, against --max-requests (predict_user.claim_send)
+        self.sends_done_told = False  # a worker told its master that its share is sent (hooks.on_sends_done)
         # Each user's current open-model schedule (by spawn index; a new step replaces it).
         self.schedules: dict[int, UserSchedule] = {}
         self.stopping_perf_s: float | None = None

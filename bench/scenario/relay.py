@@ -13,6 +13,8 @@ Messages, all dicts (msgpack)::
     worker -> master  tfsbench_records  {worker, seq, rows: [[str, ...]], final, sent, stats}
     worker -> master  tfsbench_hello    once its handlers are registered (Locust's own
                                         connect happens before, so a ping then would be lost)
+    worker -> master  tfsbench_sends_done  its share of --max-requests is sent (the master ends
+                                        the test once every worker said so)
     master -> worker  tfsbench_ping     {t_master}              on each hello and each connect
     worker -> master  tfsbench_pong     {t_master, t_worker, worker, version}
     master -> worker  tfsbench_clock    {offset_s}: how far the worker's clock is ahead (0 within
@@ -46,6 +48,7 @@ PONG_MSG = "tfsbench_pong"
 CLOCK_MSG = "tfsbench_clock"
 STOP_MSG = "tfsbench_stop"
 DETACH_MSG = "tfsbench_detach"
+SENDS_DONE_MSG = "tfsbench_sends_done"
 
 BATCH_ROWS = 200  # rows per message: a few tens of KB, one msgpack frame
 BATCH_S = 0.25  # a row waits at most this long on its worker (sweeps poll the master's file)

@@ -117,6 +117,29 @@ def test_master_and_two_workers_in_three_directories(server: ServiceModelServer,
     _no_files_left(w1, w2)
 
 
+def test_max_requests_over_workers_ends_the_test_at_n_not_at_its_run_time(
+    server: ServiceModelServer, tmp_path: Path
+) -> None:
+    # Each of the 2 workers sends its share (40) and tells the master, which then quits: the
+    # run ends at N, as a local one does, instead of running on to -t.
+    proc = subprocess.run(
+        [
+            sys.executable, "-m", "locust", "-f", str(LOCUSTFILE), "--headless", "--host", server.url,
+            "--processes", "2", "-u", "4", "-r", "100", "-t", "90s", "--max-requests", "80",
+            "--records", "requests.csv", "--json-file", "stats", "--encodings", "row-fast",
+        ],
+        cwd=tmp_path, env=_env(), capture_output=True, timeout=TIMEOUT_S,
+    )  # fmt: skip
+    log = proc.stderr.decode()
+    assert proc.returncode == 0, log[-3000:]
+    assert "--max-requests reached" in log
+    assert "--run-time limit reached" not in log
+    frame = read_records(tmp_path / "requests.csv")
+    assert len(frame) == _locust_count(tmp_path / "stats.json")
+    assert 80 <= len(frame) <= 81
+    assert frame["worker"].value_counts().to_list() == [40, 40]
+
+
 def _start_sweep(args: list[str], cwd: Path) -> tuple[subprocess.Popen[bytes], Path]:
     err = cwd / "stderr.txt"
     proc = subprocess.Popen(
