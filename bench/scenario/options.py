@@ -126,7 +126,7 @@ def add_arguments(parser: Any) -> None:
     )
     add(
         "--max-requests",
-        "stop after N requests (warm-up not counted; each of P processes sends its share, the test ends when all have); empty = no limit",
+        "stop after N requests (warm-up not counted; each of P processes sends its share); empty = no limit",
         default="",
         metavar="N",
         type=_validated(argtypes.positive_int),
