@@ -376,7 +376,9 @@ def run_cell(
                     cell.error = f"{config.host} stopped answering during the cell"
                     break
     except KeyboardInterrupt:
-        _stop(proc, signal.SIGINT)
+        # SIGTERM, not SIGINT: a sweep started in the background (`&`, nohup, some CI runners)
+        # passes on an ignored SIGINT, and its Locust would then run the cell to its end.
+        _stop(proc)
         cell.status = "interrupted"
         raise
     except BaseException:

@@ -103,3 +103,32 @@ def test_locust_dies_with_a_killed_sweep_and_listens_on_loopback_only(tmp_path: 
         assert path.read_bytes().endswith(b"\n")
     meta = json.loads(next(out.glob("*/meta.json")).read_text(encoding="utf-8"))
     assert meta["incomplete"] is True
+
+
+def test_a_sweep_started_with_sigint_ignored_stops_its_cell_on_sigterm(tmp_path: Path) -> None:
+    # A shell starts background jobs with SIGINT ignored, and exec passes that on: a stop that
+    # reached Locust as SIGINT was ignored, and the cell ran on to its --duration.
+    out = tmp_path / "runs"
+    with ServiceModelServer(fixed_s=0.002, per_image_s=0.0) as server:
+        command = _sweep(server.url, out, "--duration", "120s")
+        proc = subprocess.Popen(
+            ["sh", "-c", 'trap "" INT; exec "$@"', "sh", *command],
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        )  # fmt: skip
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and proc.poll() is None:
+            found = list(out.glob("*/cells/*/records.csv"))
+            if found and sum(1 for _ in found[0].open()) > 30:
+                break
+            time.sleep(0.2)
+        proc.send_signal(signal.SIGTERM)
+        _, stderr = proc.communicate(timeout=60)
+    assert proc.returncode == 130, stderr[-2000:]
+    run = runs.load_run(out / runs.LATEST)
+    first, second = run.cells
+    assert first["status"] == "interrupted"
+    assert second["status"] in ("pending", "skipped")
+    log = (run.path / "locust.log").read_text()
+    assert "Got SIGTERM signal" in log  # Locust's own clean stop, with its final stats ...
+    assert "--run-time limit reached" not in log  # ... long before the cell's end
+    assert first["locust_requests"] == first["records"] > 30
