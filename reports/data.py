@@ -286,7 +286,13 @@ def _verdict(row: pd.Series) -> tuple[bool, bool, str]:
     fix = "add --processes (one per core) or load machines"
     # Per worker: the ones behind on their own rows, or whose own CPU monitor tripped, by name.
     named = sorted(
-        {w for key in ("behind_workers", "saturated_workers") for w in str(row.get(key) or "").split(",") if w}
+        {
+            w
+            for key in ("behind_workers", "saturated_workers")
+            if isinstance(row.get(key), str)  # a summary.csv read back gives NaN for an empty one
+            for w in row[key].split(",")
+            if w
+        }
     )
     if named:
         fix = f"worker {', '.join(named)} was behind; {fix}"

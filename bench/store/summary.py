@@ -30,7 +30,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
-from bench.store.lateness import CAUSE_BUSY, CAUSE_IDLE, LATE_TOLERANCE_MS, late_mask
+from bench.store.lateness import CAUSE_BUSY, CAUSE_IDLE, LATE_TOLERANCE_MS, Lateness, late_mask
 from bench.store.load_stats import LoadStats
 from bench.store.percentiles import percentiles_ci
 
@@ -67,6 +67,7 @@ SUMMARY_EXTRA_COLUMNS: tuple[str, ...] = (
     "client_cpu_pct",
     "saturated",
     "protocol",
+    "behind_workers",
 )
 
 
@@ -111,6 +112,7 @@ SUMMARY_INPUT_COLUMNS: tuple[str, ...] = (
     "send_lag_ms",
     "lag_cause",
     "protocol",
+    "worker",
 )
 
 
@@ -130,6 +132,18 @@ class _Group:
     late_busy: int = 0
     late_idle: int = 0
     protocol: str | None = None  # its first row's (an encoding is one protocol)
+    by_worker: dict[str, list[int]] = field(default_factory=dict)  # worker -> [rows, late idle-caused]
+
+    def behind_workers(self, tolerance_ms: float) -> str:
+        """The workers that fell behind on their own rows (``lateness.behind_workers``'s rule),
+        named only where the cell ran on several: one among idle ones is not diluted away."""
+        if len(self.by_worker) < 2:
+            return ""
+        return ",".join(
+            name
+            for name, (rows, late_idle) in sorted(self.by_worker.items())
+            if Lateness(rows, late_idle, 0, late_idle, tolerance_ms).generator_behind
+        )
 
 
 def _joined(parts: list[np.ndarray]) -> np.ndarray:
@@ -171,6 +185,7 @@ class SummaryAccumulator:
         lag = chunk["send_lag_ms"].to_numpy(dtype=float) if "send_lag_ms" in chunk else np.zeros(n)
         cause = chunk["lag_cause"].fillna("").astype(str).to_numpy() if "lag_cause" in chunk else np.full(n, "")
         protocol = chunk["protocol"].fillna("").astype(str).to_numpy() if "protocol" in chunk else None
+        worker = chunk["worker"].fillna("").astype(str).to_numpy() if "worker" in chunk else None
         failed = failed_mask(chunk).to_numpy()
         payload = chunk["payload_bytes"].to_numpy(dtype=float)
         encode = chunk["encode_us"].to_numpy(dtype=float)
@@ -202,6 +217,16 @@ class SummaryAccumulator:
             group.late += late_rows.size
             group.late_busy += int((cause[late_rows] == CAUSE_BUSY).sum())
             group.late_idle += int((cause[late_rows] == CAUSE_IDLE).sum())
+            if worker is not None:
+                idle_late = late[rows] & (cause[rows] == CAUSE_IDLE)
+                names, counts = np.unique(worker[rows], return_counts=True)
+                late_names, late_counts = np.unique(worker[rows][idle_late], return_counts=True)
+                late_by_name = dict(zip(late_names.tolist(), late_counts.tolist(), strict=True))
+                for name, count in zip(names.tolist(), counts.tolist(), strict=True):
+                    if name:
+                        tally = group.by_worker.setdefault(name, [0, 0])
+                        tally[0] += count
+                        tally[1] += late_by_name.get(name, 0)
 
     def latency_means(self) -> pd.Series:
         """Mean latency (ms) of each cell's successful requests; cells without one left out."""
@@ -265,6 +290,7 @@ class SummaryAccumulator:
                 "saturated": bool(load.saturated) if load else False,
                 # An encoding is one protocol, so each group is (rows from before the column: rest).
                 "protocol": group.protocol if group.protocol is not None else "rest",
+                "behind_workers": group.behind_workers(self.late_tolerance_ms),
             }
         )
         return row

@@ -12,7 +12,8 @@ from bench.scenario.collector import RecordCollector
 from bench.scenario.relay import RecordRelay, clock_offset, stats_from_message, stats_message
 from bench.store.lateness import behind_workers
 from bench.store.load_stats import LoadStats, read_load_stats
-from bench.store.records import RequestRecord, read_records
+from bench.store.records import ALL_COLUMNS, RequestRecord, read_records
+from bench.store.summary import summarize
 from reports.data import _verdict
 
 
@@ -148,7 +149,28 @@ def test_one_worker_behind_is_named_not_diluted() -> None:
         }
     )
     assert behind_workers(frame) == ("x",)
-    row = pd.Series({"requests": 500, "late_idle": 20, "late_sends": 20, "behind_workers": "x", "samples": 500})
+    # The same rows as records, through the summary a report reads, name x in the verdict.
+    records = pd.DataFrame(
+        [
+            RequestRecord(
+                1000.0 + i * 0.01, 5.0, 200, 1, "row-fast", 10, 1.0, 5, "", "c",
+                send_lag_ms=lag, lag_cause=cause, worker=worker,
+            ).to_row()
+            for i, (worker, lag, cause) in enumerate(
+                zip(frame["worker"], frame["send_lag_ms"], frame["lag_cause"], strict=True)
+            )
+        ],
+        columns=list(ALL_COLUMNS),
+    )  # fmt: skip
+    for column in ("t_start", "latency_ms", "send_lag_ms", "encode_us"):
+        records[column] = records[column].astype(float)
+    for column in ("status", "batch", "payload_bytes", "response_bytes"):
+        records[column] = records[column].astype(int)
+    (row,) = (r for _, r in summarize(records).iterrows())
+    assert row["late_idle"] == 20
+    assert row["behind_workers"] == "x"
     client, _server, note = _verdict(row)
     assert not client
     assert "worker x behind" in note
+    one_worker = records[records["worker"] == "x"]  # one process: the cell-wide verdict says it all
+    assert summarize(one_worker)["behind_workers"].tolist() == [""]
