@@ -29,6 +29,7 @@ Usage::
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 import numpy as np
@@ -127,8 +128,18 @@ def behind_workers(frame: pd.DataFrame, tolerance_ms: float = LATE_TOLERANCE_MS)
     """
     if frame.empty or "worker" not in frame:
         return ()
-    out = []
+    tallies = {}
     for name, rows in frame.groupby("worker", sort=True):
-        if name and lateness(rows, tolerance_ms).generator_behind:
-            out.append(str(name))
-    return tuple(out)
+        counted = lateness(rows, tolerance_ms)
+        tallies[str(name)] = (counted.requests, counted.late_idle)
+    return workers_behind(tallies)
+
+
+def workers_behind(tallies: Mapping[str, tuple[int, int]]) -> tuple[str, ...]:
+    """:func:`behind_workers` from counts kept per worker, ``name -> (rows, idle-caused late
+    sends)`` (a summary read in chunks keeps these instead of the rows), sorted by name."""
+    return tuple(
+        name
+        for name, (rows, late_idle) in sorted(tallies.items())
+        if name and Lateness(rows, late_idle, 0, late_idle).generator_behind
+    )

@@ -30,7 +30,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
-from bench.store.lateness import CAUSE_BUSY, CAUSE_IDLE, LATE_TOLERANCE_MS, Lateness, late_mask
+from bench.store.lateness import CAUSE_BUSY, CAUSE_IDLE, LATE_TOLERANCE_MS, late_mask, workers_behind
 from bench.store.load_stats import LoadStats
 from bench.store.percentiles import percentiles_ci
 
@@ -132,18 +132,12 @@ class _Group:
     late_busy: int = 0
     late_idle: int = 0
     protocol: str | None = None  # its first row's (an encoding is one protocol)
-    by_worker: dict[str, list[int]] = field(default_factory=dict)  # worker -> [rows, late idle-caused]
+    by_worker: dict[str, tuple[int, int]] = field(default_factory=dict)  # worker -> (rows, late idle-caused)
 
-    def behind_workers(self, tolerance_ms: float) -> str:
-        """The workers that fell behind on their own rows (``lateness.behind_workers``'s rule),
-        named only where the cell ran on several: one among idle ones is not diluted away."""
-        if len(self.by_worker) < 2:
-            return ""
-        return ",".join(
-            name
-            for name, (rows, late_idle) in sorted(self.by_worker.items())
-            if Lateness(rows, late_idle, 0, late_idle, tolerance_ms).generator_behind
-        )
+    def behind_workers(self) -> str:
+        """The workers that fell behind on their own rows (bench.store.lateness), named only
+        where the cell ran on several: one among idle ones is not diluted away."""
+        return ",".join(workers_behind(self.by_worker)) if len(self.by_worker) > 1 else ""
 
 
 def _joined(parts: list[np.ndarray]) -> np.ndarray:
@@ -224,9 +218,8 @@ class SummaryAccumulator:
                 late_by_name = dict(zip(late_names.tolist(), late_counts.tolist(), strict=True))
                 for name, count in zip(names.tolist(), counts.tolist(), strict=True):
                     if name:
-                        tally = group.by_worker.setdefault(name, [0, 0])
-                        tally[0] += count
-                        tally[1] += late_by_name.get(name, 0)
+                        seen, idle = group.by_worker.get(name, (0, 0))
+                        group.by_worker[name] = (seen + count, idle + late_by_name.get(name, 0))
 
     def latency_means(self) -> pd.Series:
         """Mean latency (ms) of each cell's successful requests; cells without one left out."""
@@ -290,7 +283,7 @@ class SummaryAccumulator:
                 "saturated": bool(load.saturated) if load else False,
                 # An encoding is one protocol, so each group is (rows from before the column: rest).
                 "protocol": group.protocol if group.protocol is not None else "rest",
-                "behind_workers": group.behind_workers(self.late_tolerance_ms),
+                "behind_workers": group.behind_workers(),
             }
         )
         return row
