@@ -252,6 +252,12 @@ def _pct(count: float, total: float) -> str:
     return f"{100.0 * count / total:.0f}%" if total else "0%"
 
 
+def _names(row: pd.Series, key: str) -> list[str]:
+    """The worker names of a comma-joined column (NaN where the cell's facts had none)."""
+    value = row.get(key)
+    return [w for w in value.split(",") if w] if isinstance(value, str) else []
+
+
 def _verdict(row: pd.Series) -> tuple[bool, bool, str]:
     """(client saturated, server saturated, human-readable trust note) for one summary row.
 
@@ -285,15 +291,7 @@ def _verdict(row: pd.Series) -> tuple[bool, bool, str]:
     )
     fix = "add --processes (one per core) or load machines"
     # Per worker: the ones behind on their own rows, or whose own CPU monitor tripped, by name.
-    named = sorted(
-        {
-            w
-            for key in ("behind_workers", "saturated_workers")
-            if isinstance(row.get(key), str)  # a summary.csv read back gives NaN for an empty one
-            for w in row[key].split(",")
-            if w
-        }
-    )
+    named = sorted({w for key in ("behind_workers", "saturated_workers") for w in _names(row, key)})
     if named:
         fix = f"worker {', '.join(named)} was behind; {fix}"
     client = server = False
@@ -339,9 +337,9 @@ def _verdict(row: pd.Series) -> tuple[bool, bool, str]:
     status = row.get("cell_status")
     if isinstance(status, str) and status not in ("done", ""):
         notes.append(f"cell {status}")
-    lost = str(row.get("lost_workers") or "")
-    if lost and lost != "nan":
-        notes.append(f"worker {lost.replace(',', ', ')} lost mid-cell: its unsent rows are missing")
+    lost = _names(row, "lost_workers")
+    if lost:
+        notes.append(f"worker {', '.join(lost)} lost mid-cell: its unsent rows are missing")
     if named and not client:
         notes.append(f"worker {', '.join(named)} behind (its own sends or CPU), the others on schedule")
     return client, server, "; ".join(notes) if notes else "ok"
