@@ -385,7 +385,7 @@ def _quit_at_max_requests(environment: Any) -> None:
 
 def register_sends_done(environment: Any) -> None:
     """Master: quit once every worker that the test started on has sent its share of ``--max-requests``."""
-    runner = environment.runner
+    sink: collector.RecordCollector = getattr(environment, collector.COLLECTOR_ATTR)  # registered just before
     done: set[str] = set()
 
     def on_test_start(**_kwargs: Any) -> None:
@@ -393,13 +393,11 @@ def register_sends_done(environment: Any) -> None:
 
     def on_worker_done(environment: Any, msg: Any, **_kwargs: Any) -> None:
         done.add(msg.node_id)
-        sink = getattr(environment, collector.COLLECTOR_ATTR, None)
-        started_on = sink.expected if sink is not None else {c.id for c in runner.clients.all}
-        if started_on <= done:
+        if sink.expected <= done:  # every worker the test started on
             _quit_at_max_requests(environment)
 
     environment.events.test_start.add_listener(on_test_start)
-    runner.register_message(relay.SENDS_DONE_MSG, on_worker_done)
+    environment.runner.register_message(relay.SENDS_DONE_MSG, on_worker_done)
 
 
 def shape_tick(shape: Any) -> tuple[int, float] | None:
