@@ -110,7 +110,21 @@ def md1_capacity_rps(service_s: float, percentile: float, limit_s: float) -> flo
     return low
 
 
-class ServiceModelServer(BackgroundServer):
+class _ServiceModel:
+    """A single server's cost model: ``fixed_s + per_image_s x batch`` per request."""
+
+    fixed_s = 0.0
+    per_image_s = 0.0
+
+    def service_s(self, batch: int = 1) -> float:
+        return self.fixed_s + self.per_image_s * batch
+
+    def capacity_rps(self, batch: int = 1) -> float:
+        """The analytic capacity: one request at a time, each taking :meth:`service_s`."""
+        return 1.0 / self.service_s(batch)
+
+
+class ServiceModelServer(_ServiceModel, BackgroundServer):
     """A threaded stdlib HTTP server with a known service model; a context manager yielding itself."""
 
     def __init__(
@@ -125,13 +139,6 @@ class ServiceModelServer(BackgroundServer):
         self._lock = threading.Lock()
         self._free_at = 0.0  # monotonic time at which the single server finishes its queue
         self._bind()
-
-    def service_s(self, batch: int) -> float:
-        return self.fixed_s + self.per_image_s * batch
-
-    def capacity_rps(self, batch: int) -> float:
-        """The analytic capacity: one request at a time, each taking :meth:`service_s`."""
-        return 1.0 / self.service_s(batch)
 
     def _overloaded(self) -> bool:
         """Count this arrival; True when more than ``error_above_rps`` arrived in the last second."""
@@ -237,7 +244,7 @@ class InstantServer:
         self._process.join(timeout=10)
 
 
-class QueueServer(InstantServer):
+class QueueServer(_ServiceModel, InstantServer):
     """One request at a time, each taking ``fixed_s + per_image_s x batch``, first come first
     served, in a process of its own.
 
@@ -252,13 +259,6 @@ class QueueServer(InstantServer):
         self.fixed_s = fixed_s
         self.per_image_s = per_image_s
         super().__init__()
-
-    def service_s(self, batch: int = 1) -> float:
-        return self.fixed_s + self.per_image_s * batch
-
-    def capacity_rps(self, batch: int = 1) -> float:
-        """The analytic capacity: one request at a time, each taking :meth:`service_s`."""
-        return 1.0 / self.service_s(batch)
 
 
 def _reply(status: str, body: bytes) -> bytes:
@@ -280,6 +280,7 @@ class _InstantProtocol(FixedReplyProtocol):
     fixed_s = 0.0
     per_image_s = 0.0
     free_at = 0.0  # loop time at which the single server finishes its queue (class-wide: one server)
+    cost_s = 0.0  # the service time of the request answer() just read, for send()
     predictions: ClassVar[dict[int, bytes]] = {}  # the reply for each batch size, made once
 
     def answer(self, head: bytes, body: bytes) -> bytes:
